@@ -1,0 +1,354 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/storage"
+	"github.com/walsnap/walsnap/internal/wal"
+)
+
+// Pusher archives WAL files into a repository.
+type Pusher struct {
+	Repo        *repo.Repo
+	Codec       compress.Codec
+	Concurrency int    // uploads at once (>= 1)
+	Ahead       int    // most .ready files pushed ahead per call (0 = off)
+	SpoolDir    string // "" = <pg_wal>/.walsnap
+	Log         *slog.Logger
+}
+
+// ErrConflict means the repository already holds a different file under
+// the same name; it is never overwritten.
+var ErrConflict = errors.New("already archived with different content")
+
+// pushedRecord is what push-ahead leaves in the spool for a segment it
+// uploaded before PostgreSQL asked: enough to verify, on PostgreSQL's own
+// call, that the file is unchanged and the object is in this repository.
+type pushedRecord struct {
+	Repo   string `json:"repo"`
+	Key    string `json:"key"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+type pushResult struct {
+	name      string
+	key       string
+	sha       string
+	in, out   int
+	existed   bool
+	elapsed   time.Duration
+	err       error
+	pushedFor string // "" for the requested file, else pushed ahead
+}
+
+// Push archives the WAL file at path (as given by %p: relative to PGDATA
+// or absolute). It returns nil only when the repository holds the file's
+// exact bytes.
+func (p *Pusher) Push(ctx context.Context, path string) error {
+	start := time.Now()
+	name := filepath.Base(path)
+	if _, err := wal.Classify(name); err != nil {
+		return err
+	}
+	walDir := filepath.Dir(path)
+	spool := spoolDir(p.SpoolDir, walDir)
+	pushedDir := filepath.Join(spool, "pushed")
+	p.sweepSpool(walDir, spool)
+
+	if done, err := p.pushedAhead(ctx, pushedDir, path, name); err != nil {
+		return err
+	} else if done {
+		p.Log.Info("archived (pushed ahead earlier)", "file", name, "ms", time.Since(start).Milliseconds())
+		return nil
+	}
+
+	files := []string{path}
+	if p.Ahead > 0 {
+		for _, n := range readyFiles(walDir, name, p.Ahead, pushedDir) {
+			files = append(files, filepath.Join(walDir, n))
+		}
+	}
+	id, err := loadIdentity(ctx, p.Repo, spool)
+	if err != nil && !errors.Is(err, repo.ErrNoIdentity) {
+		return fileError(name, err)
+	}
+	// The requested file goes first and alone when the repository has no
+	// identity yet, so that exactly one process creates it.
+	if errors.Is(err, repo.ErrNoIdentity) {
+		r := p.pushOne(ctx, path, &id, spool)
+		p.report(r)
+		if r.err != nil {
+			return r.err
+		}
+		files = files[1:]
+		if len(files) == 0 {
+			return nil
+		}
+		results := p.pushAll(ctx, files, id, spool)
+		p.recordAhead(pushedDir, results)
+		return nil
+	}
+	results := p.pushAll(ctx, files, id, spool)
+	p.recordAhead(pushedDir, results[1:])
+	return results[0].err
+}
+
+// pushAll uploads files concurrently and reports each.
+func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, spool string) []pushResult {
+	results := make([]pushResult, len(files))
+	sem := make(chan struct{}, max(1, p.Concurrency))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			idc := id
+			results[i] = p.pushOne(ctx, f, &idc, spool)
+			if i > 0 {
+				results[i].pushedFor = filepath.Base(files[0])
+			}
+			p.report(results[i])
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+func (p *Pusher) report(r pushResult) {
+	attrs := []any{"file", r.name, "bytes_in", r.in, "bytes_out", r.out, "ms", r.elapsed.Milliseconds()}
+	if r.pushedFor != "" {
+		attrs = append(attrs, "ahead_of", r.pushedFor)
+	}
+	switch {
+	case r.err != nil && r.pushedFor != "":
+		// PostgreSQL will ask for this file itself and see the error then.
+		p.Log.Warn("push-ahead failed", append(attrs, "err", r.err)...)
+	case r.err != nil:
+		// The caller returns the error; cmd prints it once.
+	case r.existed:
+		p.Log.Info("already archived", attrs...)
+	default:
+		p.Log.Info("archived", attrs...)
+	}
+}
+
+// pushOne validates, compresses and uploads one file. id is the repository
+// identity, zero when the repository has none yet (then this call creates
+// it from the segment header and updates *id).
+func (p *Pusher) pushOne(ctx context.Context, path string, id *repo.Identity, spool string) (res pushResult) {
+	start := time.Now()
+	name := filepath.Base(path)
+	res.name = name
+	defer func() {
+		res.elapsed = time.Since(start)
+		if res.err != nil {
+			res.err = fileError(name, res.err)
+		}
+	}()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	res.in = len(data)
+	if err := p.validate(ctx, name, data, id, spool); err != nil {
+		res.err = err
+		return res
+	}
+
+	var sum [32]byte
+	var enc []byte
+	var encErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { sum = sha256.Sum256(data) })
+	enc, encErr = p.Codec.Encode(nil, data)
+	wg.Wait()
+	if encErr != nil {
+		res.err = encErr
+		return res
+	}
+	res.sha = hex.EncodeToString(sum[:])
+	res.out = len(enc)
+	res.key = repo.WALKey(name, p.Codec.Suffix())
+	err = p.Repo.Store().PutIfAbsent(ctx, res.key, bytes.NewReader(enc), int64(len(enc)), repo.WALMeta(res.sha, len(data), p.Codec))
+	if errors.Is(err, storage.ErrExists) {
+		res.existed = true
+		obj, herr := p.Repo.HeadWAL(ctx, res.key)
+		switch {
+		case herr != nil:
+			res.err = fmt.Errorf("exists in the repository but cannot be checked: %w", herr)
+		case obj.SHA256 != res.sha:
+			res.err = fmt.Errorf("%w (repository sha256 %s, local %s); refusing to overwrite: find out why two different files carry this name before anything else", ErrConflict, obj.SHA256, res.sha)
+		}
+		return res
+	}
+	res.err = err
+	return res
+}
+
+// validate refuses what must not enter the repository: segments of the
+// wrong size or from another cluster, unparseable history files.
+func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *repo.Identity, spool string) error {
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case wal.KindSegment, wal.KindPartial:
+		if len(data) < wal.LongHeaderSize {
+			return fmt.Errorf("%d bytes is too short for a WAL segment", len(data))
+		}
+		segSize := id.SegmentSize
+		if segSize == 0 {
+			hdr, err := wal.ParseLongPageHeader(data)
+			if err != nil {
+				return fmt.Errorf("not a WAL segment: %w", err)
+			}
+			segSize = uint64(hdr.SegSize)
+		}
+		if uint64(len(data)) != segSize {
+			return fmt.Errorf("size %d bytes is not the WAL segment size %d", len(data), segSize)
+		}
+		fn, err := wal.ParseFileName(name, segSize)
+		if err != nil {
+			return err
+		}
+		hdr, err := wal.CheckSegmentHeader(fn.Segment, segSize, data[:wal.LongHeaderSize], id.SystemID)
+		if err != nil {
+			return err
+		}
+		if id.SystemID == 0 {
+			major, _ := wal.MagicMajor(hdr.Magic)
+			want := repo.Identity{SystemID: hdr.SystemID, SegmentSize: segSize, PGMajor: major}
+			got, err := p.Repo.InitIdentity(ctx, want)
+			if err != nil {
+				return err
+			}
+			if err := got.CheckSame(want); err != nil {
+				return err
+			}
+			*id = got
+			cacheIdentity(p.Repo, spool, got)
+		}
+	case wal.KindHistory:
+		if _, err := wal.ParseHistory(data); err != nil {
+			return fmt.Errorf("not a timeline history file: %w", err)
+		}
+	case wal.KindBackup:
+		if !bytes.HasPrefix(data, []byte("START WAL LOCATION:")) {
+			return errors.New("not a backup history file (no START WAL LOCATION line)")
+		}
+	}
+	return nil
+}
+
+// pushedAhead reports whether name was pushed ahead by an earlier call and
+// still matches: same repository, same bytes on disk (SHA-256), and the
+// object is in the repository with that checksum. A record that fails any
+// check is removed and the file is pushed normally.
+func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) (bool, error) {
+	recPath := filepath.Join(pushedDir, name)
+	data, err := os.ReadFile(recPath)
+	if err != nil {
+		return false, nil
+	}
+	os.Remove(recPath)
+	var rec pushedRecord
+	if json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !strings.HasPrefix(rec.Key, repo.WALKey(name, "")) {
+		return false, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return false, fileError(name, err)
+	}
+	sum := sha256.Sum256(raw)
+	if int64(len(raw)) != rec.Size || hex.EncodeToString(sum[:]) != rec.SHA256 {
+		p.Log.Warn("push-ahead record does not match the file; pushing again", "file", name)
+		return false, nil
+	}
+	obj, err := p.Repo.HeadWAL(ctx, rec.Key)
+	if err != nil || obj.SHA256 != rec.SHA256 {
+		p.Log.Warn("push-ahead record not confirmed by the repository; pushing again", "file", name, "err", err)
+		return false, nil
+	}
+	return true, nil
+}
+
+// recordAhead leaves a record for each file pushed ahead successfully.
+func (p *Pusher) recordAhead(pushedDir string, results []pushResult) {
+	if len(results) == 0 || os.MkdirAll(pushedDir, 0o700) != nil {
+		return
+	}
+	for _, r := range results {
+		if r.err != nil {
+			continue
+		}
+		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in)}
+		// Not fsynced: a record lost in a crash only costs a re-push.
+		os.WriteFile(filepath.Join(pushedDir, r.name), mustJSON(rec), 0o600)
+	}
+}
+
+// readyFiles lists up to limit WAL files waiting in archive_status, other
+// than current and those already pushed ahead, in the order PostgreSQL's
+// archiver takes them: timeline history files first, then by name.
+func readyFiles(walDir, current string, limit int, pushedDir string) []string {
+	ents, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		n, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || n == current {
+			continue
+		}
+		if _, err := wal.Classify(n); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pushedDir, n)); err == nil {
+			continue
+		}
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		hi, hj := strings.HasSuffix(names[i], ".history"), strings.HasSuffix(names[j], ".history")
+		if hi != hj {
+			return hi
+		}
+		return names[i] < names[j]
+	})
+	if len(names) > limit {
+		names = names[:limit]
+	}
+	return names
+}
+
+// sweepSpool bounds the spool: push-ahead records whose WAL file is gone
+// or that are a day old, and prefetched files left by an ended recovery.
+func (p *Pusher) sweepSpool(walDir, spool string) {
+	sweep(filepath.Join(spool, "pushed"), func(name string, fi os.FileInfo) bool {
+		if olderThan(fi, 24*time.Hour) {
+			return true
+		}
+		_, err := os.Stat(filepath.Join(walDir, name))
+		return errorsIsNotExist(err)
+	})
+	sweepPrefetch(filepath.Join(spool, "prefetch"), 10*time.Minute)
+}

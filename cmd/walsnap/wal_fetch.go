@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/walsnap/walsnap/archive"
+	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/config"
+)
+
+// Exit statuses of wal-fetch, PostgreSQL's restore_command contract.
+const (
+	fetchAbsent = 1   // the file is not in the repository: recovery may end here
+	fetchFailed = 255 // anything else: PostgreSQL must stop, not end recovery early
+)
+
+func walFetchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wal-fetch",
+		Usage:     "restore one WAL file (restore_command = 'walsnap wal-fetch %f %p')",
+		ArgsUsage: "NAME DEST",
+		Description: "Writes the verified file (size, SHA-256, page header) to DEST through a\n" +
+			"temporary name, fsync and rename, then prefetches the next fetch.prefetch\n" +
+			"segments in the background so the next call is a rename.\n" +
+			"Exit status: 0 restored; 1 only when the repository does not have the file;\n" +
+			"255 on any other failure (unreachable store, checksum mismatch, bad data),\n" +
+			"which makes PostgreSQL abort recovery instead of ending it on a wrong timeline.",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return withCode(fetchFailed, usageError{"wal-fetch takes two arguments: NAME (%f) and DEST (%p)"})
+			}
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return withCode(fetchFailed, err)
+			}
+			err = fetch(c.Context, cfg, c.Args().Get(0), c.Args().Get(1))
+			if errors.Is(err, archive.ErrNotFound) {
+				return withCode(fetchAbsent, err)
+			}
+			return withCode(fetchFailed, err)
+		},
+	}
+}
+
+func fetch(ctx context.Context, cfg config.Config, name, dest string) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Fetch.Timeout)
+	defer cancel()
+	f, err := newFetcher(ctx, cfg, "wal-fetch")
+	if err != nil {
+		return err
+	}
+	walDir := filepath.Dir(dest)
+	f.StartPrefetch = func(after string) error { return startPrefetcher(cfg, after, walDir) }
+	return f.Fetch(ctx, name, dest)
+}
+
+func newFetcher(ctx context.Context, cfg config.Config, command string) (*archive.Fetcher, error) {
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	codec, _ := compress.Parse(cfg.Compression) // validated
+	return &archive.Fetcher{
+		Repo:        r,
+		Codec:       codec,
+		Prefetch:    cfg.Fetch.Prefetch,
+		Concurrency: cfg.Fetch.Concurrency,
+		SpoolDir:    cfg.SpoolDir,
+		Log:         newLogger(cfg, command),
+	}, nil
+}
+
+// startPrefetcher runs "walsnap wal-prefetch" detached, in its own session,
+// from the resolved path of this very executable (not os.Args[0], which
+// may be relative to a directory the child does not share). Its stderr is
+// PostgreSQL's log, like ours; it is not waited for.
+func startPrefetcher(cfg config.Config, after, walDir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	walDir, err = filepath.Abs(walDir)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "wal-prefetch", after, walDir)
+	cmd.Env = append(os.Environ(), resolvedConfigEnv+"="+string(data))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+func walPrefetchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wal-prefetch",
+		Usage:     "internal: prefetch the segments after NAME (started by wal-fetch)",
+		ArgsUsage: "NAME WALDIR",
+		Hidden:    true,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return usageError{"wal-prefetch takes NAME and WALDIR"}
+			}
+			cfg, err := resolvedConfig()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context, cfg.Fetch.Timeout)
+			defer cancel()
+			f, err := newFetcher(ctx, cfg, "wal-prefetch")
+			if err != nil {
+				return err
+			}
+			return f.RunPrefetch(ctx, c.Args().Get(0), c.Args().Get(1))
+		},
+	}
+}

@@ -1,0 +1,159 @@
+package compress
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		spec, want string
+		bad        bool
+	}{
+		{spec: "zstd", want: "zstd:1"},
+		{spec: "zstd:19", want: "zstd:19"},
+		{spec: "zstd:0", bad: true},
+		{spec: "zstd:23", bad: true},
+		{spec: "zstd:x", bad: true},
+		{spec: "s2", want: "s2"},
+		{spec: "s2:3", bad: true},
+		{spec: "gzip", want: "gzip:-1"},
+		{spec: "gzip:9", want: "gzip:9"},
+		{spec: "gzip:10", bad: true},
+		{spec: "none", want: "none"},
+		{spec: "lz4", bad: true},
+		{spec: "", bad: true},
+	} {
+		c, err := Parse(tc.spec)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("Parse(%q) = %v, want error", tc.spec, c)
+			}
+			continue
+		}
+		if err != nil || c.String() != tc.want {
+			t.Errorf("Parse(%q) = %v, %v; want %s", tc.spec, c, err, tc.want)
+		}
+	}
+}
+
+func TestFromKey(t *testing.T) {
+	for key, want := range map[string]string{
+		"wal/00000001/000000010000000000000001.zst": "zstd",
+		"wal/00000001/000000010000000000000001.s2":  "s2",
+		"wal/00000002.history.gz":                   "gzip",
+		"wal/00000002.history":                      "none",
+	} {
+		base, c := FromKey(key)
+		if c.Name() != want || base+c.Suffix() != key {
+			t.Errorf("FromKey(%q) = %q, %s", key, base, c.Name())
+		}
+	}
+}
+
+// walLike returns compressible data resembling WAL: repeated records with
+// varying fields and some zero padding.
+func walLike(n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, 0, n)
+	for len(b) < n {
+		rec := make([]byte, 64+r.IntN(200))
+		for i := range rec {
+			if i%7 == 0 {
+				rec[i] = byte(r.IntN(256))
+			} else {
+				rec[i] = byte(i)
+			}
+		}
+		b = append(b, rec...)
+		b = append(b, make([]byte, r.IntN(64))...)
+	}
+	return b[:n]
+}
+
+func TestRoundTrip(t *testing.T) {
+	inputs := map[string][]byte{
+		"empty": {},
+		"small": []byte("hello, wal"),
+		"16MiB": walLike(16 << 20), // large enough for parallel frames
+		"9MiB":  walLike(9<<20 + 123),
+	}
+	for _, spec := range []string{"zstd", "zstd:3", "s2", "gzip", "gzip:1", "none"} {
+		c, err := Parse(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, in := range inputs {
+			enc, err := c.Encode(nil, in)
+			if err != nil {
+				t.Fatalf("%s/%s encode: %v", spec, name, err)
+			}
+			if spec != "none" && len(in) > 1<<20 && len(enc) >= len(in)/2 {
+				t.Errorf("%s/%s: compressed %d → %d, expected at least 2x", spec, name, len(in), len(enc))
+			}
+			r, err := c.NewReader(bytes.NewReader(enc))
+			if err != nil {
+				t.Fatalf("%s/%s reader: %v", spec, name, err)
+			}
+			out, err := io.ReadAll(r)
+			r.Close()
+			if err != nil {
+				t.Fatalf("%s/%s decode: %v", spec, name, err)
+			}
+			if !bytes.Equal(out, in) {
+				t.Fatalf("%s/%s: round trip mismatch (%d vs %d bytes)", spec, name, len(out), len(in))
+			}
+		}
+	}
+}
+
+func TestCorruptInputFails(t *testing.T) {
+	in := walLike(1 << 20)
+	for _, spec := range []string{"zstd", "s2", "gzip"} {
+		c, _ := Parse(spec)
+		enc, _ := c.Encode(nil, in)
+		enc[len(enc)/2] ^= 0xff
+		enc = enc[:len(enc)-3]
+		r, err := c.NewReader(bytes.NewReader(enc))
+		if err == nil {
+			_, err = io.ReadAll(r)
+			r.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: corrupted, truncated stream decoded without error", spec)
+		}
+	}
+}
+
+func BenchmarkEncode16MiB(b *testing.B) {
+	in := walLike(16 << 20)
+	for _, spec := range []string{"zstd:1", "zstd:3", "s2", "gzip:1"} {
+		c, _ := Parse(spec)
+		b.Run(spec, func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			var out []byte
+			for b.Loop() {
+				out, _ = c.Encode(out[:0], in)
+			}
+			b.ReportMetric(float64(len(in))/float64(len(out)), "ratio")
+		})
+	}
+}
+
+func BenchmarkDecode16MiB(b *testing.B) {
+	in := walLike(16 << 20)
+	for _, spec := range []string{"zstd:1", "s2", "gzip:1"} {
+		c, _ := Parse(spec)
+		enc, _ := c.Encode(nil, in)
+		b.Run(spec, func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				r, _ := c.NewReader(bytes.NewReader(enc))
+				io.Copy(io.Discard, r)
+				r.Close()
+			}
+		})
+	}
+}

@@ -1,0 +1,174 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "walsnap.yaml")
+	if err := os.WriteFile(p, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadFile(t *testing.T) {
+	p := writeFile(t, `
+repo: s3://bucket/prod/db1
+s3:
+  endpoint: http://127.0.0.1:9000
+  path_style: true
+  sse: aws:kms
+  sse_kms_key_id: alias/walsnap
+compression: zstd:3
+push:
+  concurrency: 8
+  timeout: 90s
+fetch:
+  prefetch: 0
+`, 0o600)
+	c := Default()
+	if err := c.LoadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Repo != "s3://bucket/prod/db1" || !c.S3.PathStyle || c.S3.SSE != "aws:kms" || c.Compression != "zstd:3" ||
+		c.Push.Concurrency != 8 || c.Push.Timeout != 90*time.Second || c.Fetch.Prefetch != 0 {
+		t.Fatalf("unexpected config: %+v", c)
+	}
+	// Defaults not mentioned in the file survive.
+	if c.Push.Ahead != 16 || c.Fetch.Concurrency != 4 || c.S3.MaxAttempts != 5 {
+		t.Fatalf("defaults lost: %+v", c)
+	}
+}
+
+func TestLoadFileRejects(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body string
+		mode os.FileMode
+		want string
+	}{
+		"unknown key":    {"repo: file:///x\ncompresion: zstd\n", 0o600, "compresion"},
+		"nested unknown": {"s3:\n  endpont: x\n", 0o600, "endpont"},
+		"bad type":       {"push:\n  concurrency: many\n", 0o600, "many"},
+		"world writable": {"repo: file:///x\n", 0o666, "writable"},
+		"group writable": {"repo: file:///x\n", 0o620, "writable"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := Default()
+			err := c.LoadFile(writeFile(t, tc.body, tc.mode))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LoadFile error = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+	c := Default()
+	if err := c.LoadFile(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if FileExists(filepath.Join(t.TempDir(), "missing.yaml")) {
+		t.Fatal("FileExists on a missing file")
+	}
+}
+
+func TestEmptyFileKeepsDefaults(t *testing.T) {
+	c := Default()
+	if err := c.LoadFile(writeFile(t, "", 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Fatalf("empty file changed settings: %+v", c)
+	}
+}
+
+func TestKeysCoverSet(t *testing.T) {
+	seen := map[string]bool{}
+	for _, k := range Keys {
+		if seen[k.Name] {
+			t.Fatalf("duplicate key %s", k.Name)
+		}
+		seen[k.Name] = true
+		c := Default()
+		val := map[Kind]string{String: "x", Int: "3", Bool: "true", Duration: "7s"}[k.Kind]
+		if err := c.Set(k.Name, val); err != nil {
+			t.Errorf("Set(%s): %v", k.Name, err)
+		}
+		if c == Default() {
+			t.Errorf("Set(%s, %s) changed nothing", k.Name, val)
+		}
+	}
+	if got := (Key{Name: "s3.path_style"}).Flag(); got != "s3-path-style" {
+		t.Errorf("Flag = %s", got)
+	}
+	if got := (Key{Name: "s3.path_style"}).Env(); got != "WALSNAP_S3_PATH_STYLE" {
+		t.Errorf("Env = %s", got)
+	}
+	c := Default()
+	if err := c.Set("nope", "1"); err == nil {
+		t.Error("Set of an unknown key succeeded")
+	}
+	if err := c.Set("push.concurrency", "x"); err == nil {
+		t.Error("Set of a bad int succeeded")
+	}
+	if err := c.Set("push.timeout", "5"); err == nil {
+		t.Error("Set of a duration without unit succeeded")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := func() Config { c := Default(); c.Repo = "file:///var/lib/walsnap"; return c }
+	if c := ok(); c.Validate() != nil {
+		t.Fatal(c.Validate())
+	}
+	for name, tc := range map[string]struct {
+		mut  func(*Config)
+		want error
+		msg  string
+	}{
+		"no repo":         {func(c *Config) { c.Repo = "" }, ErrNoRepo, ""},
+		"relative file":   {func(c *Config) { c.Repo = "file://rel/path" }, ErrBadRepo, ""},
+		"ftp":             {func(c *Config) { c.Repo = "ftp://x/y" }, ErrBadRepo, ""},
+		"s3 no bucket":    {func(c *Config) { c.Repo = "s3:///prefix" }, ErrBadRepo, ""},
+		"s3 creds in url": {func(c *Config) { c.Repo = "s3://key:secret@bucket/p" }, ErrBadRepo, ""},
+		"codec":           {func(c *Config) { c.Compression = "lzma" }, nil, "unknown codec"},
+		"sse":             {func(c *Config) { c.S3.SSE = "aes" }, nil, "s3.sse"},
+		"kms without sse": {func(c *Config) { c.S3.SSEKMSKeyID = "k" }, nil, "requires"},
+		"checksums":       {func(c *Config) { c.S3.Checksums = "always" }, nil, "checksums"},
+		"concurrency":     {func(c *Config) { c.Push.Concurrency = 0 }, nil, "push.concurrency"},
+		"timeout":         {func(c *Config) { c.Fetch.Timeout = 0 }, nil, "timeout"},
+		"log level":       {func(c *Config) { c.Log.Level = "loud" }, nil, "log.level"},
+		"relative pgdata": {func(c *Config) { c.PGData = "data" }, nil, "absolute"},
+	} {
+		c := ok()
+		tc.mut(&c)
+		err := c.Validate()
+		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: Validate() = %v", name, err)
+		}
+	}
+}
+
+func TestParseRepo(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"s3://bucket":             {"s3", "bucket/"},
+		"s3://bucket/a/b/":        {"s3", "bucket/a/b"},
+		"file:///var/lib/walsnap": {"file", "/var/lib/walsnap"},
+		"file:///a/../b/":         {"file", "/b"},
+	} {
+		s, l, err := ParseRepo(in)
+		if err != nil || s != want[0] || l != want[1] {
+			t.Errorf("ParseRepo(%q) = %q %q %v", in, s, l, err)
+		}
+	}
+}

@@ -1,0 +1,154 @@
+// Package fsutil holds the small filesystem primitives walsnap relies on to
+// never hand out a partial file: fsync of directories, atomic writes and
+// renames, and advisory locks.
+package fsutil
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// SyncDir fsyncs a directory so that renames and unlinks in it are durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory: write, fsync, rename, fsync the directory. Readers see either
+// the old file or the complete new one.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return WriteAtomic(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is WriteFileAtomic with the content produced by fill.
+func WriteAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := fill(f); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	ok = true
+	return SyncDir(dir)
+}
+
+// MoveDurable renames src to dst and fsyncs dst's directory. When the two
+// are on different filesystems it copies to a temporary file next to dst,
+// fsyncs and renames it, then removes src.
+func MoveDurable(src, dst string) error {
+	err := os.Rename(src, dst)
+	if errors.Is(err, syscall.EXDEV) {
+		in, err := os.Open(src)
+		if err != nil {
+			return fmt.Errorf("move %s: %w", src, err)
+		}
+		defer in.Close()
+		if err := WriteAtomic(dst, 0o600, func(w io.Writer) error {
+			_, err := io.Copy(w, in)
+			return err
+		}); err != nil {
+			return err
+		}
+		return os.Remove(src)
+	}
+	if err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	return SyncDir(filepath.Dir(dst))
+}
+
+// Lock is an advisory flock(2) lock on an open file.
+type Lock struct{ f *os.File }
+
+// ErrLocked is returned by TryLock when another process holds the lock.
+var ErrLocked = errors.New("locked by another process")
+
+// TryLock takes an exclusive lock on path (creating it) without waiting.
+func TryLock(path string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &Lock{f: f}, nil
+}
+
+// LockFile takes an exclusive lock on an already open file without waiting.
+func LockFile(f *os.File) (*Lock, error) {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return &Lock{f: f}, nil
+}
+
+// IsLocked reports whether another process holds a lock on path. A missing
+// file is not locked.
+func IsLocked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// Unlock releases the lock and closes the file.
+func (l *Lock) Unlock() error {
+	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	return l.f.Close()
+}

@@ -1,0 +1,93 @@
+package testrig
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Walsnap returns the absolute path of the walsnap binary under test, built
+// from ./cmd/walsnap once per test process into a directory the postgres user
+// can read and execute (so archive_command/restore_command can run it).
+// $WALSNAP_BIN overrides: that binary is used as is. A failed build is fatal.
+func Walsnap(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() { buildPath, buildErr = buildWalsnap() })
+	if buildErr != nil {
+		t.Fatalf("testrig.Walsnap: %v", buildErr)
+	}
+	return buildPath
+}
+
+func buildWalsnap() (string, error) {
+	if bin := os.Getenv("WALSNAP_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			return "", err
+		}
+		if fi, err := os.Stat(abs); err != nil || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("WALSNAP_BIN=%s is not an executable file (%v)", bin, err)
+		}
+		return abs, nil
+	}
+	base, err := workBase()
+	if err != nil {
+		return "", err
+	}
+	removeStaleBuilds(base)
+	// One directory per test process (go test runs packages in parallel);
+	// removeStaleBuilds deletes it once this process is gone.
+	dir := filepath.Join(base, "bin-"+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	out := filepath.Join(dir, "walsnap")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/walsnap/walsnap/cmd/walsnap")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/walsnap: %v\n%s", err, b)
+	}
+	if err := os.Chmod(out, 0o755); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// removeStaleBuilds deletes bin-<pid> directories of test processes that have
+// exited.
+func removeStaleBuilds(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, "bin-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "bin-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
+}

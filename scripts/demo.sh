@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A full local point-in-time-recovery demo on walsnap's built-in defaults:
 # a throwaway PostgreSQL 15 cluster archives WAL with `walsnap wal-push` into
-# a local file:// repository, runs load, takes a base backup, suffers a
-# "human error" (DROP TABLE), and is recovered with `walsnap wal-fetch` to the
-# moment before it. Everything lives in one temporary directory, removed at
+# a local file:// repository, runs load, takes a base backup with
+# `walsnap backup` (the built-in files provider) while the load runs, suffers
+# a "human error" (DROP TABLE), and `walsnap restore --start` brings it back
+# to the moment before it. Everything lives in one temporary directory, removed at
 # the end. Run as root (PostgreSQL runs as the postgres user) after
 # `make setup`.
 set -euo pipefail
@@ -39,13 +40,16 @@ say "building walsnap"
 go build -o "$work/walsnap" ./cmd/walsnap
 chmod 0755 "$work/walsnap"
 
+port=$(free_port)
 cat >"$work/walsnap.yaml" <<YAML
 repo: file://$work/repo
+pg:
+  host: $work
+  port: $port
 YAML
 chmod 0644 "$work/walsnap.yaml"
 walsnap="$work/walsnap --config $work/walsnap.yaml"
 
-port=$(free_port)
 psql() { as_pg "$pgbin/psql" -X -q -h "$work" -p "$1" -d postgres -v ON_ERROR_STOP=1 -At "${@:2}"; }
 
 say "creating a cluster in $primary, archive_command = 'walsnap wal-push %p' into file://$work/repo"
@@ -62,12 +66,12 @@ as_pg "$pgbin/pg_ctl" -D "$primary" -l "$work/primary.log" -w start >/dev/null
 say "loading data: pgbench -i -s 10"
 as_pg "$pgbin/pgbench" -h "$work" -p "$port" -i -s 10 -q postgres >/dev/null 2>&1
 
-say "taking a base backup (pg_basebackup -X none: the WAL comes from walsnap)"
-as_pg "$pgbin/pg_basebackup" -h "$work" -p "$port" -X none -c fast -D "$restored" 2>/dev/null
-
-say "running load after the backup: 5 s of pgbench"
-as_pg "$pgbin/pgbench" -h "$work" -p "$port" -T 5 -c 2 postgres >/dev/null 2>&1
-
+say "taking a base backup with walsnap backup while pgbench runs"
+as_pg "$pgbin/pgbench" -h "$work" -p "$port" -T 6 -c 2 postgres >/dev/null 2>&1 &
+load=$!
+sleep 1
+$walsnap backup --fast 2>/dev/null | sed 's/^/    /'
+wait "$load"
 psql "$port" -c "CREATE TABLE customers (id int PRIMARY KEY, name text)"
 psql "$port" -c "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 1000) g"
 sleep 1
@@ -86,30 +90,17 @@ done
 [ "$done_" = t ] || die "WAL up to $last was not archived in 60 s; see $work/primary.log"
 segments=$(find "$work/repo/wal" -name '*.zst' | wc -l)
 bytes=$(du -sh "$work/repo" | cut -f1)
-say "archived $segments WAL files ($bytes compressed in the repository); stopping the damaged server"
+say "the repository holds $segments archived WAL files and the backup ($bytes); stopping the damaged server"
 as_pg "$pgbin/pg_ctl" -D "$primary" -m fast -w stop >/dev/null
 
-say "recovering the base backup to $target with restore_command = 'walsnap wal-fetch %f %p'"
+say "walsnap restore --target-time '$target' --start into $restored"
 rport=$(free_port)
-cat >>"$restored/postgresql.auto.conf" <<CONF
-port = $rport
-archive_mode = off
-restore_command = '$walsnap wal-fetch %f %p'
-recovery_target_time = '$target'
-recovery_target_action = 'promote'
-CONF
-touch "$restored/recovery.signal"
-chown postgres:postgres "$restored/recovery.signal"
-as_pg "$pgbin/pg_ctl" -D "$restored" -l "$work/restored.log" -w -t 300 start >/dev/null
-for _ in $(seq 1 600); do
-	state=$(psql "$rport" -c "SELECT pg_is_in_recovery()" 2>/dev/null || true)
-	[ "$state" = f ] && break
-	sleep 0.2
-done
-[ "$state" = f ] || die "recovery did not finish; see $work/restored.log"
-fetched=$(grep -cE 'msg="?restored' "$work/restored.log" || true)
-prefetched=$(grep -c 'msg="restored (prefetched)"' "$work/restored.log" || true)
-say "recovery done: $fetched WAL files restored by walsnap, $prefetched of them from prefetch"
+$walsnap --pgdata "$restored" restore --target-time "$target" --target-action promote \
+	--start --pg-bin "$pgbin" --port "$rport" --socket-dir "$work" 2>"$work/restore.err" | sed 's/^/    /' ||
+	{ cat "$work/restore.err" >&2; die "restore failed"; }
+fetched=$(grep -cE 'msg="?restored' "$restored.walsnap-restore.log" || true)
+prefetched=$(grep -c 'msg="restored (prefetched)"' "$restored.walsnap-restore.log" || true)
+say "recovery replayed $fetched WAL files fetched by walsnap, $prefetched of them from prefetch"
 count=$(psql "$rport" -c "SELECT count(*) FROM customers")
 say "customers after recovery: $count rows; first three:"
 psql "$rport" -c "SELECT id, name FROM customers ORDER BY id LIMIT 3" | sed 's/^/    /'

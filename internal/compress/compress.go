@@ -114,9 +114,12 @@ func zstdEncoder(level int) (*zstd.Encoder, error) {
 	if e, ok := zstdEncoders.Load(level); ok {
 		return e.(*zstd.Encoder), nil
 	}
+	// EncodeAll runs each call on its own goroutine, but at most
+	// "concurrency" calls at once: allow one per CPU, or the parallel
+	// chunks of Encode would queue behind each other.
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true))
 	if err != nil {
 		return nil, err
@@ -180,6 +183,44 @@ func (c Codec) encodeOne(dst, src []byte) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("unknown codec %q", c.name)
 }
+
+// Writer is a streaming compressor that can be reused with Reset.
+type Writer interface {
+	io.WriteCloser
+	// Reset discards any state and makes the writer write to w.
+	Reset(w io.Writer)
+}
+
+// NewWriter returns a streaming compressor for c, single-threaded so that
+// callers can run one per worker. Call Reset(w) before writing.
+func (c Codec) NewWriter() (Writer, error) {
+	switch c.name {
+	case Zstd:
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(c.level)), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("zstd encoder: %w", err)
+		}
+		return e, nil
+	case S2:
+		return s2.NewWriter(nil, s2.WriterConcurrency(1)), nil
+	case Gzip:
+		e, err := gzip.NewWriterLevel(nil, c.level)
+		if err != nil {
+			return nil, fmt.Errorf("gzip encoder: %w", err)
+		}
+		return e, nil
+	case None:
+		return &plainWriter{}, nil
+	}
+	return nil, fmt.Errorf("unknown codec %q", c.name)
+}
+
+// plainWriter is the Writer of the none codec.
+type plainWriter struct{ w io.Writer }
+
+func (p *plainWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p *plainWriter) Close() error                { return nil }
+func (p *plainWriter) Reset(w io.Writer)           { p.w = w }
 
 // streamEncode appends to dst the output of a streaming compressor.
 func streamEncode(dst, src []byte, newWriter func(io.Writer) (io.WriteCloser, error)) ([]byte, error) {

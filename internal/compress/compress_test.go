@@ -157,3 +157,33 @@ func BenchmarkDecode16MiB(b *testing.B) {
 		})
 	}
 }
+
+func TestNewWriterReuse(t *testing.T) {
+	in := walLike(3 << 20)
+	for _, spec := range []string{"zstd", "s2", "gzip", "none"} {
+		c, _ := Parse(spec)
+		w, err := c.NewWriter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Two streams through one writer: Reset must start a fresh one.
+		for round := range 2 {
+			var buf bytes.Buffer
+			w.Reset(&buf)
+			if _, err := w.Write(in[round:]); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := c.NewReader(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := io.ReadAll(r)
+			if err != nil || !bytes.Equal(out, in[round:]) {
+				t.Fatalf("%s round %d: stream mismatch (%v)", spec, round, err)
+			}
+		}
+	}
+}

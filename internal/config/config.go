@@ -38,6 +38,25 @@ type Config struct {
 	Push        Push   `yaml:"push" json:"push"`
 	Fetch       Fetch  `yaml:"fetch" json:"fetch"`
 	Log         Log    `yaml:"log" json:"log"`
+	PG          PG     `yaml:"pg" json:"pg"`
+	Backup      Backup `yaml:"backup" json:"backup"`
+}
+
+// PG says how backups reach the PostgreSQL server. The password comes only
+// from PGPASSWORD or ~/.pgpass.
+type PG struct {
+	Host     string `yaml:"host" json:"host"`
+	Port     int    `yaml:"port" json:"port"`
+	User     string `yaml:"user" json:"user"`
+	Database string `yaml:"database" json:"database"`
+}
+
+// Backup configures base backups and restores.
+type Backup struct {
+	Provider   string        `yaml:"provider" json:"provider"`
+	Streams    int           `yaml:"streams" json:"streams"`
+	LockTTL    time.Duration `yaml:"lock_ttl" json:"lock_ttl"`
+	WALTimeout time.Duration `yaml:"wal_timeout" json:"wal_timeout"`
 }
 
 // S3 configures the S3 (or S3-compatible) repository backend.
@@ -81,6 +100,8 @@ func Default() Config {
 		Push:        Push{Concurrency: 4, Ahead: 16, Timeout: 5 * time.Minute},
 		Fetch:       Fetch{Prefetch: 8, Concurrency: 4, Timeout: 5 * time.Minute},
 		Log:         Log{Level: "info", Format: "text"},
+		PG:          PG{Host: "/var/run/postgresql", Port: 5432, User: "postgres", Database: "postgres"},
+		Backup:      Backup{Provider: "files", Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
 	}
 }
 
@@ -135,6 +156,14 @@ var Keys = []Key{
 	{"fetch.timeout", Duration, "wal-fetch: deadline for one call"},
 	{"log.level", String, "log level: debug, info, warn, error"},
 	{"log.format", String, "log format: text or json"},
+	{"pg.host", String, "PostgreSQL host or unix socket directory, for backups"},
+	{"pg.port", Int, "PostgreSQL port"},
+	{"pg.user", String, "PostgreSQL user for backups (superuser or pg_backup_start/stop rights); password from PGPASSWORD or ~/.pgpass"},
+	{"pg.database", String, "database to connect to"},
+	{"backup.provider", String, "backup provider: files"},
+	{"backup.streams", Int, "files provider: concurrent copy streams (backup and restore)"},
+	{"backup.lock_ttl", Duration, "how long a crashed backup's repository lock can block others"},
+	{"backup.wal_timeout", Duration, "how long a backup waits for its last WAL segment to be archived"},
 }
 
 // Set assigns a setting by its dotted key from its text form.
@@ -195,6 +224,22 @@ func (c *Config) Set(key, value string) error {
 		c.Log.Level = value
 	case "log.format":
 		c.Log.Format = value
+	case "pg.host":
+		c.PG.Host = value
+	case "pg.port":
+		atoi(&c.PG.Port)
+	case "pg.user":
+		c.PG.User = value
+	case "pg.database":
+		c.PG.Database = value
+	case "backup.provider":
+		c.Backup.Provider = value
+	case "backup.streams":
+		atoi(&c.Backup.Streams)
+	case "backup.lock_ttl":
+		dur(&c.Backup.LockTTL)
+	case "backup.wal_timeout":
+		dur(&c.Backup.WALTimeout)
 	default:
 		return fmt.Errorf("unknown setting %q", key)
 	}
@@ -270,13 +315,22 @@ func (c *Config) Validate() error {
 		{"push.ahead", c.Push.Ahead, 0},
 		{"fetch.prefetch", c.Fetch.Prefetch, 0},
 		{"fetch.concurrency", c.Fetch.Concurrency, 1},
+		{"backup.streams", c.Backup.Streams, 1},
 	} {
 		if n.v < n.min || n.v > 1024 {
 			return fmt.Errorf("%s = %d: want %d-1024", n.name, n.v, n.min)
 		}
 	}
-	if c.Push.Timeout <= 0 || c.Fetch.Timeout <= 0 {
-		return errors.New("push.timeout and fetch.timeout must be positive")
+	if c.Push.Timeout <= 0 || c.Fetch.Timeout <= 0 || c.Backup.LockTTL <= 0 || c.Backup.WALTimeout <= 0 {
+		return errors.New("push.timeout, fetch.timeout, backup.lock_ttl and backup.wal_timeout must be positive")
+	}
+	if c.PG.Port < 1 || c.PG.Port > 65535 {
+		return fmt.Errorf("pg.port %d: want 1-65535", c.PG.Port)
+	}
+	switch c.Backup.Provider {
+	case "files":
+	default:
+		return fmt.Errorf("backup.provider %q: want files", c.Backup.Provider)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -106,8 +106,10 @@ type Lock struct{ f *os.File }
 var ErrLocked = errors.New("locked by another process")
 
 // TryLock takes an exclusive lock on path (creating it) without waiting.
+// The file is opened read-only (flock needs no write access), so a lock
+// file created by one user can be used by another.
 func TryLock(path string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

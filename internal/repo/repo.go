@@ -6,6 +6,8 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,4 +214,28 @@ func (r *Repo) findWAL(ctx context.Context, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: %w", name, storage.ErrNotExist)
+}
+
+// ReadWAL reads a small WAL file (a timeline history or backup history
+// file) whole, decompressed and verified against its SHA-256.
+func (r *Repo) ReadWAL(ctx context.Context, name string) ([]byte, error) {
+	rc, obj, err := r.OpenWAL(ctx, name, compress.Default)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	dec, err := obj.Codec.NewReader(rc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", obj.Key, err)
+	}
+	defer dec.Close()
+	data, err := io.ReadAll(io.LimitReader(dec, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", obj.Key, err)
+	}
+	sum := sha256.Sum256(data)
+	if int64(len(data)) != obj.RawSize || hex.EncodeToString(sum[:]) != obj.SHA256 {
+		return nil, fmt.Errorf("%s: checksum mismatch", obj.Key)
+	}
+	return data, nil
 }

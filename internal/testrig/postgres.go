@@ -575,13 +575,34 @@ func (p *PG) RunAs(t testing.TB, name string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := p.Command(ctx, name, args...)
-	var stdout, combined bytes.Buffer
-	cmd.Stdout = io.MultiWriter(&stdout, &combined)
-	cmd.Stderr = &combined
+	// stdout and stderr are copied by two goroutines: the shared
+	// buffer needs a lock.
+	var stdout bytes.Buffer
+	combined := &lockedBuffer{}
+	cmd.Stdout = io.MultiWriter(&stdout, combined)
+	cmd.Stderr = combined
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("testrig: %s %s: %v\n%s", cmd.Path, strings.Join(args, " "), err, combined.String())
 	}
 	return stdout.String()
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // --- log helpers ---

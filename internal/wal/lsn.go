@@ -31,6 +31,19 @@ func (l LSN) String() string {
 	return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l))
 }
 
+// MarshalText encodes l in PostgreSQL's text form (for JSON and YAML).
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText decodes PostgreSQL's text form.
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}
+
 // parseHex32 parses 1 to 8 hex digits. With upperOnly, only 0-9 and A-F
 // are accepted, as in WAL file names.
 func parseHex32(s string, upperOnly bool) (uint32, bool) {

@@ -1,6 +1,9 @@
 package wal
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 func TestParseLSN(t *testing.T) {
 	tests := []struct {
@@ -59,5 +62,22 @@ func TestLSNString(t *testing.T) {
 		if err != nil || back != tt.in {
 			t.Errorf("ParseLSN(%q) = %v, %v; want round trip to %#x", tt.want, back, err, uint64(tt.in))
 		}
+	}
+}
+
+func TestLSNText(t *testing.T) {
+	in := struct {
+		L LSN `json:"l"`
+	}{L: 0x16B374D848}
+	data, err := json.Marshal(in)
+	if err != nil || string(data) != `{"l":"16/B374D848"}` {
+		t.Fatalf("marshal: %s %v", data, err)
+	}
+	in.L = 0
+	if err := json.Unmarshal(data, &in); err != nil || in.L != 0x16B374D848 {
+		t.Fatalf("unmarshal: %v %v", in.L, err)
+	}
+	if err := json.Unmarshal([]byte(`{"l":"zz"}`), &in); err == nil {
+		t.Fatal("bad LSN text accepted")
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/walsnap/walsnap/internal/ctxio"
 	"io"
 	iofs "io/fs"
 	"os"
@@ -102,7 +103,7 @@ func (s *Store) put(ctx context.Context, key string, r io.ReadSeeker, size int64
 	if _, err := tmp.Write(hdr); err != nil {
 		return err
 	}
-	n, err := io.Copy(tmp, io.LimitReader(ctxReader{ctx, r}, size))
+	n, err := io.Copy(tmp, io.LimitReader(ctxio.Reader(ctx, r), size))
 	if err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
@@ -460,17 +461,4 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// ctxReader fails reads once ctx is done, so that long copies stop.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

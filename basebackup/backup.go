@@ -1,0 +1,242 @@
+package basebackup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/pg"
+	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/wal"
+)
+
+// Options configures one backup.
+type Options struct {
+	Repo     *repo.Repo
+	Conn     pg.ConnConfig
+	PGData   string // expected data directory; "" = whatever the server reports
+	Provider Provider
+	Fast     bool   // request an immediate checkpoint
+	Label    string // "" = "walsnap <id>"
+	// LockTTL bounds how long a crashed backup's repository lock can block
+	// others (a live backup on this host is detected by its pid sooner).
+	LockTTL time.Duration
+	// WALTimeout bounds the wait for the stop segment to reach the
+	// repository (a standby does not wait for archiving itself).
+	WALTimeout time.Duration
+	Log        *slog.Logger
+	Progress   func(done, total int64)
+	// now returns the time used for the backup id; tests override it.
+	now func() time.Time
+}
+
+// Run takes one base backup and returns its manifest, already stored.
+func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
+	if o.Provider == nil {
+		return nil, errors.New("backup: no provider")
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.LockTTL <= 0 {
+		o.LockTTL = 24 * time.Hour
+	}
+	if o.WALTimeout <= 0 {
+		o.WALTimeout = 10 * time.Minute
+	}
+	log := o.Log
+	sess, err := pg.Connect(ctx, o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	defer sess.Close(context.WithoutCancel(ctx))
+
+	m := &manifest.Manifest{Provider: o.Provider.Name(), PGVersion: sess.VersionNum()}
+	if m.SystemID, err = sess.SystemID(ctx); err != nil {
+		return nil, err
+	}
+	if m.SegmentSize, err = sess.SegmentSize(ctx); err != nil {
+		return nil, err
+	}
+	warnings, err := sess.CheckArchiving(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backup refused: %w", err)
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	// The repository must belong to this cluster; a new repository takes
+	// its identity from it.
+	want := repo.Identity{SystemID: m.SystemID, SegmentSize: m.SegmentSize, PGMajor: m.PGMajor()}
+	id, err := o.Repo.InitIdentity(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	if err := id.CheckSame(want); err != nil {
+		return nil, fmt.Errorf("backup refused: %w", err)
+	}
+	if m.FromStandby, err = sess.InRecovery(ctx); err != nil {
+		return nil, err
+	}
+	if m.PGData, err = dataDirectory(ctx, sess, o.PGData); err != nil {
+		return nil, err
+	}
+	if m.Tablespaces, err = sess.Tablespaces(ctx); err != nil {
+		return nil, err
+	}
+	m.Host, _ = os.Hostname()
+
+	m.ID = manifest.NewID(o.now())
+	m.Label = o.Label
+	if m.Label == "" {
+		m.Label = "walsnap " + m.ID
+	}
+	// The local lock is per cluster and outside PGDATA: a backup run as
+	// root must not create files in pg_wal that the archiver cannot use.
+	localLock := filepath.Join(os.TempDir(), fmt.Sprintf("walsnap-backup-%d.lock", m.SystemID))
+	lock, err := acquireLock(ctx, o.Repo.Store(), localLock, m.ID, o.LockTTL)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release(context.WithoutCancel(ctx))
+	log = log.With("backup", m.ID)
+
+	if m.StartTime, err = sess.Now(ctx); err != nil {
+		return nil, err
+	}
+	if m.StartLSN, err = sess.StartBackup(ctx, m.Label, o.Fast); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	log.Info("backup started", "start_lsn", m.StartLSN, "provider", m.Provider, "from_standby", m.FromStandby)
+
+	job := &Job{ID: m.ID, Label: m.Label, PGData: m.PGData, Tablespaces: m.Tablespaces, Repo: o.Repo, Log: log, Progress: o.Progress}
+	cap, err := o.Provider.Capture(ctx, job)
+	if err != nil {
+		// Closing the session (deferred) aborts the non-exclusive backup.
+		return nil, fmt.Errorf("backup %s: %s: %w", m.ID, m.Provider, err)
+	}
+	stop, err := sess.StopBackup(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	if m.StopTime, err = sess.Now(ctx); err != nil {
+		return nil, err
+	}
+	if err := fillFromStop(m, stop); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	m.BytesIn, m.BytesOut = cap.BytesIn, cap.BytesOut
+	log.Info("backup stopped", "stop_lsn", m.StopLSN, "stop_wal", m.StopWAL)
+
+	if err := waitForWAL(ctx, o.Repo, m.StopWAL, o.WALTimeout, log); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	if m.Payload, err = json.Marshal(cap.Payload); err != nil {
+		return nil, err
+	}
+	if cap.Complete == nil {
+		m.Status = manifest.StatusComplete
+		if err := manifest.Put(ctx, o.Repo.Store(), m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	m.Status = manifest.StatusPending
+	if err := manifest.Put(ctx, o.Repo.Store(), m); err != nil {
+		return nil, err
+	}
+	payload, cerr := cap.Complete(ctx)
+	final := context.WithoutCancel(ctx)
+	if payload != nil {
+		if m.Payload, err = json.Marshal(payload); err != nil {
+			return nil, err
+		}
+	}
+	m.Status = manifest.StatusComplete
+	if cerr != nil {
+		m.Status, m.Error = manifest.StatusFailed, cerr.Error()
+	}
+	if err := manifest.Finish(final, o.Repo.Store(), m); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return m, fmt.Errorf("backup %s failed: %w", m.ID, cerr)
+	}
+	return m, nil
+}
+
+// dataDirectory returns the server's data directory, checked against the
+// configured one when there is one.
+func dataDirectory(ctx context.Context, sess *pg.Session, configured string) (string, error) {
+	dir, err := sess.DataDirectory(ctx)
+	if err != nil {
+		return "", err
+	}
+	if configured == "" {
+		return dir, nil
+	}
+	a, errA := filepath.EvalSymlinks(dir)
+	b, errB := filepath.EvalSymlinks(configured)
+	if errA != nil || errB != nil || a != b {
+		return "", fmt.Errorf("backup refused: the server's data directory is %s, not the configured pgdata %s", dir, configured)
+	}
+	return dir, nil
+}
+
+// fillFromStop records what pg_backup_stop returned and what its label says.
+func fillFromStop(m *manifest.Manifest, stop pg.StopResult) error {
+	label, err := pg.ParseBackupLabel(stop.BackupLabel)
+	if err != nil {
+		return err
+	}
+	if label.StartLSN != m.StartLSN {
+		return fmt.Errorf("backup_label start %s differs from pg_backup_start's %s", label.StartLSN, m.StartLSN)
+	}
+	m.StopLSN = stop.LSN
+	m.BackupLabel = stop.BackupLabel
+	m.TablespaceMap = stop.TablespaceMap
+	m.Timeline = label.StartTimeline
+	m.StartWAL = wal.SegmentForLSN(m.Timeline, m.StartLSN, m.SegmentSize).Name(m.SegmentSize)
+	// The stop LSN may be the first byte of the next segment; the record
+	// that makes the backup consistent ends before it.
+	end := m.StopLSN
+	if end > m.StartLSN && uint64(end)%m.SegmentSize == 0 {
+		end--
+	}
+	m.StopWAL = wal.SegmentForLSN(m.Timeline, end, m.SegmentSize).Name(m.SegmentSize)
+	return nil
+}
+
+// waitForWAL waits until the segment holding the backup's stop point is in
+// the repository: without it the backup can never become consistent.
+// pg_backup_stop waits for archiving on a primary; a standby does not.
+func waitForWAL(ctx context.Context, r *repo.Repo, segment string, timeout time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	key := repo.WALKey(segment, "")
+	for first := true; ; first = false {
+		// Listing by prefix also finds a .backup file named after the same
+		// segment: only the segment itself counts.
+		objs, err := r.Store().List(ctx, key)
+		for _, o := range objs {
+			if base, _ := compress.FromKey(o.Key); err == nil && base == key {
+				return nil
+			}
+		}
+		if first {
+			log.Info("waiting for WAL to reach the repository", "segment", segment)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("WAL segment %s did not reach the repository within %v: is archiving working (pg_stat_archiver)?", segment, timeout)
+		case <-time.After(time.Second):
+		}
+	}
+}

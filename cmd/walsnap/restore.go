@@ -1,0 +1,198 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/restore"
+)
+
+func restoreCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "restore",
+		Usage: "restore a base backup and configure point-in-time recovery",
+		Description: "Chooses the newest complete backup that is consistent at or before the target\n" +
+			"(or --backup ID), puts its files in --pgdata (and each tablespace in place),\n" +
+			"writes backup_label and tablespace_map from the manifest, clears pg_wal and\n" +
+			"pg_replslot, writes restore_command = 'walsnap ... wal-fetch %f %p' with this\n" +
+			"repository's settings plus the recovery target to postgresql.auto.conf, and\n" +
+			"creates recovery.signal (standby.signal with --standby).\n" +
+			"A restored server keeps the backup's archive_command unless --archive-mode off:\n" +
+			"after promotion it archives its new timeline into this repository, and a later\n" +
+			"restore with the default --target-timeline latest follows that timeline.\n" +
+			"Give at most one target; none replays all archived WAL. Times without a zone are\n" +
+			"read in this host's zone. With --start, the server is started with pg_ctl and\n" +
+			"recovery is followed to its end. The restore_command runs as the server's user:\n" +
+			"AWS credentials must reach it (instance profile or that user's ~/.aws).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "backup", Value: restore.Latest, Usage: "backup id, or LATEST for the newest one that reaches the target"},
+			&cli.StringFlag{Name: "target-time", Usage: "recover to this time, e.g. '2026-11-24 15:04:05+00'"},
+			&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 0/5000028"},
+			&cli.StringFlag{Name: "target-xid", Usage: "recover to this transaction id"},
+			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
+			&cli.BoolFlag{Name: "target-immediate", Usage: "stop as soon as the backup is consistent"},
+			&cli.StringFlag{Name: "target-action", Usage: "at the target: pause (PostgreSQL's default), promote or shutdown"},
+			&cli.BoolFlag{Name: "target-inclusive", Usage: "stop just after (true, default) or just before (false) the target"},
+			&cli.StringFlag{Name: "target-timeline", Usage: "latest (default), current or a timeline number"},
+			&cli.BoolFlag{Name: "standby", Usage: "set the server up as a standby (standby.signal)"},
+			&cli.StringSliceFlag{Name: "tablespace-map", Usage: "relocate a tablespace: OLD=NEW (repeatable)"},
+			&cli.StringFlag{Name: "archive-mode", Value: "preserve", Usage: "preserve the backup's archiving, or off: a restored copy must not push its new timeline into this repository"},
+			&cli.BoolFlag{Name: "force", Usage: "replace the contents of a non-empty --pgdata or tablespace directory"},
+			&cli.StringFlag{Name: "owner", Usage: "owner of the restored files when run as root (default postgres)"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
+			&cli.BoolFlag{Name: "start", Usage: "start the server and follow recovery to its end"},
+			&cli.StringFlag{Name: "pg-bin", Usage: "directory of pg_ctl for --start (default /usr/lib/postgresql/<major>/bin)"},
+			&cli.IntFlag{Name: "port", Usage: "with --start: port for the restored server (default: its configured one)"},
+			&cli.StringFlag{Name: "socket-dir", Usage: "with --start: unix socket directory for the restored server"},
+			&cli.DurationFlag{Name: "start-timeout", Usage: "with --start: give up following after this long (0: no limit)"},
+		},
+		Action: runRestore,
+	}
+}
+
+func runRestore(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return usageError{"restore takes no arguments; use --pgdata and --target-*"}
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	if cfg.PGData == "" {
+		return usageError{"restore needs --pgdata (the directory to restore into)"}
+	}
+	t := restore.Target{
+		Time: c.String("target-time"), LSN: c.String("target-lsn"), XID: c.String("target-xid"),
+		Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
+		Action: c.String("target-action"), Timeline: c.String("target-timeline"),
+	}
+	if c.IsSet("target-inclusive") {
+		v := c.Bool("target-inclusive")
+		t.Inclusive = &v
+	}
+	if err := t.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	tsmap := map[string]string{}
+	for _, kv := range c.StringSlice("tablespace-map") {
+		old, nw, ok := strings.Cut(kv, "=")
+		if !ok || !filepath.IsAbs(old) || !filepath.IsAbs(nw) {
+			return usageError{fmt.Sprintf("--tablespace-map %q: want OLD=NEW with absolute paths", kv)}
+		}
+		tsmap[filepath.Clean(old)] = filepath.Clean(nw)
+	}
+	if am := c.String("archive-mode"); am != "preserve" && am != "off" {
+		return usageError{fmt.Sprintf("--archive-mode %q: want preserve or off", am)}
+	}
+	rc, err := restoreCommandLine(c, cfg)
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, "restore")
+	res, err := restore.Run(c.Context, restore.Options{
+		Repo:           r,
+		BackupID:       c.String("backup"),
+		PGData:         cfg.PGData,
+		Force:          c.Bool("force"),
+		Target:         t,
+		Standby:        c.Bool("standby"),
+		TablespaceMap:  tsmap,
+		RestoreCommand: rc,
+		Owner:          c.String("owner"),
+		NoArchive:      c.String("archive-mode") == "off",
+		DryRun:         c.Bool("dry-run"),
+		Log:            log,
+		Providers: map[string]restore.Provider{
+			"files": &restore.Files{Repo: r, Concurrency: cfg.Backup.Streams, Log: log, Progress: newProgress(os.Stderr, "restored")},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for _, line := range res.Plan {
+		if c.Bool("dry-run") {
+			fmt.Println(line)
+		}
+	}
+	if c.Bool("dry-run") {
+		fmt.Printf("restore_command = %s\n", restore.QuoteConf(rc))
+		return nil
+	}
+	fmt.Printf("restored backup %s into %s; recovery target: %s\n", res.Backup.ID, res.Dest.PGData, t.Kind())
+	if !c.Bool("start") {
+		fmt.Printf("start the server (as its owner) to recover: pg_ctl -D %s start\n", res.Dest.PGData)
+		return nil
+	}
+	out, err := restore.Start(c.Context, restore.StartOptions{
+		PGData: res.Dest.PGData, Major: res.Backup.PGMajor(), PGBin: c.String("pg-bin"),
+		Owner: c.String("owner"), Port: c.Int("port"), SocketDir: c.String("socket-dir"),
+		Target: t, Standby: c.Bool("standby"), Out: os.Stdout, Timeout: c.Duration("start-timeout"),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s (replayed up to %s)\n", out.Message, out.ReplayLSN)
+	return nil
+}
+
+// restoreCommandLine builds the restore_command for the restored server:
+// this executable with the same repository settings. Settings that came
+// from the environment or flags are written out as flags, because the
+// server will not have this shell's environment.
+func restoreCommandLine(c *cli.Context, cfg config.Config) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	parts := []string{exe}
+	if path := c.String("config"); path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, "--config", abs)
+	} else if config.FileExists(defaultConfigPath) {
+		parts = append(parts, "--config", defaultConfigPath)
+	}
+	for _, k := range config.Keys {
+		if !c.IsSet(k.Flag()) || !fetchRelevant(k.Name) {
+			continue
+		}
+		parts = append(parts, "--"+k.Flag()+"="+fmt.Sprint(c.Value(k.Flag())))
+	}
+	parts = append(parts, "wal-fetch", "%f", "%p")
+	for i, p := range parts {
+		parts[i] = shellQuote(p)
+	}
+	return strings.Join(parts, " "), nil
+}
+
+// fetchRelevant reports whether a setting matters to wal-fetch.
+func fetchRelevant(key string) bool {
+	return key == "repo" || key == "spool_dir" || key == "compression" ||
+		strings.HasPrefix(key, "s3.") || strings.HasPrefix(key, "fetch.") || strings.HasPrefix(key, "log.")
+}
+
+// shellQuote quotes s for /bin/sh unless it is plainly safe.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("%/-_.=:,+@", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

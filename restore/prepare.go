@@ -1,0 +1,413 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/walsnap/walsnap/internal/fsutil"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/wal"
+)
+
+// Options configures a restore.
+type Options struct {
+	Repo     *repo.Repo
+	BackupID string // "" or LATEST: choose by target
+	PGData   string // must be empty or absent unless Force
+	Force    bool   // empty a non-empty PGData (and tablespace directories) first
+	Target   Target
+	Standby  bool // standby.signal instead of recovery.signal
+	// TablespaceMap relocates tablespaces: old location → new location.
+	TablespaceMap map[string]string
+	// RestoreCommand is the restore_command written for PostgreSQL; it
+	// must contain %f and %p.
+	RestoreCommand string
+	// Owner owns the restored files when walsnap runs as root ("" =
+	// postgres). Without root, files belong to the current user.
+	Owner string
+	// NoArchive sets archive_mode = off in the restored server, so that a
+	// copy restored for inspection does not push its new timeline into the
+	// repository of the cluster it came from.
+	NoArchive bool
+	Providers map[string]Provider
+	DryRun    bool
+	Log       *slog.Logger
+}
+
+// Result describes a restore.
+type Result struct {
+	Backup *manifest.Manifest
+	Dest   Destinations
+	Plan   []string // what was (or, in a dry run, would be) done
+}
+
+// Run chooses the backup, puts it in place and configures recovery. In a
+// dry run it only returns the plan.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if err := o.Target.Validate(); err != nil {
+		return nil, err
+	}
+	if !strings.Contains(o.RestoreCommand, "%f") || !strings.Contains(o.RestoreCommand, "%p") {
+		return nil, fmt.Errorf("restore_command %q lacks %%f or %%p", o.RestoreCommand)
+	}
+	pgdata, err := filepath.Abs(o.PGData)
+	if err != nil || o.PGData == "" {
+		return nil, errors.New("restore: --pgdata is required")
+	}
+	id, err := o.Repo.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	backups, err := manifest.List(ctx, o.Repo.Store())
+	if err != nil {
+		return nil, err
+	}
+	m, err := Choose(backups, o.BackupID, id.SystemID, &o.Target)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTimeline(ctx, o.Repo, m, o.Target.Timeline); err != nil {
+		return nil, err
+	}
+	prov, ok := o.Providers[m.Provider]
+	if !ok {
+		return nil, fmt.Errorf("backup %s was taken by the %q provider, which this restore cannot use", m.ID, m.Provider)
+	}
+	dest := Destinations{PGData: pgdata, Tablespaces: map[uint32]string{}}
+	for _, ts := range m.Tablespaces {
+		loc := ts.Location
+		if nl, ok := o.TablespaceMap[ts.Location]; ok {
+			loc = nl
+		}
+		if !filepath.IsAbs(loc) {
+			return nil, fmt.Errorf("tablespace %s: new location %q must be absolute", ts.Name, loc)
+		}
+		dest.Tablespaces[ts.OID] = filepath.Clean(loc)
+	}
+	for old := range o.TablespaceMap {
+		if !hasTablespace(m, old) {
+			return nil, fmt.Errorf("--tablespace-map %s: backup %s has no tablespace at that location", old, m.ID)
+		}
+	}
+	plan, err := prov.Plan(ctx, m, dest)
+	if err != nil {
+		return nil, err
+	}
+	plan = append([]string{fmt.Sprintf("restore backup %s (%s, %s, stop %s at %s) for target %s",
+		m.ID, m.Provider, humanMajor(m.PGVersion), m.StopLSN, m.StopTime.Format(time.RFC3339), o.Target.Kind())}, plan...)
+	signal := "recovery.signal"
+	if o.Standby {
+		signal = "standby.signal"
+	}
+	plan = append(plan,
+		"write backup_label and tablespace_map from the manifest; clear pg_wal and pg_replslot",
+		fmt.Sprintf("write restore_command and recovery target to postgresql.auto.conf; create %s", signal))
+	res := &Result{Backup: m, Dest: dest, Plan: plan}
+	if o.DryRun {
+		return res, nil
+	}
+	for _, dir := range append([]string{pgdata}, values(dest.Tablespaces)...) {
+		if err := prepareDir(dir, o.Force); err != nil {
+			return nil, err
+		}
+	}
+	uid, gid, err := owner(o.Owner)
+	if err != nil {
+		return nil, err
+	}
+	o.Log.Info("restoring", "backup", m.ID, "provider", m.Provider, "pgdata", pgdata)
+	if err := prov.Materialize(ctx, m, dest); err != nil {
+		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
+	}
+	if err := finishDataDir(m, dest, o, signal); err != nil {
+		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
+	}
+	if uid >= 0 {
+		for _, dir := range append([]string{pgdata}, values(dest.Tablespaces)...) {
+			if err := chownTree(dir, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return res, syncFS(pgdata)
+}
+
+func hasTablespace(m *manifest.Manifest, loc string) bool {
+	for _, ts := range m.Tablespaces {
+		if ts.Location == loc {
+			return true
+		}
+	}
+	return false
+}
+
+func values(m map[uint32]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+func humanMajor(versionNum int) string { return "PostgreSQL " + strconv.Itoa(versionNum/10000) }
+
+// prepareDir makes sure dir exists and is empty: absent and empty are
+// fine; anything else needs force, and a directory a running server uses
+// is never touched.
+func prepareDir(dir string, force bool) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		return fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if !force {
+		return fmt.Errorf("restore into %s: directory is not empty (use --force to replace its contents)", dir)
+	}
+	if pid, ok := runningPostmaster(dir); ok {
+		return fmt.Errorf("restore into %s: a PostgreSQL server (pid %d) is running there; stop it first", dir, pid)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("restore into %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// runningPostmaster reads postmaster.pid and checks the process.
+func runningPostmaster(dir string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	err = syscall.Kill(pid, 0)
+	return pid, err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// finishDataDir applies DESIGN.md rules 3 and 4 to the restored data
+// directory: backup_label and tablespace_map from the manifest, no
+// postmaster.pid/opts, empty pg_wal and pg_replslot, the recovery
+// configuration and exactly one signal file.
+func finishDataDir(m *manifest.Manifest, dest Destinations, o Options, signal string) error {
+	d := dest.PGData
+	for _, f := range []string{"postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal", "recovery.done", "backup_label.old", "tablespace_map.old"} {
+		if err := os.Remove(filepath.Join(d, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if err := emptyDir(filepath.Join(d, "pg_wal"), "archive_status"); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(d, "pg_wal", "archive_status"), 0o700); err != nil {
+		return err
+	}
+	if err := emptyDir(filepath.Join(d, "pg_replslot")); err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(d, "backup_label"), []byte(m.BackupLabel), 0o600); err != nil {
+		return err
+	}
+	tsmap := tablespaceMap(m, dest)
+	os.Remove(filepath.Join(d, "tablespace_map"))
+	if tsmap != "" {
+		if err := fsutil.WriteFileAtomic(filepath.Join(d, "tablespace_map"), []byte(tsmap), 0o600); err != nil {
+			return err
+		}
+	}
+	settings := append([][2]string{{"restore_command", o.RestoreCommand}}, o.Target.Settings()...)
+	if o.NoArchive {
+		settings = append(settings, [2]string{"archive_mode", "off"})
+	}
+	if err := writeAutoConf(filepath.Join(d, "postgresql.auto.conf"), m.ID, settings); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(d, signal), nil, 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(d, 0o700)
+}
+
+// emptyDir removes everything in dir (creating it if absent), except the
+// named entries, which are emptied in turn.
+func emptyDir(dir string, keep ...string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if contains(keep, e.Name()) && e.IsDir() {
+			if err := emptyDir(p); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// tablespaceMap is the manifest's tablespace_map, byte for byte, unless
+// tablespaces were relocated: then each relocated line names the new path.
+func tablespaceMap(m *manifest.Manifest, dest Destinations) string {
+	if m.TablespaceMap == "" {
+		return ""
+	}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(m.TablespaceMap, "\n") {
+		oidText, _, ok := strings.Cut(strings.TrimRight(line, "\n"), " ")
+		oid, err := strconv.ParseUint(oidText, 10, 32)
+		if ok && err == nil {
+			if loc, ok := dest.Tablespaces[uint32(oid)]; ok && !hasTablespace(m, loc) {
+				b.WriteString(oidText + " " + loc + "\n")
+				continue
+			}
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// recoveryKeys are settings a restore replaces in postgresql.auto.conf
+// (archive_mode only there: the one in postgresql.conf is left alone).
+var recoveryKeys = []string{"archive_mode", "restore_command", "recovery_target", "recovery_target_time", "recovery_target_lsn",
+	"recovery_target_xid", "recovery_target_name", "recovery_target_inclusive", "recovery_target_action", "recovery_target_timeline"}
+
+// writeAutoConf drops any earlier recovery settings from
+// postgresql.auto.conf and appends ours (PostgreSQL 12+ reads recovery
+// settings from the ordinary configuration files).
+func writeAutoConf(path, backupID string, settings [][2]string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var b bytes.Buffer
+	for _, line := range strings.SplitAfter(string(old), "\n") {
+		key, _, _ := strings.Cut(strings.TrimSpace(line), "=")
+		if contains(recoveryKeys, strings.TrimSpace(key)) {
+			continue
+		}
+		b.WriteString(line)
+	}
+	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "# walsnap restore of backup %s\n", backupID)
+	for _, kv := range settings {
+		fmt.Fprintf(&b, "%s = %s\n", kv[0], QuoteConf(kv[1]))
+	}
+	return fsutil.WriteFileAtomic(path, b.Bytes(), 0o600)
+}
+
+// QuoteConf quotes a value for postgresql.conf.
+func QuoteConf(v string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"
+}
+
+// owner resolves the user that must own the restored files; uid -1 means
+// "leave ownership alone" (not running as root).
+func owner(name string) (int, int, error) {
+	if os.Geteuid() != 0 {
+		return -1, -1, nil
+	}
+	if name == "" {
+		name = "postgres"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("restore: owner %q: %w (PostgreSQL refuses to run as root; give --owner)", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+func chownTree(dir string, uid, gid int) error {
+	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// syncFS flushes the filesystem holding dir.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkTimeline refuses a backup that cannot lead to the requested
+// timeline: its timeline must be the target or one of the target's
+// ancestors, left after the backup's stop point.
+func checkTimeline(ctx context.Context, r *repo.Repo, m *manifest.Manifest, timeline string) error {
+	tl, err := strconv.ParseUint(timeline, 10, 32)
+	if err != nil || uint32(tl) == m.Timeline {
+		return nil // latest/current are PostgreSQL's to resolve
+	}
+	if uint32(tl) < m.Timeline {
+		return fmt.Errorf("backup %s is on timeline %d, after the target timeline %d", m.ID, m.Timeline, tl)
+	}
+	name := wal.HistoryFileName(uint32(tl))
+	data, err := r.ReadWAL(ctx, name)
+	if err != nil {
+		return fmt.Errorf("target timeline %d: history file %s: %w", tl, name, err)
+	}
+	entries, err := wal.ParseHistory(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for _, e := range entries {
+		if e.ParentTLI == m.Timeline {
+			if e.SwitchPoint < m.StopLSN {
+				return fmt.Errorf("timeline %d left timeline %d at %s, before backup %s was consistent (%s)", tl, m.Timeline, e.SwitchPoint, m.ID, m.StopLSN)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("timeline %d does not descend from timeline %d of backup %s", tl, m.Timeline, m.ID)
+}

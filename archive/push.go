@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
@@ -40,14 +42,33 @@ var ErrConflict = errors.New("already archived with different content")
 // uploaded before PostgreSQL asked: enough to verify, on PostgreSQL's own
 // call, that the file is unchanged and the object is in this repository.
 type pushedRecord struct {
-	Repo   string `json:"repo"`
-	Key    string `json:"key"`
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
+	Repo   string   `json:"repo"`
+	Key    string   `json:"key"`
+	SHA256 string   `json:"sha256"`
+	Size   int64    `json:"size"`
+	Stat   fileStat `json:"stat"`
+}
+
+// fileStat identifies one version of a file: PostgreSQL never rewrites a
+// segment once it is .ready, and any rewrite or replacement changes the
+// inode or ctime, which no user can set. An unchanged stat therefore proves
+// the bytes are the ones hashed when the record was written.
+type fileStat struct {
+	Dev, Ino, Size, MtimeNs, CtimeNs int64
+}
+
+func statOf(fi os.FileInfo) fileStat {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStat{}
+	}
+	return fileStat{Dev: int64(st.Dev), Ino: int64(st.Ino), Size: st.Size,
+		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
 }
 
 type pushResult struct {
 	name      string
+	stat      fileStat
 	key       string
 	sha       string
 	in, out   int
@@ -161,12 +182,12 @@ func (p *Pusher) pushOne(ctx context.Context, path string, id *repo.Identity, sp
 			res.err = fileError(name, res.err)
 		}
 	}()
-	data, err := os.ReadFile(path)
+	data, stat, err := readFile(path)
 	if err != nil {
 		res.err = err
 		return res
 	}
-	res.in = len(data)
+	res.in, res.stat = len(data), stat
 	if err := p.validate(ctx, name, data, id, spool); err != nil {
 		res.err = err
 		return res
@@ -200,6 +221,33 @@ func (p *Pusher) pushOne(ctx context.Context, path string, id *repo.Identity, sp
 	}
 	res.err = err
 	return res
+}
+
+// readFile reads a whole file and the stat of the version it read.
+func readFile(path string) ([]byte, fileStat, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileStat{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileStat{}, err
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fileStat{}, fmt.Errorf("read: %w", err)
+	}
+	// A file that changed while being read has a new ctime now.
+	after, err := f.Stat()
+	if err != nil {
+		return nil, fileStat{}, err
+	}
+	st := statOf(after)
+	if st != statOf(fi) {
+		st = fileStat{} // unknown version: a record will be checked by hash
+	}
+	return data, st, nil
 }
 
 // validate refuses what must not enter the repository: segments of the
@@ -273,14 +321,21 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 	if json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !strings.HasPrefix(rec.Key, repo.WALKey(name, "")) {
 		return false, nil
 	}
-	raw, err := os.ReadFile(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return false, fileError(name, err)
 	}
-	sum := sha256.Sum256(raw)
-	if int64(len(raw)) != rec.Size || hex.EncodeToString(sum[:]) != rec.SHA256 {
-		p.Log.Warn("push-ahead record does not match the file; pushing again", "file", name)
-		return false, nil
+	if st := statOf(fi); st != rec.Stat || st == (fileStat{}) {
+		// Not provably the same version of the file: compare the bytes.
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return false, fileError(name, err)
+		}
+		sum := sha256.Sum256(raw)
+		if int64(len(raw)) != rec.Size || hex.EncodeToString(sum[:]) != rec.SHA256 {
+			p.Log.Warn("push-ahead record does not match the file; pushing again", "file", name)
+			return false, nil
+		}
 	}
 	obj, err := p.Repo.HeadWAL(ctx, rec.Key)
 	if err != nil || obj.SHA256 != rec.SHA256 {
@@ -299,7 +354,7 @@ func (p *Pusher) recordAhead(pushedDir string, results []pushResult) {
 		if r.err != nil {
 			continue
 		}
-		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in)}
+		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
 		// Not fsynced: a record lost in a crash only costs a re-push.
 		os.WriteFile(filepath.Join(pushedDir, r.name), mustJSON(rec), 0o600)
 	}

@@ -37,11 +37,39 @@ type Options struct {
 	now func() time.Time
 }
 
-// Run takes one base backup and returns its manifest, already stored.
+// Run takes one base backup with o.Provider and returns its manifest,
+// already stored.
 func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if o.Provider == nil {
 		return nil, errors.New("backup: no provider")
 	}
+	b, err := Begin(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Abort()
+	cap, err := o.Provider.Capture(ctx, b.Job())
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %s: %w", b.m.ID, b.m.Provider, err)
+	}
+	return b.End(ctx, cap)
+}
+
+// Backup is a backup in progress: PostgreSQL is in backup mode on a
+// dedicated session and the backup lock is held, from Begin until End or
+// Abort. External orchestrators capture the data between the two.
+type Backup struct {
+	o    Options
+	sess *pg.Session
+	lock *backupLock
+	m    *manifest.Manifest
+	log  *slog.Logger
+	done bool
+}
+
+// Begin checks the cluster and the repository, takes the backup lock and
+// starts a non-exclusive backup. The caller must call End or Abort.
+func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -51,14 +79,20 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 10 * time.Minute
 	}
-	log := o.Log
+	provider := "external"
+	if o.Provider != nil {
+		provider = o.Provider.Name()
+	}
 	sess, err := pg.Connect(ctx, o.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	defer sess.Close(context.WithoutCancel(ctx))
-
-	m := &manifest.Manifest{Provider: o.Provider.Name(), PGVersion: sess.VersionNum()}
+	defer func() {
+		if err != nil {
+			sess.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	m := &manifest.Manifest{Provider: provider, PGVersion: sess.VersionNum()}
 	if m.SystemID, err = sess.SystemID(ctx); err != nil {
 		return nil, err
 	}
@@ -70,7 +104,7 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		return nil, fmt.Errorf("backup refused: %w", err)
 	}
 	for _, w := range warnings {
-		log.Warn(w)
+		o.Log.Warn(w)
 	}
 	// The repository must belong to this cluster; a new repository takes
 	// its identity from it.
@@ -92,7 +126,6 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		return nil, err
 	}
 	m.Host, _ = os.Hostname()
-
 	m.ID = manifest.NewID(o.now())
 	m.Label = o.Label
 	if m.Label == "" {
@@ -105,9 +138,12 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release(context.WithoutCancel(ctx))
-	log = log.With("backup", m.ID)
-
+	defer func() {
+		if err != nil {
+			lock.release(context.WithoutCancel(ctx))
+		}
+	}()
+	log := o.Log.With("backup", m.ID)
 	if m.StartTime, err = sess.Now(ctx); err != nil {
 		return nil, err
 	}
@@ -115,18 +151,45 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
 	log.Info("backup started", "start_lsn", m.StartLSN, "provider", m.Provider, "from_standby", m.FromStandby)
+	return &Backup{o: o, sess: sess, lock: lock, m: m, log: log}, nil
+}
 
-	job := &Job{ID: m.ID, Label: m.Label, PGData: m.PGData, Tablespaces: m.Tablespaces, Repo: o.Repo, Log: log, Progress: o.Progress}
-	cap, err := o.Provider.Capture(ctx, job)
-	if err != nil {
-		// Closing the session (deferred) aborts the non-exclusive backup.
-		return nil, fmt.Errorf("backup %s: %s: %w", m.ID, m.Provider, err)
+// ID is the backup's id.
+func (b *Backup) ID() string { return b.m.ID }
+
+// StartLSN is where the backup starts.
+func (b *Backup) StartLSN() wal.LSN { return b.m.StartLSN }
+
+// Job describes the backup for a provider.
+func (b *Backup) Job() *Job {
+	m := b.m
+	return &Job{ID: m.ID, Label: m.Label, SystemID: m.SystemID, StartLSN: m.StartLSN, PGData: m.PGData, Tablespaces: m.Tablespaces, Repo: b.o.Repo, Log: b.log, Progress: b.o.Progress}
+}
+
+// Abort ends a backup that did not reach End: closing the session makes
+// PostgreSQL abandon the non-exclusive backup; the lock is released and no
+// manifest is written. It is a no-op after End.
+func (b *Backup) Abort() {
+	if b.done {
+		return
 	}
-	stop, err := sess.StopBackup(ctx)
+	b.done = true
+	b.sess.Close(context.Background())
+	b.lock.release(context.Background())
+}
+
+// End stops the backup, waits until the WAL that makes it consistent is in
+// the repository, and writes the manifest for what was captured: complete,
+// or pending then complete or failed when the capture finishes later
+// (cap.Complete).
+func (b *Backup) End(ctx context.Context, cap *Captured) (*manifest.Manifest, error) {
+	defer b.Abort()
+	m, log := b.m, b.log
+	stop, err := b.sess.StopBackup(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
-	if m.StopTime, err = sess.Now(ctx); err != nil {
+	if m.StopTime, err = b.sess.Now(ctx); err != nil {
 		return nil, err
 	}
 	if err := fillFromStop(m, stop); err != nil {
@@ -135,25 +198,25 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	m.BytesIn, m.BytesOut = cap.BytesIn, cap.BytesOut
 	log.Info("backup stopped", "stop_lsn", m.StopLSN, "stop_wal", m.StopWAL)
 
-	if err := waitForWAL(ctx, o.Repo, m.StopWAL, o.WALTimeout, log); err != nil {
+	if err := waitForWAL(ctx, b.o.Repo, m.StopWAL, b.o.WALTimeout, log); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
 	if m.Payload, err = json.Marshal(cap.Payload); err != nil {
 		return nil, err
 	}
+	st := b.o.Repo.Store()
 	if cap.Complete == nil {
 		m.Status = manifest.StatusComplete
-		if err := manifest.Put(ctx, o.Repo.Store(), m); err != nil {
+		if err := manifest.Put(ctx, st, m); err != nil {
 			return nil, err
 		}
 		return m, nil
 	}
 	m.Status = manifest.StatusPending
-	if err := manifest.Put(ctx, o.Repo.Store(), m); err != nil {
+	if err := manifest.Put(ctx, st, m); err != nil {
 		return nil, err
 	}
 	payload, cerr := cap.Complete(ctx)
-	final := context.WithoutCancel(ctx)
 	if payload != nil {
 		if m.Payload, err = json.Marshal(payload); err != nil {
 			return nil, err
@@ -163,7 +226,7 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if cerr != nil {
 		m.Status, m.Error = manifest.StatusFailed, cerr.Error()
 	}
-	if err := manifest.Finish(final, o.Repo.Store(), m); err != nil {
+	if err := manifest.Finish(context.WithoutCancel(ctx), st, m); err != nil {
 		return nil, err
 	}
 	if cerr != nil {

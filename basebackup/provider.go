@@ -13,6 +13,7 @@ import (
 
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/wal"
 )
 
 // Provider captures a cluster's data while PostgreSQL is in backup mode.
@@ -29,6 +30,8 @@ type Provider interface {
 type Job struct {
 	ID          string
 	Label       string
+	SystemID    uint64
+	StartLSN    wal.LSN
 	PGData      string                // the data directory, absolute
 	Tablespaces []manifest.Tablespace // user tablespaces
 	Repo        *repo.Repo

@@ -119,9 +119,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.DryRun {
 		return res, nil
 	}
-	for _, dir := range append([]string{pgdata}, values(dest.Tablespaces)...) {
-		if err := prepareDir(dir, o.Force); err != nil {
-			return nil, err
+	if ip, ok := prov.(InPlacer); ok && ip.InPlace() {
+		if pid, running := runningPostmaster(pgdata); running {
+			return nil, fmt.Errorf("restore into %s: a PostgreSQL server (pid %d) is running there; stop it first", pgdata, pid)
+		}
+	} else {
+		for _, dir := range append([]string{pgdata}, values(dest.Tablespaces)...) {
+			if err := prepareDir(dir, o.Force); err != nil {
+				return nil, err
+			}
 		}
 	}
 	uid, gid, err := owner(o.Owner)
@@ -192,19 +198,32 @@ func prepareDir(dir string, force bool) error {
 	return nil
 }
 
-// runningPostmaster reads postmaster.pid and checks the process.
+// runningPostmaster reports the live postmaster that runs on dir. A
+// postmaster.pid copied with a snapshot image names another data
+// directory (its second line), so the live process it names, if any, is
+// not running here.
 func runningPostmaster(dir string) (int, bool) {
 	data, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
 	if err != nil {
 		return 0, false
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid <= 0 {
+	lines := strings.SplitN(string(data), "\n", 3)
+	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
+	if err != nil || pid <= 0 || len(lines) < 2 || !sameDir(strings.TrimSpace(lines[1]), dir) {
 		return 0, false
 	}
 	err = syscall.Kill(pid, 0)
 	return pid, err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// sameDir compares two directory paths after resolving symlinks.
+func sameDir(a, b string) bool {
+	ra, errA := filepath.EvalSymlinks(a)
+	rb, errB := filepath.EvalSymlinks(b)
+	if errA != nil || errB != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return ra == rb
 }
 
 // finishDataDir applies DESIGN.md rules 3 and 4 to the restored data

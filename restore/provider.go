@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/walsnap/walsnap/internal/filebackup"
 	"github.com/walsnap/walsnap/internal/manifest"
@@ -20,6 +22,40 @@ type Provider interface {
 	// Materialize fills dest with the backup's files: the data directory
 	// and every tablespace at its (possibly remapped) location.
 	Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error
+}
+
+// InPlacer is implemented by providers whose data is already in place when
+// the restore runs (volumes restored and mounted by someone else): the
+// target directories are then expected to hold the data, not to be empty.
+type InPlacer interface {
+	InPlace() bool
+}
+
+// External prepares backups whose snapshots an external orchestrator took
+// (backup-start/backup-stop) and has already restored and mounted at the
+// target: walsnap only turns the crash-consistent image into a recovery.
+type External struct{}
+
+// InPlace implements InPlacer.
+func (External) InPlace() bool { return true }
+
+// Plan implements Provider.
+func (External) Plan(_ context.Context, m *manifest.Manifest, dest Destinations) ([]string, error) {
+	return []string{fmt.Sprintf("use the data already at %s: restore the backup's snapshots there first (recorded by the orchestrator: %s)", dest.PGData, string(m.Payload))}, nil
+}
+
+// Materialize implements Provider: it only checks that the data is there.
+func (External) Materialize(_ context.Context, m *manifest.Manifest, dest Destinations) error {
+	dirs := append([]string{dest.PGData}, values(dest.Tablespaces)...)
+	if _, err := os.Stat(filepath.Join(dest.PGData, "PG_VERSION")); err != nil {
+		return fmt.Errorf("backup %s: %s holds no PostgreSQL data directory: restore and mount the backup's snapshots there first", m.ID, dirs[0])
+	}
+	for _, d := range dirs[1:] {
+		if _, err := os.Stat(d); err != nil {
+			return fmt.Errorf("backup %s: tablespace directory %s is missing: restore its snapshot there first", m.ID, d)
+		}
+	}
+	return nil
 }
 
 // Destinations are where a restore puts the data directory and each

@@ -181,9 +181,14 @@ func TestPrepareDir(t *testing.T) {
 		t.Fatalf("non-empty dir without force: %v", err)
 	}
 	// A live server's data directory is never emptied, even with force.
-	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"+full+"\n"), 0o600)
 	if err := prepareDir(full, true); err == nil || !strings.Contains(err.Error(), "running") {
 		t.Fatalf("dir of a running server: %v", err)
+	}
+	// A pid file copied from elsewhere (a snapshot image) does not count.
+	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte(strconv.Itoa(os.Getpid())+"\n/srv/other/data\n"), 0o600)
+	if _, running := runningPostmaster(full); running {
+		t.Fatal("a copied postmaster.pid naming another directory counted as running here")
 	}
 	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte("999999999\n"), 0o600)
 	if err := prepareDir(full, true); err != nil {

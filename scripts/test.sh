@@ -12,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 PATH=$PATH:$(go env GOPATH)/bin
+# moto_server (EC2/EBS API for the ebs tests) comes with the machine's
+# pyenv Python, whose shims a non-login shell may not have on PATH.
+for d in "${PYENV_ROOT:-$HOME/.pyenv}/shims" /root/.pyenv/shims; do
+	[ -d "$d" ] && PATH=$PATH:$d
+done
+export PATH
 
 # Everything this run creates lives under $state: MinIO and, through
 # WALSNAP_TEST_WORKDIR, the PostgreSQL work dirs and the walsnap build.

@@ -22,7 +22,8 @@ func backupCommand() *cli.Command {
 		Usage: "take a base backup",
 		Description: "Holds one PostgreSQL session in non-exclusive backup mode while the provider\n" +
 			"(backup.provider; files copies PGDATA and tablespaces into the repository as\n" +
-			"compressed tar parts) captures the data, then stops the backup, waits until the\n" +
+			"compressed tar parts, command runs command.snapshot and records the snapshot\n" +
+			"references it prints) captures the data, then stops the backup, waits until the\n" +
 			"WAL that makes it consistent is archived, and writes the manifest last.\n" +
 			"Refuses a cluster whose archiving does not go through walsnap wal-push, or whose\n" +
 			"system identifier differs from the repository's. One backup at a time per\n" +
@@ -51,13 +52,12 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 	if err != nil {
 		return err
 	}
-	codec, _ := compress.Parse(cfg.Compression) // validated
 	start := time.Now()
 	m, err := basebackup.Run(ctx, basebackup.Options{
 		Repo:       r,
 		Conn:       connConfig(cfg),
 		PGData:     cfg.PGData,
-		Provider:   &basebackup.Files{Codec: codec, Streams: cfg.Backup.Streams},
+		Provider:   backupProvider(cfg),
 		Fast:       fast,
 		Label:      label,
 		LockTTL:    cfg.Backup.LockTTL,
@@ -81,6 +81,15 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 		m.ID, m.Status, m.StartLSN, m.StopLSN, m.Timeline, elapsed.Round(time.Millisecond),
 		manifest.Human(m.BytesIn), manifest.Human(m.BytesOut))
 	return nil
+}
+
+// backupProvider is the provider backup.provider selects (validated).
+func backupProvider(cfg config.Config) basebackup.Provider {
+	if cfg.Backup.Provider == basebackup.CommandProvider {
+		return &basebackup.Command{Script: cfg.Command.Snapshot}
+	}
+	codec, _ := compress.Parse(cfg.Compression) // validated
+	return &basebackup.Files{Codec: codec, Streams: cfg.Backup.Streams}
 }
 
 func connConfig(cfg config.Config) pg.ConnConfig {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/restore"
 )
@@ -112,7 +113,9 @@ func runRestore(c *cli.Context) error {
 		DryRun:         c.Bool("dry-run"),
 		Log:            log,
 		Providers: map[string]restore.Provider{
-			"files": &restore.Files{Repo: r, Concurrency: cfg.Backup.Streams, Log: log, Progress: newProgress(os.Stderr, "restored")},
+			"files":                     &restore.Files{Repo: r, Concurrency: cfg.Backup.Streams, Log: log, Progress: newProgress(os.Stderr, "restored")},
+			"command":                   &restore.Command{Script: cfg.Command.Restore, Log: log},
+			basebackup.ExternalProvider: restore.External{},
 		},
 	})
 	if err != nil {
@@ -140,7 +143,11 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s (replayed up to %s)\n", out.Message, out.ReplayLSN)
+	if out.ReplayLSN != "" {
+		fmt.Printf("%s (replayed up to %s)\n", out.Message, out.ReplayLSN)
+	} else {
+		fmt.Println(out.Message)
+	}
 	return nil
 }
 

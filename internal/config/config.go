@@ -30,16 +30,36 @@ const DefaultPath = "/etc/walsnap/walsnap.yaml"
 
 // Config is the resolved configuration shared by every command.
 type Config struct {
-	Repo        string `yaml:"repo" json:"repo"`
-	S3          S3     `yaml:"s3" json:"s3"`
-	Compression string `yaml:"compression" json:"compression"`
-	PGData      string `yaml:"pgdata" json:"pgdata"`
-	SpoolDir    string `yaml:"spool_dir" json:"spool_dir"`
-	Push        Push   `yaml:"push" json:"push"`
-	Fetch       Fetch  `yaml:"fetch" json:"fetch"`
-	Log         Log    `yaml:"log" json:"log"`
-	PG          PG     `yaml:"pg" json:"pg"`
-	Backup      Backup `yaml:"backup" json:"backup"`
+	Repo        string  `yaml:"repo" json:"repo"`
+	S3          S3      `yaml:"s3" json:"s3"`
+	Compression string  `yaml:"compression" json:"compression"`
+	PGData      string  `yaml:"pgdata" json:"pgdata"`
+	SpoolDir    string  `yaml:"spool_dir" json:"spool_dir"`
+	Push        Push    `yaml:"push" json:"push"`
+	Fetch       Fetch   `yaml:"fetch" json:"fetch"`
+	Log         Log     `yaml:"log" json:"log"`
+	PG          PG      `yaml:"pg" json:"pg"`
+	Backup      Backup  `yaml:"backup" json:"backup"`
+	Command     Command `yaml:"command" json:"command"`
+	EBS         EBS     `yaml:"ebs" json:"ebs"`
+}
+
+// EBS configures the ebs provider: snapshots of the EBS volumes that hold
+// the data directory, pg_wal and tablespaces.
+type EBS struct {
+	Region      string        `yaml:"region" json:"region"`
+	Endpoint    string        `yaml:"endpoint" json:"endpoint"`
+	InstanceID  string        `yaml:"instance_id" json:"instance_id"`
+	Volumes     []string      `yaml:"volumes" json:"volumes"` // explicit volume ids; overrides discovery
+	Freeze      bool          `yaml:"freeze" json:"freeze"`
+	WaitTimeout time.Duration `yaml:"wait_timeout" json:"wait_timeout"`
+}
+
+// Command configures the command provider: snapshot systems walsnap does
+// not drive itself (LVM, ZFS, btrfs, SAN arrays).
+type Command struct {
+	Snapshot string `yaml:"snapshot" json:"snapshot"` // run during the backup; prints snapshot references
+	Restore  string `yaml:"restore" json:"restore"`   // run at restore with those references; puts the data in place
 }
 
 // PG says how backups reach the PostgreSQL server. The password comes only
@@ -102,6 +122,7 @@ func Default() Config {
 		Log:         Log{Level: "info", Format: "text"},
 		PG:          PG{Host: "/var/run/postgresql", Port: 5432, User: "postgres", Database: "postgres"},
 		Backup:      Backup{Provider: "files", Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
+		EBS:         EBS{WaitTimeout: 6 * time.Hour},
 	}
 }
 
@@ -160,10 +181,18 @@ var Keys = []Key{
 	{"pg.port", Int, "PostgreSQL port"},
 	{"pg.user", String, "PostgreSQL user for backups (superuser or pg_backup_start/stop rights); password from PGPASSWORD or ~/.pgpass"},
 	{"pg.database", String, "database to connect to"},
-	{"backup.provider", String, "backup provider: files"},
+	{"backup.provider", String, "backup provider: files, ebs or command"},
 	{"backup.streams", Int, "files provider: concurrent copy streams (backup and restore)"},
 	{"backup.lock_ttl", Duration, "how long a crashed backup's repository lock can block others"},
 	{"backup.wal_timeout", Duration, "how long a backup waits for its last WAL segment to be archived"},
+	{"command.snapshot", String, "command provider: shell command that snapshots the volumes (see README)"},
+	{"command.restore", String, "command provider: shell command that restores the snapshots (see README)"},
+	{"ebs.region", String, "ebs provider: EC2 region (default: from the AWS SDK chain or IMDS)"},
+	{"ebs.endpoint", String, "ebs provider: EC2 endpoint URL for EC2-compatible APIs"},
+	{"ebs.instance_id", String, "ebs provider: this instance's id (default: from IMDS)"},
+	{"ebs.volumes", String, "ebs provider: comma-separated volume ids to snapshot, instead of discovering them"},
+	{"ebs.freeze", Bool, "ebs provider: fsfreeze the PostgreSQL filesystems around the snapshot call"},
+	{"ebs.wait_timeout", Duration, "ebs provider: how long to wait for snapshots to complete"},
 }
 
 // Set assigns a setting by its dotted key from its text form.
@@ -240,6 +269,27 @@ func (c *Config) Set(key, value string) error {
 		dur(&c.Backup.LockTTL)
 	case "backup.wal_timeout":
 		dur(&c.Backup.WALTimeout)
+	case "command.snapshot":
+		c.Command.Snapshot = value
+	case "command.restore":
+		c.Command.Restore = value
+	case "ebs.region":
+		c.EBS.Region = value
+	case "ebs.endpoint":
+		c.EBS.Endpoint = value
+	case "ebs.instance_id":
+		c.EBS.InstanceID = value
+	case "ebs.volumes":
+		c.EBS.Volumes = nil
+		for _, v := range strings.Split(value, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				c.EBS.Volumes = append(c.EBS.Volumes, v)
+			}
+		}
+	case "ebs.freeze":
+		c.EBS.Freeze, err = strconv.ParseBool(value)
+	case "ebs.wait_timeout":
+		dur(&c.EBS.WaitTimeout)
 	default:
 		return fmt.Errorf("unknown setting %q", key)
 	}
@@ -329,8 +379,18 @@ func (c *Config) Validate() error {
 	}
 	switch c.Backup.Provider {
 	case "files":
+	case "command":
+		if c.Command.Snapshot == "" {
+			return errors.New("backup.provider command needs command.snapshot")
+		}
+	case "ebs":
 	default:
-		return fmt.Errorf("backup.provider %q: want files", c.Backup.Provider)
+		return fmt.Errorf("backup.provider %q: want files, ebs or command", c.Backup.Provider)
+	}
+	for _, v := range c.EBS.Volumes {
+		if !strings.HasPrefix(v, "vol-") {
+			return fmt.Errorf("ebs.volumes: %q is not a volume id (vol-...)", v)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func TestEmptyFileKeepsDefaults(t *testing.T) {
 	if err := c.LoadFile(writeFile(t, "", 0o600)); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Fatalf("empty file changed settings: %+v", c)
 	}
 }
@@ -104,7 +105,7 @@ func TestKeysCoverSet(t *testing.T) {
 		if err := c.Set(k.Name, val); err != nil {
 			t.Errorf("Set(%s): %v", k.Name, err)
 		}
-		if c == Default() {
+		if reflect.DeepEqual(c, Default()) {
 			t.Errorf("Set(%s, %s) changed nothing", k.Name, val)
 		}
 	}

@@ -43,6 +43,11 @@ type PGOptions struct {
 	// Env is extra environment for the server (inherited by archive_command
 	// and restore_command) and for RunAs, e.g. AWS_* for MinIO.
 	Env []string
+	// DataDir, when set, is where initdb creates the cluster instead of
+	// <work dir>/data, e.g. on a filesystem the test mounted. It must be an
+	// absolute path that the postgres user can create, or an empty
+	// directory it owns.
+	DataDir string
 }
 
 // PG is a PostgreSQL cluster run as the postgres user (when the tests run as
@@ -195,9 +200,9 @@ func freePort(t testing.TB) int {
 // --- creating clusters ---
 
 // NewPG runs initdb (as postgres, trust auth, superuser postgres, UTF8, C
-// locale, --no-sync) into a fresh WorkDir and appends o.Conf to
-// postgresql.conf. It does not start the server. Cleanup stops the server
-// (immediate) if it is running.
+// locale, --no-sync) into <fresh WorkDir>/data (or o.DataDir) and appends
+// o.Conf to postgresql.conf. It does not start the server. Cleanup stops the
+// server (immediate) if it is running.
 func NewPG(t testing.TB, o PGOptions) *PG {
 	t.Helper()
 	in, err := findPG(o.Major)
@@ -214,6 +219,9 @@ func NewPG(t testing.TB, o PGOptions) *PG {
 		Port:    freePort(t),
 		Env:     slices.Clone(o.Env),
 		install: in,
+	}
+	if o.DataDir != "" {
+		p.DataDir = o.DataDir
 	}
 	t.Cleanup(func() { p.stopIfRunning(t) })
 	args := []string{"-D", p.DataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"}

@@ -61,3 +61,16 @@ minio_install() {
 timed apt_install
 timed minio_install
 timed bash scripts/ci/install-pg.sh
+
+# moto (EC2/EBS API for the ebs tests) must come with the machine's Python:
+# PyPI is not reachable here, so say so plainly if it is missing.
+moto_check() {
+	local p
+	p=$(PATH=$PATH:${PYENV_ROOT:-$HOME/.pyenv}/shims:/root/.pyenv/shims command -v moto_server || true)
+	if [ -z "$p" ]; then
+		echo "install: moto_server not found (DESIGN.md: moto 5.2.1 in the machine's Python); the ebs tests will fail under WALSNAP_RIG=1" >&2
+		return 1
+	fi
+	step "moto_server at $p"
+}
+timed moto_check

@@ -50,11 +50,17 @@ const (
 
 // Store is a repository in a local directory.
 type Store struct {
-	root string
+	root     string
+	uid, gid int // owner given to new files and directories; -1 = ours
 }
 
 // New returns a Store rooted at the absolute directory root, creating it
 // (mode 0700) if needed.
+//
+// Run as root on a directory owned by another user (the postgres user, whose
+// archive_command writes the same repository), the Store gives everything it
+// creates to that owner, so that a backup or restore run as root never
+// leaves files the archiver cannot read.
 func New(root string) (*Store, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("fs store: root %q is not an absolute path", root)
@@ -63,7 +69,28 @@ func New(root string) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("fs store: %w", err)
 	}
-	return &Store{root: root}, nil
+	s := &Store{root: root, uid: -1, gid: -1}
+	if os.Geteuid() == 0 {
+		fi, err := os.Stat(root)
+		if err != nil {
+			return nil, fmt.Errorf("fs store: %w", err)
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+			s.uid, s.gid = int(st.Uid), int(st.Gid)
+		}
+	}
+	return s, nil
+}
+
+// own gives a new file or directory to the repository's owner.
+func (s *Store) own(path string) error {
+	if s.uid < 0 {
+		return nil
+	}
+	if err := os.Lchown(path, s.uid, s.gid); err != nil {
+		return fmt.Errorf("fs store: chown %s: %w", path, err)
+	}
+	return nil
 }
 
 // String returns the repository URL, file:///path.
@@ -144,8 +171,16 @@ func (s *Store) createTemp(ctx context.Context, dir string) (*os.File, error) {
 		err := s.mkdirAll(dir)
 		if err == nil {
 			f, err := os.CreateTemp(dir, tmpPrefix+"*") // O_EXCL, mode 0600
-			if err == nil || !errors.Is(err, iofs.ErrNotExist) || attempt == 4 {
-				return f, err
+			if err == nil {
+				if err := s.own(f.Name()); err != nil {
+					f.Close()
+					os.Remove(f.Name())
+					return nil, err
+				}
+				return f, nil
+			}
+			if !errors.Is(err, iofs.ErrNotExist) || attempt == 4 {
+				return nil, err
 			}
 			continue
 		}
@@ -171,6 +206,9 @@ func (s *Store) mkdirAll(dir string) error {
 		err := os.Mkdir(d, 0o700)
 		switch {
 		case err == nil:
+			if err := s.own(d); err != nil {
+				return err
+			}
 			if err := syncDir(parent); err != nil {
 				return err
 			}

@@ -2,11 +2,13 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/walsnap/walsnap/internal/storage"
@@ -187,5 +189,38 @@ func TestEnvelopeFormat(t *testing.T) {
 	want := "WSNPOBJ1" + "\x00\x00\x00\x0f" + "\x00\x00\x00\x00\x00\x00\x00\x07" + `{"codec":"zst"}` + "PAYLOAD"
 	if string(b) != want {
 		t.Errorf("object file = %q, want %q", b, want)
+	}
+}
+
+// TestOwnerAdopted: run as root on a repository owned by another user (the
+// postgres user), new files and directories belong to that user.
+func TestOwnerAdopted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root := filepath.Join(t.TempDir(), "repo")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4242, 4343
+	if err := os.Chown(root, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutIfAbsent(context.Background(), "wal/00000001/x", strings.NewReader("data"), 4, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"wal", "wal/00000001", "wal/00000001/x"} {
+		fi, err := os.Stat(filepath.Join(root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/repo"
@@ -269,6 +270,11 @@ func TestPushAhead(t *testing.T) {
 	if len(recs) != 6 {
 		t.Fatalf("%d push-ahead records, want 6", len(recs))
 	}
+	// The first push creates the repository identity; the files pushed
+	// with it are logged as ahead of the one PostgreSQL asked for.
+	if got := strings.Count(e.logs.String(), "ahead_of="+name(1, 1)); got != 6 {
+		t.Fatalf("%d log lines name %s as the file pushed ahead of, want 6:\n%s", got, name(1, 1), e.logs)
+	}
 	// PostgreSQL's own call for segment 2 is answered from the record.
 	e.logs.Reset()
 	if err := ps.Push(context.Background(), paths[2]); err != nil {
@@ -377,7 +383,10 @@ func TestPrefetch(t *testing.T) {
 	}
 	// A partial download left by a dead prefetcher is neither served nor kept.
 	os.Remove(filepath.Join(pdir, name(1, 4)))
-	os.WriteFile(filepath.Join(pdir, name(1, 4)+".part"), datas[4][:1000], 0o600)
+	orphan := filepath.Join(pdir, name(1, 4)+".part")
+	os.WriteFile(orphan, datas[4][:1000], 0o600)
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(orphan, old, old)
 	if err := f.Fetch(context.Background(), name(1, 4), dest); err != nil {
 		t.Fatal(err)
 	}
@@ -400,5 +409,24 @@ func TestPrefetch(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(pdir, "0000*")); len(left) != 0 {
 		t.Fatalf("passed prefetched files not swept: %v", left)
+	}
+}
+
+// TestSweepSparesNewPartial: a prefetcher creates its .part file before it
+// can lock it; a wal-fetch sweeping in that instant must not delete it.
+func TestSweepSparesNewPartial(t *testing.T) {
+	pdir := t.TempDir()
+	fresh := filepath.Join(pdir, name(1, 9)+".part")
+	os.WriteFile(fresh, nil, 0o600)
+	stale := filepath.Join(pdir, name(1, 8)+".part")
+	os.WriteFile(stale, nil, 0o600)
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(stale, old, old)
+	sweepPassed(pdir, wal.Segment{TLI: 1, No: 5}, segSize)
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatal("a brand-new unlocked .part was swept")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatal("an old unlocked .part survived")
 	}
 }

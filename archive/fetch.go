@@ -75,7 +75,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	if err != nil {
 		return fileError(name, err)
 	}
-	lock, err := fsutil.LockFile(tmp)
+	lock, err := fsutil.LockFileWait(tmp)
 	if err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
@@ -166,7 +166,7 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string, id repo.Identity) bool {
 	path := filepath.Join(pdir, name)
 	part := path + ".part"
-	for fsutil.IsLocked(part) {
+	for fi, err := os.Stat(part); err == nil && (fsutil.IsLocked(part) || !olderThan(fi, orphanAge)); fi, err = os.Stat(part) {
 		if _, err := os.Stat(path); err == nil {
 			break
 		}
@@ -289,17 +289,18 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Identity) error {
 	part := filepath.Join(pdir, name+".part")
 	fd, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) && !fsutil.IsLocked(part) {
+	if fi, serr := os.Stat(part); errors.Is(err, os.ErrExist) && serr == nil && orphaned(pdir, filepath.Base(part), fi) {
 		os.Remove(part) // left by a prefetcher that died
 		fd, err = os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	}
 	if err != nil {
 		return nil // someone else is on it
 	}
-	lock, err := fsutil.LockFile(fd)
+	lock, err := fsutil.LockFileWait(fd)
 	if err != nil {
 		fd.Close()
-		return nil
+		os.Remove(part)
+		return err
 	}
 	_, err = f.download(ctx, name, fd, id)
 	if err == nil {
@@ -315,12 +316,22 @@ func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Id
 	return err
 }
 
+// orphanAge is how old an unlocked in-progress file must be before it is
+// taken for the leftover of a dead writer: a writer creates the file, then
+// locks it microseconds later.
+const orphanAge = 2 * time.Second
+
+// orphaned reports whether an in-progress file was left by a dead writer.
+func orphaned(pdir, name string, fi os.FileInfo) bool {
+	return olderThan(fi, orphanAge) && !fsutil.IsLocked(filepath.Join(pdir, name))
+}
+
 // sweepPassed removes prefetched segments that recovery has gone past and
 // in-progress files whose writer is gone.
 func sweepPassed(pdir string, current wal.Segment, segSize uint64) {
 	sweep(pdir, func(name string, fi os.FileInfo) bool {
 		if inProgress(name) {
-			return !fsutil.IsLocked(filepath.Join(pdir, name))
+			return orphaned(pdir, name, fi)
 		}
 		fn, err := wal.ParseFileName(name, segSize)
 		if err != nil {
@@ -335,7 +346,7 @@ func sweepPassed(pdir string, current wal.Segment, segSize uint64) {
 func sweepPrefetch(pdir string, maxAge time.Duration) {
 	sweep(pdir, func(name string, fi os.FileInfo) bool {
 		if inProgress(name) {
-			return !fsutil.IsLocked(filepath.Join(pdir, name))
+			return orphaned(pdir, name, fi)
 		}
 		_, err := wal.Classify(name)
 		return err == nil && olderThan(fi, maxAge)

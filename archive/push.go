@@ -117,21 +117,20 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 		if r.err != nil {
 			return r.err
 		}
-		files = files[1:]
-		if len(files) == 0 {
-			return nil
+		if len(files) > 1 {
+			p.recordAhead(pushedDir, p.pushAll(ctx, files[1:], id, spool, name))
 		}
-		results := p.pushAll(ctx, files, id, spool)
-		p.recordAhead(pushedDir, results)
 		return nil
 	}
-	results := p.pushAll(ctx, files, id, spool)
+	results := p.pushAll(ctx, files, id, spool, "")
 	p.recordAhead(pushedDir, results[1:])
 	return results[0].err
 }
 
-// pushAll uploads files concurrently and reports each.
-func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, spool string) []pushResult {
+// pushAll uploads files concurrently and reports each. With aheadOf empty
+// the first file is the one PostgreSQL asked for and the rest are pushed
+// ahead of it; otherwise all are pushed ahead of aheadOf.
+func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, spool, aheadOf string) []pushResult {
 	results := make([]pushResult, len(files))
 	sem := make(chan struct{}, max(1, p.Concurrency))
 	var wg sync.WaitGroup
@@ -141,7 +140,10 @@ func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, 
 			defer func() { <-sem }()
 			idc := id
 			results[i] = p.pushOne(ctx, f, &idc, spool)
-			if i > 0 {
+			switch {
+			case aheadOf != "":
+				results[i].pushedFor = aheadOf
+			case i > 0:
 				results[i].pushedFor = filepath.Base(files[0])
 			}
 			p.report(results[i])

@@ -134,6 +134,16 @@ func LockFile(f *os.File) (*Lock, error) {
 	return &Lock{f: f}, nil
 }
 
+// LockFileWait takes an exclusive lock on an open file, waiting while
+// others hold it. Use it on a file this process just created exclusively:
+// only momentary holders (IsLocked probes) can be in the way.
+func LockFileWait(f *os.File) (*Lock, error) {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return &Lock{f: f}, nil
+}
+
 // IsLocked reports whether another process holds a lock on path. A missing
 // file is not locked.
 func IsLocked(path string) bool {

@@ -23,7 +23,7 @@ func Open(ctx context.Context, cfg config.Config) (*Repo, error) {
 		st, err = fs.New(loc)
 	case "s3":
 		bucket, prefix, _ := strings.Cut(loc, "/")
-		st, err = s3.New(ctx, s3.Options{
+		opts := s3.Options{
 			Bucket:       bucket,
 			Prefix:       prefix,
 			Endpoint:     cfg.S3.Endpoint,
@@ -35,6 +35,15 @@ func Open(ctx context.Context, cfg config.Config) (*Repo, error) {
 			Checksums:    cfg.S3.Checksums,
 			MaxAttempts:  cfg.S3.MaxAttempts,
 			CAFile:       cfg.S3.CAFile,
+		}
+		// Connected on first use: a wal-fetch served from the prefetch
+		// spool never needs the SDK client or the CA pool.
+		st = storage.Lazy(s3.Name(bucket, prefix), func(ctx context.Context) (storage.Store, error) {
+			s, err := s3.New(ctx, opts)
+			if err != nil {
+				return nil, fmt.Errorf("open repository: %w", err)
+			}
+			return s, nil
 		})
 	}
 	if err != nil {

@@ -241,11 +241,15 @@ func ParseURL(rawURL string) (bucket, prefix string, err error) {
 }
 
 // String returns the repository URL, s3://bucket/prefix.
-func (s *Store) String() string {
-	if s.prefix == "" {
-		return "s3://" + s.bucket
+func (s *Store) String() string { return Name(s.bucket, strings.TrimSuffix(s.prefix, "/")) }
+
+// Name is the String of the store for bucket and prefix (Options form),
+// known without connecting.
+func Name(bucket, prefix string) string {
+	if prefix == "" {
+		return "s3://" + bucket
 	}
-	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/")
+	return "s3://" + bucket + "/" + prefix
 }
 
 // PutIfAbsent implements storage.Store with a conditional write

@@ -114,8 +114,8 @@ func TestString(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := s.String(); got != c.want {
-			t.Errorf("String() = %q, want %q", got, c.want)
+		if got := s.String(); got != c.want || Name("bkt", c.prefix) != got {
+			t.Errorf("String() = %q, Name = %q, want %q", got, Name("bkt", c.prefix), c.want)
 		}
 	}
 }

@@ -1,0 +1,602 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// driveFlags are shared by archive and restore.
+type driveFlags struct {
+	corpus, pgdata, cmd, user, log, waitLocks string
+	segments                                  int
+	walsnap                                   bool
+}
+
+func (d *driveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.corpus, "corpus", "", "directory of WAL segments")
+	fs.IntVar(&d.segments, "segments", 64, "segments to use (the last N of the corpus)")
+	fs.StringVar(&d.pgdata, "pgdata", "", "fake PGDATA: the command runs here, WAL goes to pg_wal/ (created)")
+	fs.StringVar(&d.cmd, "cmd", "", "command run by /bin/sh -c per segment; %p and %f as in PostgreSQL")
+	fs.StringVar(&d.user, "user", "", "run the command as this user (and give it pg_wal)")
+	fs.StringVar(&d.log, "log", "", "append the commands' stdout and stderr here")
+	fs.StringVar(&d.waitLocks, "wait-locks", "", "after the run, wait until no process holds a flock on these files (globs, comma-separated)")
+	fs.BoolVar(&d.walsnap, "walsnap", false, "the command is walsnap: break its log lines down in the details")
+}
+
+var segName = regexp.MustCompile(`^[0-9A-F]{24}$`)
+
+// pickSegments returns the last n WAL segment names of the corpus, which
+// must be consecutive (16 MiB segments).
+func pickSegments(dir string, n int) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if segName.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	if len(names) < n {
+		return nil, fmt.Errorf("corpus %s has %d segments, want %d", dir, len(names), n)
+	}
+	names = names[len(names)-n:]
+	for i := 1; i < len(names); i++ {
+		if names[i] != nextSegment(names[i-1]) {
+			return nil, fmt.Errorf("corpus %s: %s does not follow %s", dir, names[i], names[i-1])
+		}
+	}
+	return names, nil
+}
+
+// nextSegment names the segment after name, for 16 MiB segments.
+func nextSegment(name string) string {
+	log, _ := strconv.ParseUint(name[8:16], 16, 32)
+	seg, _ := strconv.ParseUint(name[16:24], 16, 32)
+	if seg++; seg == 0x100 {
+		log, seg = log+1, 0
+	}
+	return fmt.Sprintf("%s%08X%08X", name[:8], log, seg)
+}
+
+// caller runs one archive or restore command the way PostgreSQL does:
+// /bin/sh -c, from PGDATA, waiting for the shell only. Output goes straight
+// to the log file (not a pipe), so a detached child that keeps stderr open
+// does not hold the call up.
+type caller struct {
+	tmpl, dir string
+	cred      *syscall.Credential
+	env       []string
+	log       *os.File
+}
+
+func newCaller(d *driveFlags) (*caller, error) {
+	if d.cmd == "" || d.pgdata == "" || d.corpus == "" || d.log == "" {
+		return nil, errors.New("-cmd, -pgdata, -corpus and -log are required")
+	}
+	c := &caller{tmpl: d.cmd, dir: d.pgdata, env: os.Environ()}
+	if d.user != "" {
+		u, err := user.Lookup(d.user)
+		if err != nil {
+			return nil, err
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		c.env = append(c.env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
+	}
+	f, err := os.OpenFile(d.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	c.log = f
+	return c, nil
+}
+
+// own makes path belong to the command's user, if one was given.
+func (c *caller) own(path string) error {
+	if c.cred == nil {
+		return nil
+	}
+	return os.Chown(path, int(c.cred.Uid), int(c.cred.Gid))
+}
+
+// mkdir creates dirs (and parents) owned by the command's user.
+func (c *caller) mkdir(dirs ...string) error {
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if err := c.own(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// call runs the command for one file and returns its wall and CPU time.
+func (c *caller) call(i int, name, path string) (wall, cpu time.Duration, err error) {
+	line := strings.NewReplacer("%p", path, "%f", name).Replace(c.tmpl)
+	fmt.Fprintf(c.log, "### call %d %s\n", i, name)
+	cmd := exec.Command("/bin/sh", "-c", line)
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = c.dir, c.env, c.log, c.log
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	t := time.Now()
+	err = cmd.Run()
+	wall = time.Since(t)
+	code := -1
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = ps.UserTime() + ps.SystemTime()
+		code = ps.ExitCode()
+	}
+	fmt.Fprintf(c.log, "### end %d %s exit=%d ms=%.1f cpu_ms=%.1f\n", i, name, code, ms(wall), ms(cpu))
+	if err != nil {
+		err = fmt.Errorf("call %d (%s): %s: %w (output in %s)", i, name, line, err, c.log.Name())
+	}
+	return wall, cpu, err
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// link puts a corpus file at dst (hard link, else copy).
+func link(src, dst string) error {
+	if err := os.Link(src, dst); err == nil || !errors.Is(err, syscall.EXDEV) {
+		return err
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o600)
+}
+
+// cmdArchive emulates PostgreSQL's archiver over the corpus: in -mode
+// single one segment arrives at a time (only it is in pg_wal, with a .ready
+// file); in -mode backlog all are waiting. After each successful call the
+// .ready file becomes .done, as PostgreSQL does.
+func cmdArchive(args []string) error {
+	fs := flag.NewFlagSet("archive", flag.ExitOnError)
+	var d driveFlags
+	d.register(fs)
+	mode := fs.String("mode", "backlog", "single or backlog")
+	var st s3Flags
+	st.register(fs)
+	var rf rowFlags
+	rf.register(fs)
+	fs.Parse(args)
+	if *mode != "single" && *mode != "backlog" {
+		return fmt.Errorf("-mode %q: want single or backlog", *mode)
+	}
+	c, err := newCaller(&d)
+	if err != nil {
+		return err
+	}
+	defer c.log.Close()
+	names, err := pickSegments(d.corpus, d.segments)
+	if err != nil {
+		return err
+	}
+	walDir := filepath.Join(d.pgdata, "pg_wal")
+	status := filepath.Join(walDir, "archive_status")
+	if err := c.mkdir(d.pgdata, walDir, status); err != nil {
+		return err
+	}
+	stage := func(n string) error {
+		if err := link(filepath.Join(d.corpus, n), filepath.Join(walDir, n)); err != nil {
+			return err
+		}
+		ready := filepath.Join(status, n+".ready")
+		if err := os.WriteFile(ready, nil, 0o600); err != nil {
+			return err
+		}
+		return c.own(ready)
+	}
+	if *mode == "backlog" {
+		for _, n := range names {
+			if err := stage(n); err != nil {
+				return err
+			}
+		}
+	}
+
+	var lat, cpu []time.Duration
+	var raw int64
+	smp := startSample(rf.minioPID)
+	start := time.Now()
+	for i, n := range names {
+		if *mode == "single" {
+			if err := stage(n); err != nil {
+				return err
+			}
+		}
+		wall, cp, err := c.call(i, n, "pg_wal/"+n)
+		if err != nil {
+			return err
+		}
+		lat, cpu = append(lat, wall), append(cpu, cp)
+		if err := os.Rename(filepath.Join(status, n+".ready"), filepath.Join(status, n+".done")); err != nil {
+			return err
+		}
+		fi, err := os.Stat(filepath.Join(walDir, n))
+		if err != nil {
+			return err
+		}
+		raw += fi.Size()
+	}
+	wall := time.Since(start)
+	if *mode == "single" {
+		// Segments arrive at PostgreSQL's pace: count only the calls.
+		wall = sum(lat)
+	}
+	use := smp.stop()
+	if err := waitLocks(d.waitLocks); err != nil {
+		return err
+	}
+
+	row := rf.row(rf.id, rf.label)
+	row.fill(len(names), raw, wall, lat)
+	row.addUsage(use)
+	if st.bucket != "" {
+		b, n, err := st.storedBytes(context.Background())
+		if err != nil {
+			return err
+		}
+		row.StoredMiB = float64(b) / (1 << 20)
+		row.Details = append(row.Details, fmt.Sprintf("stored: %d objects, %d bytes under s3://%s/%s (raw %d bytes, ratio %.1f)", n, b, st.bucket, st.prefix, raw, float64(raw)/float64(max(1, b))))
+	}
+	row.Details = append(row.Details, cpuDetail(lat, cpu), use.account(sum(cpu)))
+	if d.walsnap {
+		row.Details = append(row.Details, pushDetails(d.log, lat)...)
+	}
+	return row.append(rf.out)
+}
+
+// cmdRestore emulates recovery: restore_command for each segment in order
+// into pg_wal/RECOVERYXLOG, which is taken away (here: kept aside for
+// verification) before the next call, as PostgreSQL does after replay.
+func cmdRestore(args []string) error {
+	fs := flag.NewFlagSet("restore", flag.ExitOnError)
+	var d driveFlags
+	d.register(fs)
+	var rf rowFlags
+	rf.register(fs)
+	fs.Parse(args)
+	c, err := newCaller(&d)
+	if err != nil {
+		return err
+	}
+	defer c.log.Close()
+	names, err := pickSegments(d.corpus, d.segments)
+	if err != nil {
+		return err
+	}
+	walDir := filepath.Join(d.pgdata, "pg_wal")
+	kept := filepath.Join(d.pgdata, "restored")
+	if err := c.mkdir(d.pgdata, walDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(kept, 0o700); err != nil {
+		return err
+	}
+	var lat, cpu []time.Duration
+	var raw int64
+	xlog := filepath.Join(walDir, "RECOVERYXLOG")
+	smp := startSample(rf.minioPID)
+	start := time.Now()
+	for i, n := range names {
+		wall, cp, err := c.call(i, n, "pg_wal/RECOVERYXLOG")
+		if err != nil {
+			return err
+		}
+		lat, cpu = append(lat, wall), append(cpu, cp)
+		fi, err := os.Stat(xlog)
+		if err != nil {
+			return fmt.Errorf("call %d (%s) succeeded but: %w", i, n, err)
+		}
+		raw += fi.Size()
+		if err := os.Rename(xlog, filepath.Join(kept, n)); err != nil {
+			return err
+		}
+	}
+	wall := time.Since(start)
+	use := smp.stop()
+	if err := waitLocks(d.waitLocks); err != nil {
+		return err
+	}
+	for _, n := range names {
+		got, err := os.ReadFile(filepath.Join(kept, n))
+		if err != nil {
+			return err
+		}
+		want, err := os.ReadFile(filepath.Join(d.corpus, n))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, want) {
+			return fmt.Errorf("restored %s differs from the corpus", n)
+		}
+		os.Remove(filepath.Join(kept, n))
+	}
+	row := rf.row(rf.id, rf.label)
+	row.fill(len(names), raw, wall, lat)
+	row.addUsage(use)
+	row.Details = append(row.Details, fmt.Sprintf("all %d restored files verified byte for byte against the corpus", len(names)), cpuDetail(lat, cpu), use.account(sum(cpu)))
+	if d.walsnap {
+		row.Details = append(row.Details, fetchDetails(d.log, lat)...)
+	}
+	return row.append(rf.out)
+}
+
+// cmdStartup times a command that does no I/O (e.g. "walsnap --help"): the
+// floor of any per-segment call.
+func cmdStartup(args []string) error {
+	fs := flag.NewFlagSet("startup", flag.ExitOnError)
+	cmdLine := fs.String("cmd", "", "command for /bin/sh -c")
+	n := fs.Int("n", 30, "runs")
+	var rf rowFlags
+	rf.register(fs)
+	fs.Parse(args)
+	var lat, cpu []time.Duration
+	smp := startSample(0)
+	for range *n {
+		cmd := exec.Command("/bin/sh", "-c", *cmdLine)
+		t := time.Now()
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %w", *cmdLine, err)
+		}
+		lat = append(lat, time.Since(t))
+		cpu = append(cpu, cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
+	}
+	row := rf.row(rf.id, rf.label)
+	row.P50ms, row.P99ms, row.MBps, row.Segments = percentile(lat, 0.5), percentile(lat, 0.99), -1, *n
+	row.Notes = join(row.Notes, fmt.Sprintf("%d runs, cpu p50 %.1f ms", *n, percentile(cpu, 0.5)))
+	row.addUsage(smp.stop())
+	return row.append(rf.out)
+}
+
+// waitLocks waits until no process holds a flock on the files matching the
+// comma-separated globs (background workers: walsnap's prefetcher,
+// pgBackRest's async process), so that they do not run into the next
+// measurement. It first gives a just-started worker time to take its lock.
+func waitLocks(globs string) error {
+	if globs == "" {
+		return nil
+	}
+	time.Sleep(300 * time.Millisecond)
+	deadline := time.Now().Add(2 * time.Minute)
+	for g := range strings.SplitSeq(globs, ",") {
+		files, _ := filepath.Glob(g)
+		for _, f := range files {
+			for locked(f) {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s still locked after 2 minutes", f)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	return nil
+}
+
+func locked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+func sum(ds []time.Duration) time.Duration {
+	var t time.Duration
+	for _, d := range ds {
+		t += d
+	}
+	return t
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+func cpuDetail(lat, cpu []time.Duration) string {
+	return fmt.Sprintf("%d calls; per call: wall p50 %.1f / p99 %.1f ms, CPU of the called process (user+sys, waited-for children only) p50 %.1f / p99 %.1f ms, total %.2f s",
+		len(lat), percentile(lat, 0.5), percentile(lat, 0.99), percentile(cpu, 0.5), percentile(cpu, 0.99), sum(cpu).Seconds())
+}
+
+// logCall is one call's section of a command log: the walsnap slog lines
+// between the driver's "### call" and "### end" markers.
+type logCall struct {
+	name  string
+	lines []map[string]string
+}
+
+// readCalls splits a log into calls, keeping lines of the given walsnap
+// command (cmd=...). Lines of detached children (the prefetcher) are
+// returned separately.
+func readCalls(path, command string) (calls []logCall, background []map[string]string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	var cur *logCall
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "### call "); ok {
+			calls = append(calls, logCall{name: strings.Fields(rest)[1]})
+			cur = &calls[len(calls)-1]
+			continue
+		}
+		kv := parseSlog(line)
+		switch {
+		case kv["cmd"] == command && cur != nil:
+			cur.lines = append(cur.lines, kv)
+		case kv["cmd"] != "":
+			background = append(background, kv)
+		}
+	}
+	return calls, background, sc.Err()
+}
+
+// parseSlog parses a slog text line (key=value, values possibly quoted).
+func parseSlog(line string) map[string]string {
+	kv := map[string]string{}
+	for line != "" {
+		line = strings.TrimLeft(line, " ")
+		k, rest, ok := strings.Cut(line, "=")
+		if !ok || strings.ContainsAny(k, " \"") {
+			return kv
+		}
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return kv
+			}
+			v, _ = strconv.Unquote(q)
+			rest = rest[len(q):]
+		} else {
+			v, rest, _ = strings.Cut(rest, " ")
+		}
+		kv[k] = v
+		line = rest
+	}
+	return kv
+}
+
+func msOf(kv map[string]string) time.Duration {
+	n, _ := strconv.Atoi(kv["ms"])
+	return time.Duration(n) * time.Millisecond
+}
+
+// pushDetails breaks wal-push calls down from walsnap's per-file log lines
+// (file, bytes_in, bytes_out, ms, ahead_of).
+func pushDetails(log string, lat []time.Duration) []string {
+	calls, _, err := readCalls(log, "wal-push")
+	if err != nil || len(calls) != len(lat) {
+		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}
+	}
+	var own, ownFile, overhead, served, batch, aheadFile []time.Duration
+	var ahead, bytesIn, bytesOut, files int
+	for i, c := range calls {
+		var mine map[string]string
+		nAhead := 0
+		for _, kv := range c.lines {
+			// A file other than the call's own was pushed ahead, even when
+			// logged without ahead_of (the call that creates walsnap.json
+			// logs its first push-ahead file that way).
+			if kv["ahead_of"] != "" || kv["file"] != c.name {
+				nAhead++
+				aheadFile = append(aheadFile, msOf(kv))
+			} else if kv["file"] == c.name {
+				mine = kv
+			}
+			if n, err := strconv.Atoi(kv["bytes_out"]); err == nil {
+				o, _ := strconv.Atoi(kv["bytes_in"])
+				bytesIn, bytesOut, files = bytesIn+o, bytesOut+n, files+1
+			}
+		}
+		ahead += nAhead
+		switch {
+		case mine == nil:
+		case mine["msg"] == "archived (pushed ahead earlier)":
+			served = append(served, lat[i])
+		case nAhead > 0:
+			batch = append(batch, lat[i])
+			ownFile = append(ownFile, msOf(mine))
+		default:
+			own = append(own, lat[i])
+			ownFile = append(ownFile, msOf(mine))
+			overhead = append(overhead, lat[i]-msOf(mine))
+		}
+	}
+	out := []string{fmt.Sprintf("walsnap log: %d files uploaded (%d by PostgreSQL's own call, %d pushed ahead), %.1f MiB in → %.1f MiB out (ratio %.1f)",
+		files, files-ahead, ahead, float64(bytesIn)/(1<<20), float64(bytesOut)/(1<<20), float64(bytesIn)/float64(max(1, bytesOut)))}
+	if len(own) > 0 {
+		out = append(out, fmt.Sprintf("%d calls uploaded only their own file: call p50 %.1f / p99 %.1f ms = file p50 %.1f ms (logged: read, check, zstd ∥ sha256, crc32c, PUT) + outside the file p50 %.1f / p99 %.1f ms (exec, Go runtime, config, SDK setup, identity, spool sweep, exit)",
+			len(own), percentile(own, 0.5), percentile(own, 0.99), percentile(ownFile, 0.5), percentile(overhead, 0.5), percentile(overhead, 0.99)))
+	}
+	if len(batch) > 0 {
+		out = append(out, fmt.Sprintf("%d calls pushed ahead (%.1f files each on average): call p50 %.1f / p99 %.1f ms; per file (logged) p50 %.1f / p99 %.1f ms",
+			len(batch), float64(ahead)/float64(len(batch)), percentile(batch, 0.5), percentile(batch, 0.99), percentile(aheadFile, 0.5), percentile(aheadFile, 0.99)))
+	}
+	if len(served) > 0 {
+		out = append(out, fmt.Sprintf("%d calls found their file pushed ahead (record check + HEAD, no upload): call p50 %.1f / p99 %.1f ms, total %.2f s of the run",
+			len(served), percentile(served, 0.5), percentile(served, 0.99), sum(served).Seconds()))
+	}
+	if len(batch) > 0 {
+		out = append(out, fmt.Sprintf("time in push-ahead calls: %.2f s; in calls served from records: %.2f s", sum(batch).Seconds(), sum(served).Seconds()))
+	}
+	return out
+}
+
+// fetchDetails breaks wal-fetch calls down: served from the prefetch spool
+// or downloaded by the call itself.
+func fetchDetails(log string, lat []time.Duration) []string {
+	calls, bg, err := readCalls(log, "wal-fetch")
+	if err != nil || len(calls) != len(lat) {
+		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}
+	}
+	var pre, direct, directFile []time.Duration
+	for i, c := range calls {
+		for _, kv := range c.lines {
+			switch kv["msg"] {
+			case "restored (prefetched)":
+				pre = append(pre, lat[i])
+			case "restored":
+				direct = append(direct, lat[i])
+				directFile = append(directFile, msOf(kv))
+			}
+		}
+	}
+	var out []string
+	if len(pre) > 0 {
+		out = append(out, fmt.Sprintf("%d calls served from the prefetch spool: call p50 %.1f / p99 %.1f ms, total %.2f s",
+			len(pre), percentile(pre, 0.5), percentile(pre, 0.99), sum(pre).Seconds()))
+	}
+	if len(direct) > 0 {
+		out = append(out, fmt.Sprintf("%d calls downloaded their file: call p50 %.1f / p99 %.1f ms (logged download+verify+fsync p50 %.1f ms), total %.2f s",
+			len(direct), percentile(direct, 0.5), percentile(direct, 0.99), percentile(directFile, 0.5), sum(direct).Seconds()))
+	}
+	warn := 0
+	for _, kv := range bg {
+		if kv["level"] == "WARN" || kv["level"] == "ERROR" {
+			warn++
+		}
+	}
+	if warn > 0 {
+		out = append(out, fmt.Sprintf("prefetcher logged %d warnings/errors (see the log)", warn))
+	}
+	return out
+}

@@ -142,7 +142,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
 	}
 	if uid >= 0 {
-		for _, dir := range append([]string{pgdata}, values(dest.Tablespaces)...) {
+		dirs := append([]string{pgdata}, values(dest.Tablespaces)...)
+		// pg_wal may be a symlink to its own volume; Walk does not follow it.
+		if target, err := filepath.EvalSymlinks(filepath.Join(pgdata, "pg_wal")); err == nil && target != filepath.Join(pgdata, "pg_wal") {
+			dirs = append(dirs, target)
+		}
+		for _, dir := range dirs {
 			if err := chownTree(dir, uid, gid); err != nil {
 				return nil, err
 			}

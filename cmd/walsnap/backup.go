@@ -12,6 +12,7 @@ import (
 	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
 )
@@ -52,12 +53,16 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 	if err != nil {
 		return err
 	}
+	provider, err := backupProvider(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	m, err := basebackup.Run(ctx, basebackup.Options{
 		Repo:       r,
 		Conn:       connConfig(cfg),
 		PGData:     cfg.PGData,
-		Provider:   backupProvider(cfg),
+		Provider:   provider,
 		Fast:       fast,
 		Label:      label,
 		LockTTL:    cfg.Backup.LockTTL,
@@ -84,12 +89,24 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 }
 
 // backupProvider is the provider backup.provider selects (validated).
-func backupProvider(cfg config.Config) basebackup.Provider {
-	if cfg.Backup.Provider == basebackup.CommandProvider {
-		return &basebackup.Command{Script: cfg.Command.Snapshot}
+func backupProvider(ctx context.Context, cfg config.Config) (basebackup.Provider, error) {
+	switch cfg.Backup.Provider {
+	case basebackup.CommandProvider:
+		return &basebackup.Command{Script: cfg.Command.Snapshot}, nil
+	case basebackup.EBSProvider:
+		client, err := ebsClient(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &basebackup.EBS{Client: client, InstanceID: cfg.EBS.InstanceID, Volumes: cfg.EBS.Volumes,
+			Freeze: cfg.EBS.Freeze, WaitTimeout: cfg.EBS.WaitTimeout}, nil
 	}
 	codec, _ := compress.Parse(cfg.Compression) // validated
-	return &basebackup.Files{Codec: codec, Streams: cfg.Backup.Streams}
+	return &basebackup.Files{Codec: codec, Streams: cfg.Backup.Streams}, nil
+}
+
+func ebsClient(ctx context.Context, cfg config.Config) (*ebs.Client, error) {
+	return ebs.New(ctx, ebs.Options{Region: cfg.EBS.Region, Endpoint: cfg.EBS.Endpoint})
 }
 
 func connConfig(cfg config.Config) pg.ConnConfig {

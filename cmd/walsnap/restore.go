@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/restore"
 )
 
@@ -50,6 +52,13 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "pg-bin", Usage: "directory of pg_ctl for --start (default /usr/lib/postgresql/<major>/bin)"},
 			&cli.IntFlag{Name: "port", Usage: "with --start: port for the restored server (default: its configured one)"},
 			&cli.StringFlag{Name: "socket-dir", Usage: "with --start: unix socket directory for the restored server"},
+			&cli.StringFlag{Name: "instance-id", Usage: "ebs backups: attach the new volumes to this instance (default: this one, from IMDS)"},
+			&cli.StringFlag{Name: "availability-zone", Usage: "ebs backups: create the volumes in this zone (default: the instance's)"},
+			&cli.StringFlag{Name: "volume-type", Usage: "ebs backups: volume type for the new volumes (default: as recorded)"},
+			&cli.IntFlag{Name: "iops", Usage: "ebs backups: provisioned IOPS (default: as recorded)"},
+			&cli.IntFlag{Name: "throughput", Usage: "ebs backups: throughput in MiB/s for gp3 (default: as recorded)"},
+			&cli.IntFlag{Name: "initialization-rate", Usage: "ebs backups: fetch snapshot blocks at this rate in MiB/s (100-300) instead of lazily"},
+			&cli.StringFlag{Name: "mount-root", Usage: "ebs backups: mount the new volumes under this directory instead of at their recorded mount points"},
 			&cli.DurationFlag{Name: "start-timeout", Usage: "with --start: give up following after this long (0: no limit)"},
 		},
 		Action: runRestore,
@@ -116,6 +125,9 @@ func runRestore(c *cli.Context) error {
 			"files":                     &restore.Files{Repo: r, Concurrency: cfg.Backup.Streams, Log: log, Progress: newProgress(os.Stderr, "restored")},
 			"command":                   &restore.Command{Script: cfg.Command.Restore, Log: log},
 			basebackup.ExternalProvider: restore.External{},
+			basebackup.EBSProvider: &lazyEBS{cfg: cfg, p: restore.EBS{InstanceID: c.String("instance-id"), AZ: c.String("availability-zone"),
+				VolumeType: c.String("volume-type"), IOPS: int32(c.Int("iops")), Throughput: int32(c.Int("throughput")),
+				InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root"), Log: log}},
 		},
 	})
 	if err != nil {
@@ -202,4 +214,38 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// lazyEBS creates the EC2 client only when the chosen backup is an EBS
+// one: restores of other backups must not depend on the EC2 API or IMDS.
+type lazyEBS struct {
+	cfg config.Config
+	p   restore.EBS
+}
+
+func (l *lazyEBS) provider(ctx context.Context) (*restore.EBS, error) {
+	if l.p.Client == nil {
+		client, err := ebsClient(ctx, l.cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.p.Client = client
+	}
+	return &l.p, nil
+}
+
+func (l *lazyEBS) Plan(ctx context.Context, m *manifest.Manifest, dest restore.Destinations) ([]string, error) {
+	p, err := l.provider(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.Plan(ctx, m, dest)
+}
+
+func (l *lazyEBS) Materialize(ctx context.Context, m *manifest.Manifest, dest restore.Destinations) error {
+	p, err := l.provider(ctx)
+	if err != nil {
+		return err
+	}
+	return p.Materialize(ctx, m, dest)
 }

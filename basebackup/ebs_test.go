@@ -1,0 +1,982 @@
+package basebackup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/walsnap/walsnap/internal/blockdev"
+	"github.com/walsnap/walsnap/internal/ebs"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/testrig"
+)
+
+// The EBS provider runs against moto_server (testrig.Moto), shared by
+// every test: each subtest launches its own instance and volumes. An
+// ec2Proxy in front of moto records the API calls in order with the
+// freezer's, and refuses, delays or edits calls where moto cannot be made
+// to (throttling, snapshots pending or in error, a hanging call).
+// Discovery reads copies of the testdata/blockdev fixtures whose NVMe
+// serials are the moto volumes' ids and whose mount points hold the test's
+// PostgreSQL directories.
+
+// eventLog is the order of API calls and freezer calls.
+type eventLog struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, e)
+}
+
+func (l *eventLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.list)
+}
+
+// recordingFreezer logs freeze/thaw calls and fails the one named by fail.
+type recordingFreezer struct {
+	log  *eventLog
+	fail string // e.g. "freeze /x"
+}
+
+func (f *recordingFreezer) Freeze(mp string) error { return f.call("freeze " + mp) }
+func (f *recordingFreezer) Thaw(mp string) error   { return f.call("thaw " + mp) }
+
+func (f *recordingFreezer) call(e string) error {
+	f.log.add(e)
+	if e == f.fail {
+		return errors.New(e + ": refused by the test")
+	}
+	return nil
+}
+
+// ec2Proxy forwards EC2 query API requests to moto, logging each as "api
+// <Action>". hook, when set, runs first: it may block, and a non-empty
+// return is an EC2 error code to answer with instead. rewrite edits moto's
+// answers.
+type ec2Proxy struct {
+	URL    string
+	target string
+	log    *eventLog
+
+	mu      sync.Mutex
+	calls   []url.Values
+	hook    func(r *http.Request, form url.Values) string
+	rewrite func(form url.Values, body string) string
+}
+
+func newEC2Proxy(t *testing.T, target string, log *eventLog) *ec2Proxy {
+	p := &ec2Proxy{target: target, log: log}
+	srv := httptest.NewServer(http.HandlerFunc(p.serve))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *ec2Proxy) set(hook func(*http.Request, url.Values) string, rewrite func(url.Values, string) string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hook, p.rewrite = hook, rewrite
+}
+
+// requests returns the parameters of the requests for action so far.
+func (p *ec2Proxy) requests(action string) []url.Values {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []url.Values
+	for _, f := range p.calls {
+		if f.Get("Action") == action {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (p *ec2Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.calls = append(p.calls, form)
+	hook, rewrite := p.hook, p.rewrite
+	p.mu.Unlock()
+	p.log.add("api " + form.Get("Action"))
+	if hook != nil {
+		if code := hook(r, form); code != "" {
+			w.Header().Set("Content-Type", "text/xml")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>%s</Code><Message>refused by the test proxy</Message></Error></Errors><RequestID>proxy</RequestID></Response>`, code)
+			return
+		}
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	out := string(answer)
+	if rewrite != nil {
+		out = rewrite(form, out)
+	}
+	for k, vs := range resp.Header {
+		if k != "Content-Length" {
+			w.Header()[k] = vs
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.WriteString(w, out)
+}
+
+// withSnapshotState sets the state, message and progress of snapshot id
+// in a DescribeSnapshots answer.
+func withSnapshotState(body, id, state, message, progress string) string {
+	re := regexp.MustCompile(`(?s)(<snapshotId>` + regexp.QuoteMeta(id) + `</snapshotId>.*?)<status>[^<]*</status>(.*?)<progress>[^<]*</progress>`)
+	m := re.FindStringSubmatchIndex(body)
+	if m == nil {
+		return body
+	}
+	repl := "${1}<status>" + state + "</status><statusMessage>" + message + "</statusMessage>${2}<progress>" + progress + "</progress>"
+	return body[:m[0]] + string(re.ExpandString(nil, repl, body, m)) + body[m[1]:]
+}
+
+// ebsRig is one subtest's view of moto: a client of the provider (through
+// the proxy), a direct EC2 client for setup and checks, and the event log.
+type ebsRig struct {
+	t      *testing.T
+	client *ebs.Client
+	ec2    *ec2.Client
+	proxy  *ec2Proxy
+	log    *eventLog
+}
+
+// newEBSRig needs the AWS variables of testrig.MotoEnv set by the caller
+// (t.Setenv is not allowed in parallel tests).
+func newEBSRig(t *testing.T, env testrig.MotoEnv) *ebsRig {
+	t.Helper()
+	r := &ebsRig{t: t, log: &eventLog{}}
+	r.proxy = newEC2Proxy(t, env.Endpoint, r.log)
+	var err error
+	if r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion(env.Region))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(env.Endpoint) })
+	return r
+}
+
+// cleanupCtx is for t.Cleanup functions, which run after t.Context ends.
+func cleanupCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// launch starts an instance, terminated when the test ends, and returns
+// its id, AZ and boot volume.
+func (r *ebsRig) launch() (instance, az, root string) {
+	t := r.t
+	t.Helper()
+	imgs, err := r.ec2.DescribeImages(t.Context(), &ec2.DescribeImagesInput{
+		Filters: []types.Filter{{Name: aws.String("root-device-name"), Values: []string{"/dev/sda1"}}},
+	})
+	if err != nil || len(imgs.Images) == 0 {
+		t.Fatalf("no AMI in moto (%v)", err)
+	}
+	out, err := r.ec2.RunInstances(t.Context(), &ec2.RunInstancesInput{
+		ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance = aws.ToString(out.Instances[0].InstanceId)
+	t.Cleanup(func() {
+		if _, err := r.ec2.TerminateInstances(cleanupCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{instance}}); err != nil {
+			t.Errorf("terminate %s: %v", instance, err)
+		}
+	})
+	root, _, err = r.client.InstanceVolumes(t.Context(), instance)
+	if err != nil || root == "" {
+		t.Fatalf("boot volume of %s: %q, %v", instance, root, err)
+	}
+	return instance, aws.ToString(out.Instances[0].Placement.AvailabilityZone), root
+}
+
+// volume creates a 1 GiB volume (removed when the test ends), attached to
+// instance as device unless device is "".
+func (r *ebsRig) volume(in *ec2.CreateVolumeInput, instance, device string) string {
+	t := r.t
+	t.Helper()
+	in.Size = aws.Int32(1)
+	out, err := r.ec2.CreateVolume(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(out.VolumeId)
+	t.Cleanup(func() {
+		if err := r.client.DetachAndDelete(cleanupCtx(t), []string{id}); err != nil {
+			t.Errorf("clean up: %v", err)
+		}
+	})
+	if device != "" {
+		if err := r.client.AttachVolume(t.Context(), id, instance, device); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
+}
+
+// snapshotsTagged returns the snapshots tagged with backup id, and deletes
+// them when the test ends.
+func (r *ebsRig) snapshotsTagged(backupID string) []types.Snapshot {
+	t := r.t
+	t.Helper()
+	out, err := r.ec2.DescribeSnapshots(t.Context(), &ec2.DescribeSnapshotsInput{
+		Filters: []types.Filter{{Name: aws.String("tag:walsnap:backup-id"), Values: []string{backupID}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Snapshots
+}
+
+// deleteBackupSnapshots deletes the snapshots of backup id when the test
+// ends.
+func (r *ebsRig) deleteBackupSnapshots(backupID string) {
+	r.t.Cleanup(func() {
+		out, err := r.ec2.DescribeSnapshots(cleanupCtx(r.t), &ec2.DescribeSnapshotsInput{
+			Filters: []types.Filter{{Name: aws.String("tag:walsnap:backup-id"), Values: []string{backupID}}},
+		})
+		if err != nil {
+			r.t.Errorf("clean up: %v", err)
+			return
+		}
+		for _, s := range out.Snapshots {
+			if _, err := r.ec2.DeleteSnapshot(cleanupCtx(r.t), &ec2.DeleteSnapshotInput{SnapshotId: s.SnapshotId}); err != nil {
+				r.t.Errorf("clean up: %v", err)
+			}
+		}
+	})
+}
+
+// nitroHost is a copy of the nitro-multi fixture (root disk nvme0n1,
+// PGDATA's disk nvme1n1 ext4, pg_wal's nvme2n1p1 xfs, a tablespace's
+// nvme3n1 ext4) with the serials replaced by moto volume ids and the mount
+// points moved under a temporary directory, where the PostgreSQL
+// directories are: PGDATA, its pg_wal symlink's target, and tablespaces
+// on the tablespace disk and on the root disk.
+type nitroHost struct {
+	mountinfo, sys               string
+	pgdata, wal, ts, rootTS      string
+	dataMount, walMount, tsMount string
+}
+
+// newNitroHost maps the fixture's disks to the volume ids root, data, wal
+// and ts.
+func newNitroHost(t *testing.T, root, data, wal, ts string) nitroHost {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixture := filepath.Join(dir, "fixture")
+	if out, err := exec.Command("cp", "-a", filepath.Join("..", "testdata", "blockdev", "nitro-multi"), fixture).CombinedOutput(); err != nil {
+		t.Fatalf("copy fixture: %v\n%s", err, out)
+	}
+	serials := map[string]string{ // the fixture's made-up ids
+		"vol0a1b2c3d4e5f60718": root,
+		"vol0123456789abcdef0": data,
+		"vol0fedcba9876543210": wal,
+		"vol1a2b3c4d":          ts,
+	}
+	err = filepath.WalkDir(filepath.Join(fixture, "sys", "devices"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "serial" {
+			return err
+		}
+		old, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		id, ok := serials[strings.TrimSpace(string(old))]
+		if !ok {
+			return fmt.Errorf("%s: unknown serial %q", p, old)
+		}
+		return os.WriteFile(p, []byte(strings.Replace(id, "-", "", 1)+"\n"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := nitroHost{
+		mountinfo: filepath.Join(fixture, "mountinfo"),
+		sys:       filepath.Join(fixture, "sys"),
+		dataMount: filepath.Join(dir, "pg"),
+		walMount:  filepath.Join(dir, "wal"),
+		tsMount:   filepath.Join(dir, "ts"),
+	}
+	h.pgdata = filepath.Join(h.dataMount, "16", "main")
+	h.wal = filepath.Join(h.walMount, "16", "main")
+	h.ts = filepath.Join(h.tsMount, "fast")
+	h.rootTS = filepath.Join(dir, "rootts") // on "/" in the fixture
+	info, err := os.ReadFile(h.mountinfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.NewReplacer(" /var/lib/postgresql ", " "+h.dataMount+" ", " /pgwal ", " "+h.walMount+" ", " /pgts ", " "+h.tsMount+" ").Replace(string(info))
+	if err := os.WriteFile(h.mountinfo, []byte(moved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{h.pgdata, h.wal, h.ts, h.rootTS} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(h.wal, filepath.Join(h.pgdata, "pg_wal")); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// ebsJob is a backup job with a unique id whose snapshots are deleted
+// when the test ends.
+func (r *ebsRig) ebsJob(pgdata string, tablespaces ...string) (*Job, *syncBuffer) {
+	id := fmt.Sprintf("T%d", time.Now().UnixNano())
+	r.deleteBackupSnapshots(id)
+	logs := &syncBuffer{}
+	job := &Job{
+		ID: id, Label: "ebs test", SystemID: 7312345678901234567, PGData: pgdata,
+		Log: slog.New(slog.NewTextHandler(logs, nil)),
+	}
+	for i, ts := range tablespaces {
+		job.Tablespaces = append(job.Tablespaces, manifest.Tablespace{OID: uint32(16400 + i), Name: fmt.Sprintf("ts%d", i), Location: ts})
+	}
+	return job, logs
+}
+
+// multiSetup is an instance with PGDATA, pg_wal and a tablespace on three
+// volumes of different kinds, as nitroHost maps them.
+type multiSetup struct {
+	instance, az, root, data, wal, ts string
+	host                              nitroHost
+}
+
+const testKMSKey = "arn:aws:kms:us-east-1:123456789012:key/4b1e1c5e-walsnap-ebs-test"
+
+func (r *ebsRig) multi() multiSetup {
+	var s multiSetup
+	s.instance, s.az, s.root = r.launch()
+	s.data = r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az, VolumeType: types.VolumeTypeGp3,
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeVolume, Tags: []types.Tag{{Key: aws.String("role"), Value: aws.String("pgdata")}}}},
+	}, s.instance, "/dev/sdf")
+	s.wal = r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az, VolumeType: types.VolumeTypeIo2, Iops: aws.Int32(1000)}, s.instance, "/dev/sdg")
+	s.ts = r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az, VolumeType: types.VolumeTypeGp3, Iops: aws.Int32(4000), Throughput: aws.Int32(250),
+		Encrypted: aws.Bool(true), KmsKeyId: aws.String(testKMSKey)}, s.instance, "/dev/sdh")
+	s.host = newNitroHost(r.t, s.root, s.data, s.wal, s.ts)
+	return s
+}
+
+func (s multiSetup) provider(r *ebsRig) *EBS {
+	return &EBS{Client: r.client, InstanceID: s.instance, mountinfo: s.host.mountinfo, sysRoot: s.host.sys, poll: time.Millisecond}
+}
+
+func TestEBSCapture(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t) // subtests run in parallel after this returns
+
+	t.Run("several volumes discovered", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		h := s.host
+		job, logs := r.ebsJob(h.pgdata, h.ts)
+		got, err := s.provider(r).Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, ok := got.Payload.(EBSPayload)
+		if !ok || len(p.Snapshots) != 3 {
+			t.Fatalf("payload %#v, want an EBSPayload of 3 snapshots", got.Payload)
+		}
+		want := EBSPayload{InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []EBSSnapshot{{
+			VolumeID: s.data, Device: "/dev/sdf", MountPoint: h.dataMount, FSType: "ext4", MountOptions: "rw,noatime",
+			Paths: []string{h.pgdata}, SizeGiB: 1, Type: "gp3", IOPS: 3000, AZ: s.az,
+		}, {
+			VolumeID: s.wal, Device: "/dev/sdg", MountPoint: h.walMount, FSType: "xfs", MountOptions: "rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota",
+			Paths: []string{h.wal}, SizeGiB: 1, Type: "io2", IOPS: 1000, AZ: s.az,
+		}, {
+			VolumeID: s.ts, Device: "/dev/sdh", MountPoint: h.tsMount, FSType: "ext4", MountOptions: "rw,noatime",
+			Paths: []string{h.ts}, SizeGiB: 1, Type: "gp3", IOPS: 4000, Throughput: 250, AZ: s.az, Encrypted: true, KMSKeyID: testKMSKey,
+		}}}
+		for i := range want.Snapshots {
+			want.Snapshots[i].SnapshotID, want.Snapshots[i].StartTime = p.Snapshots[i].SnapshotID, p.Snapshots[i].StartTime
+			if !strings.HasPrefix(p.Snapshots[i].SnapshotID, "snap-") || p.Snapshots[i].StartTime.IsZero() {
+				t.Errorf("snapshot %d: id %q, start %v", i, p.Snapshots[i].SnapshotID, p.Snapshots[i].StartTime)
+			}
+		}
+		if !reflect.DeepEqual(p, want) {
+			t.Errorf("payload\n%+v\nwant\n%+v", p, want)
+		}
+		// One crash-consistent call for the set, without the boot volume.
+		reqs := r.proxy.requests("CreateSnapshots")
+		if len(reqs) != 1 || reqs[0].Get("InstanceSpecification.ExcludeBootVolume") != "true" {
+			t.Errorf("CreateSnapshots requests %v, want one excluding the boot volume", reqs)
+		}
+
+		byID := map[string]types.Snapshot{}
+		for _, sn := range r.snapshotsTagged(job.ID) {
+			byID[aws.ToString(sn.SnapshotId)] = sn
+		}
+		if len(byID) != 3 {
+			t.Errorf("%d snapshots tagged %s, want 3", len(byID), job.ID)
+		}
+		for _, rec := range p.Snapshots {
+			sn := byID[rec.SnapshotID]
+			tags := map[string]string{}
+			for _, tag := range sn.Tags {
+				tags[aws.ToString(tag.Key)] = aws.ToString(tag.Value)
+			}
+			wantTags := map[string]string{
+				"walsnap:backup-id":   job.ID,
+				"walsnap:system-id":   "7312345678901234567",
+				"Name":                "walsnap " + job.ID + " " + rec.MountPoint,
+				"walsnap:mount-point": rec.MountPoint,
+				"walsnap:device":      rec.Device,
+			}
+			if rec.VolumeID == s.data {
+				wantTags["role"] = "pgdata" // copied from the volume
+			}
+			if !maps.Equal(tags, wantTags) || aws.ToString(sn.VolumeId) != rec.VolumeID {
+				t.Errorf("snapshot %s of %s: tags %v, want %v", rec.SnapshotID, aws.ToString(sn.VolumeId), tags, wantTags)
+			}
+		}
+
+		if got.Complete == nil {
+			t.Fatal("no Complete")
+		}
+		if payload, err := got.Complete(t.Context()); err != nil || payload != nil {
+			t.Errorf("Complete = %v, %v; want nil, nil", payload, err)
+		}
+		if !strings.Contains(logs.String(), "snapshots completed") {
+			t.Errorf("log:\n%s", logs)
+		}
+		checkPayloadJSON(t, p)
+	})
+
+	t.Run("one volume listed explicitly", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		h := s.host
+		// PGDATA with pg_wal inside: only the data volume holds PostgreSQL.
+		if err := os.Remove(filepath.Join(h.pgdata, "pg_wal")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(filepath.Join(h.pgdata, "pg_wal"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		job, _ := r.ebsJob(h.pgdata)
+		e := s.provider(r)
+		e.Volumes = []string{s.data}
+		got, err := e.Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got.Payload.(EBSPayload)
+		if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount || p.Snapshots[0].FSType != "ext4" {
+			t.Errorf("payload %+v, want the data volume with its mount", p)
+		}
+		if n := len(r.proxy.requests("CreateSnapshot")); n != 1 {
+			t.Errorf("%d CreateSnapshot requests, want 1", n)
+		}
+		if n := len(r.snapshotsTagged(job.ID)); n != 1 {
+			t.Errorf("%d snapshots, want 1", n)
+		}
+		if _, err := got.Complete(t.Context()); err != nil {
+			t.Error(err)
+		}
+
+		t.Run("a PostgreSQL volume missing from the list", func(t *testing.T) {
+			job, _ := r.ebsJob(h.pgdata, h.ts)
+			_, err := e.Capture(t.Context(), job)
+			if err == nil || !strings.Contains(err.Error(), s.ts) || !strings.Contains(err.Error(), "not in ebs.volumes") {
+				t.Errorf("Capture = %v, want %s named as missing from ebs.volumes", err, s.ts)
+			}
+		})
+		t.Run("a listed volume not on the instance", func(t *testing.T) {
+			stray := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az}, "", "")
+			e := *e
+			e.Volumes = []string{s.data, stray}
+			job, _ := r.ebsJob(h.pgdata)
+			if _, err := e.Capture(t.Context(), job); err == nil || !strings.Contains(err.Error(), stray) {
+				t.Errorf("Capture = %v, want %s named", err, stray)
+			}
+		})
+		t.Run("undiscoverable", func(t *testing.T) {
+			mi := filepath.Join(t.TempDir(), "mountinfo")
+			lines := "25 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n" +
+				"101 25 0:77 / " + h.dataMount + " rw,noatime shared:55 - tmpfs tmpfs rw\n"
+			if err := os.WriteFile(mi, []byte(lines), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := *e
+			e.mountinfo = mi
+			job, logs := r.ebsJob(h.pgdata)
+			got, err := e.Capture(t.Context(), job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := got.Payload.(EBSPayload)
+			if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != "" {
+				t.Errorf("payload %+v, want the data volume without a mount", p)
+			}
+			if !strings.Contains(logs.String(), "record no mount points") {
+				t.Errorf("no warning in the log:\n%s", logs)
+			}
+			e.Freeze, e.freezer = true, &recordingFreezer{log: r.log}
+			if _, err := e.Capture(t.Context(), job); err == nil || !strings.Contains(err.Error(), "cannot be frozen") {
+				t.Errorf("Capture with freeze = %v, want a refusal", err)
+			}
+			e.Volumes = nil // without the list, discovery's error is the answer
+			var notEBS *blockdev.NotEBSError
+			if _, err := e.Capture(t.Context(), job); !errors.As(err, &notEBS) {
+				t.Errorf("Capture = %v, want a *blockdev.NotEBSError", err)
+			}
+		})
+	})
+
+	t.Run("xen device names", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		instance, az, _ := r.launch()
+		data := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &az}, instance, "/dev/xvdf") // EC2 may spell it either way
+		wal := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &az}, instance, "/dev/sdg")
+		dir, err := filepath.EvalSymlinks(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pgdata, walDir := filepath.Join(dir, "pgsql", "data"), filepath.Join(dir, "pgwal", "pg_wal")
+		for _, d := range []string{pgdata, walDir} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(walDir, filepath.Join(pgdata, "pg_wal")); err != nil {
+			t.Fatal(err)
+		}
+		fixture := filepath.Join("..", "testdata", "blockdev", "xen")
+		info, err := os.ReadFile(filepath.Join(fixture, "mountinfo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved := strings.NewReplacer(" /var/lib/pgsql ", " "+filepath.Dir(pgdata)+" ", " /pgwal ", " "+filepath.Dir(walDir)+" ").Replace(string(info))
+		mi := filepath.Join(dir, "mountinfo")
+		if err := os.WriteFile(mi, []byte(moved), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		job, _ := r.ebsJob(pgdata)
+		e := &EBS{Client: r.client, InstanceID: instance, mountinfo: mi, sysRoot: filepath.Join(fixture, "sys")}
+		got, err := e.Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got.Payload.(EBSPayload)
+		if len(p.Snapshots) != 2 || p.Snapshots[0].VolumeID != data || p.Snapshots[0].Device != "/dev/xvdf" || p.Snapshots[0].FSType != "xfs" ||
+			p.Snapshots[1].VolumeID != wal || p.Snapshots[1].Device != "/dev/sdg" {
+			t.Errorf("payload %+v, want %s at /dev/xvdf and %s at /dev/sdg", p, data, wal)
+		}
+	})
+
+	t.Run("freeze", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		h := s.host
+		e := s.provider(r)
+		e.Freeze = true
+		// A tablespace on the root volume: snapshotted, never frozen.
+		job, logs := r.ebsJob(h.pgdata, h.ts, h.rootTS)
+		e.freezer = &recordingFreezer{log: r.log}
+		got, err := e.Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq []string
+		for _, ev := range r.log.get() {
+			if strings.HasPrefix(ev, "freeze") || strings.HasPrefix(ev, "thaw") || ev == "api CreateSnapshots" {
+				seq = append(seq, ev)
+			}
+		}
+		want := []string{
+			"freeze " + h.dataMount, "freeze " + h.walMount, "freeze " + h.tsMount,
+			"api CreateSnapshots",
+			"thaw " + h.tsMount, "thaw " + h.walMount, "thaw " + h.dataMount,
+		}
+		if !slices.Equal(seq, want) {
+			t.Errorf("sequence %q, want %q", seq, want)
+		}
+		// Nothing but the snapshot call (and its tagging) while frozen.
+		all := r.log.get()
+		first := slices.Index(all, want[0])
+		last := slices.Index(all, want[len(want)-1])
+		for _, ev := range all[first:last] {
+			if ev != "api DescribeInstances" && ev != "api CreateSnapshots" && ev != "api CreateTags" && !strings.HasPrefix(ev, "freeze") && !strings.HasPrefix(ev, "thaw") {
+				t.Errorf("%s while frozen", ev)
+			}
+		}
+		p := got.Payload.(EBSPayload)
+		if len(p.Snapshots) != 4 || p.Snapshots[3].VolumeID != s.root || p.Snapshots[3].MountPoint != "/" {
+			t.Fatalf("payload %+v, want the root volume last", p)
+		}
+		for i, sn := range p.Snapshots {
+			if sn.Frozen != (i < 3) {
+				t.Errorf("snapshot of %s: frozen %t", sn.MountPoint, sn.Frozen)
+			}
+		}
+		if !strings.Contains(logs.String(), "not freezing the root volume") {
+			t.Errorf("no warning about the root volume:\n%s", logs)
+		}
+	})
+
+	t.Run("thaw", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		h := s.host
+		frozenThawed := []string{
+			"freeze " + h.dataMount, "freeze " + h.walMount, "freeze " + h.tsMount,
+			"thaw " + h.tsMount, "thaw " + h.walMount, "thaw " + h.dataMount,
+		}
+		// freezerCalls returns the freezer's calls since event n.
+		freezerCalls := func(n int) []string {
+			var out []string
+			for _, ev := range r.log.get()[n:] {
+				if strings.HasPrefix(ev, "freeze") || strings.HasPrefix(ev, "thaw") {
+					out = append(out, ev)
+				}
+			}
+			return out
+		}
+		capture := func(ctx context.Context, f *recordingFreezer, limit time.Duration) (*Captured, *Job, *syncBuffer, error) {
+			e := s.provider(r)
+			e.Freeze, e.freezer, e.freezeLimit = true, f, limit
+			job, logs := r.ebsJob(h.pgdata, h.ts)
+			got, err := e.Capture(ctx, job)
+			return got, job, logs, err
+		}
+		snapshotsHook := func(f func(*http.Request) string) func(*http.Request, url.Values) string {
+			return func(req *http.Request, form url.Values) string {
+				if form.Get("Action") == "CreateSnapshots" {
+					return f(req)
+				}
+				return ""
+			}
+		}
+		defer r.proxy.set(nil, nil)
+
+		t.Run("the call fails", func(t *testing.T) {
+			r.proxy.set(snapshotsHook(func(*http.Request) string { return "UnauthorizedOperation" }), nil)
+			n := len(r.log.get())
+			_, job, _, err := capture(t.Context(), &recordingFreezer{log: r.log}, time.Minute)
+			if err == nil || !strings.Contains(err.Error(), "UnauthorizedOperation") {
+				t.Errorf("Capture = %v, want the API's refusal", err)
+			}
+			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
+				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
+			}
+			if n := len(r.snapshotsTagged(job.ID)); n != 0 {
+				t.Errorf("%d snapshots", n)
+			}
+		})
+		t.Run("a freeze fails", func(t *testing.T) {
+			r.proxy.set(nil, nil)
+			n, calls := len(r.log.get()), len(r.proxy.requests("CreateSnapshots"))
+			_, _, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "freeze " + h.walMount}, time.Minute)
+			if err == nil || !strings.Contains(err.Error(), h.walMount) {
+				t.Errorf("Capture = %v, want the freeze failure", err)
+			}
+			want := []string{"freeze " + h.dataMount, "freeze " + h.walMount, "thaw " + h.dataMount}
+			if got := freezerCalls(n); !slices.Equal(got, want) {
+				t.Errorf("freezer calls %q, want %q", got, want)
+			}
+			if len(r.proxy.requests("CreateSnapshots")) != calls {
+				t.Error("snapshots were requested after a failed freeze")
+			}
+		})
+		t.Run("a thaw fails", func(t *testing.T) {
+			r.proxy.set(nil, nil)
+			n := len(r.log.get())
+			_, job, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "thaw " + h.walMount}, time.Minute)
+			if err == nil || !strings.Contains(err.Error(), "thaw "+h.walMount) {
+				t.Errorf("Capture = %v, want the thaw failure", err)
+			}
+			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
+				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
+			}
+			if n := len(r.snapshotsTagged(job.ID)); n != 0 {
+				t.Errorf("%d snapshots left; those of a failed capture must be deleted", n)
+			}
+		})
+		t.Run("cancelled during the call", func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			r.proxy.set(snapshotsHook(func(req *http.Request) string {
+				cancel() // SIGINT/SIGTERM reach Capture as its context's end
+				<-req.Context().Done()
+				return "RequestCanceled"
+			}), nil)
+			n := len(r.log.get())
+			_, _, _, err := capture(ctx, &recordingFreezer{log: r.log}, time.Minute)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Capture = %v, want context.Canceled", err)
+			}
+			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
+				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
+			}
+		})
+		t.Run("the call hangs past the limit", func(t *testing.T) {
+			n := len(r.log.get())
+			r.proxy.set(snapshotsHook(func(req *http.Request) string {
+				// Let moto answer only once the watchdog has thawed.
+				for deadline := time.Now().Add(10 * time.Second); len(freezerCalls(n)) < len(frozenThawed) && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+				return ""
+			}), nil)
+			got, _, logs, err := capture(t.Context(), &recordingFreezer{log: r.log}, 50*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := r.log.get()[n:]
+			if i, j := slices.Index(all, "thaw "+h.dataMount), slices.Index(all, "api CreateTags"); i < 0 || j < 0 || i > j {
+				t.Errorf("events %q: want the thaw before the call returned", all)
+			}
+			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
+				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
+			}
+			for _, sn := range got.Payload.(EBSPayload).Snapshots {
+				if sn.Frozen {
+					t.Errorf("snapshot of %s recorded as frozen", sn.MountPoint)
+				}
+			}
+			if !strings.Contains(logs.String(), "crash-consistent only") {
+				t.Errorf("no warning:\n%s", logs)
+			}
+		})
+	})
+
+	t.Run("complete", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		job, logs := r.ebsJob(s.host.pgdata, s.host.ts)
+		got, err := s.provider(r).Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps := got.Payload.(EBSPayload).Snapshots
+		wal := snaps[1].SnapshotID
+		defer r.proxy.set(nil, nil)
+		describeSnapshots := func(edit func(string) string) func(url.Values, string) string {
+			return func(form url.Values, body string) string {
+				if form.Get("Action") != "DescribeSnapshots" {
+					return body
+				}
+				return edit(body)
+			}
+		}
+
+		t.Run("waits until completed", func(t *testing.T) {
+			var mu sync.Mutex
+			pending := 2
+			r.proxy.set(nil, describeSnapshots(func(body string) string {
+				mu.Lock()
+				defer mu.Unlock()
+				if pending--; pending >= 0 {
+					return withSnapshotState(body, wal, "pending", "", "40%")
+				}
+				return body
+			}))
+			before := len(r.proxy.requests("DescribeSnapshots"))
+			if _, err := got.Complete(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(r.proxy.requests("DescribeSnapshots")) - before; n != 3 {
+				t.Errorf("%d DescribeSnapshots, want 3", n)
+			}
+			l := logs.String()
+			if strings.Count(l, "percent=80") != 1 || !strings.Contains(l, "percent=100") || !strings.Contains(l, "snapshots completed") {
+				t.Errorf("progress log:\n%s", l)
+			}
+		})
+		t.Run("a snapshot in error", func(t *testing.T) {
+			r.proxy.set(nil, describeSnapshots(func(body string) string {
+				return withSnapshotState(body, wal, "error", "source volume unreadable", "0%")
+			}))
+			_, err := got.Complete(t.Context())
+			if err == nil || !strings.Contains(err.Error(), wal) || !strings.Contains(err.Error(), "source volume unreadable") {
+				t.Errorf("Complete = %v, want snapshot %s's failure", err, wal)
+			}
+		})
+		t.Run("wait timeout", func(t *testing.T) {
+			r.proxy.set(nil, describeSnapshots(func(body string) string { return withSnapshotState(body, wal, "pending", "", "10%") }))
+			e := s.provider(r)
+			e.WaitTimeout = 100 * time.Millisecond
+			start := time.Now()
+			err := e.wait(t.Context(), []string{wal}, job)
+			if err == nil || !strings.Contains(err.Error(), "ebs.wait_timeout") || time.Since(start) > 10*time.Second {
+				t.Errorf("wait = %v after %s, want the wait timeout", err, time.Since(start))
+			}
+		})
+	})
+
+	t.Run("throttled", func(t *testing.T) {
+		// The ebs package retries SnapshotCreationPerVolumeRateExceeded
+		// after 15 s, a back-off this package cannot shorten.
+		t.Parallel()
+		r := newEBSRig(t, env)
+		s := r.multi()
+		var mu sync.Mutex
+		refused := false
+		r.proxy.set(func(_ *http.Request, form url.Values) string {
+			mu.Lock()
+			defer mu.Unlock()
+			if form.Get("Action") == "CreateSnapshots" && !refused {
+				refused = true
+				return "SnapshotCreationPerVolumeRateExceeded"
+			}
+			return ""
+		}, nil)
+		job, _ := r.ebsJob(s.host.pgdata, s.host.ts)
+		got, err := s.provider(r).Capture(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(r.proxy.requests("CreateSnapshots")); n != 2 {
+			t.Errorf("%d CreateSnapshots requests, want 2", n)
+		}
+		if n := len(got.Payload.(EBSPayload).Snapshots); n != 3 {
+			t.Errorf("%d snapshots, want 3", n)
+		}
+	})
+}
+
+func TestEBSCaptureInstanceFromIMDS(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t)
+	r := newEBSRig(t, env)
+	s := r.multi()
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
+		io.WriteString(w, "token")
+	})
+	mux.HandleFunc("GET /latest/dynamic/instance-identity/document", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"instanceId": %q, "availabilityZone": %q, "region": %q}`, s.instance, s.az, env.Region)
+	})
+	imds := httptest.NewServer(mux)
+	t.Cleanup(imds.Close)
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.URL)
+
+	e := s.provider(r)
+	e.InstanceID = ""
+	job, _ := r.ebsJob(s.host.pgdata, s.host.ts)
+	got, err := e.Capture(t.Context(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Payload.(EBSPayload); p.InstanceID != s.instance || len(p.Snapshots) != 3 {
+		t.Errorf("payload %+v, want 3 snapshots on %s", p, s.instance)
+	}
+}
+
+// checkPayloadJSON pins the payload's JSON names, which restore.EBS reads.
+func checkPayloadJSON(t *testing.T, p EBSPayload) {
+	t.Helper()
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	if want := []string{"availability_zone", "instance_id", "pgdata", "snapshots", "tablespaces"}; !slices.Equal(keys, want) {
+		t.Errorf("payload keys %v, want %v", keys, want)
+	}
+	snap := m["snapshots"].([]any)[2].(map[string]any)
+	keys = slices.Sorted(maps.Keys(snap))
+	want := []string{"availability_zone", "device", "encrypted", "frozen", "fs_type", "iops", "kms_key_id", "mount_options", "mount_point",
+		"paths", "size_gib", "snapshot_id", "start_time", "throughput", "volume_id", "volume_type"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("snapshot keys %v, want %v", keys, want)
+	}
+}

@@ -1,0 +1,548 @@
+package restore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"golang.org/x/sys/unix"
+
+	"github.com/walsnap/walsnap/internal/blockdev"
+	"github.com/walsnap/walsnap/internal/ebs"
+	"github.com/walsnap/walsnap/internal/manifest"
+)
+
+// Devices finds the local block device of an attached EBS volume.
+type Devices interface {
+	// WaitDevice waits until the volume's device node appears and returns
+	// its path, or fails when ctx ends.
+	WaitDevice(ctx context.Context, volumeID string) (devicePath string, err error)
+}
+
+// Mounter mounts and unmounts filesystems.
+type Mounter interface {
+	// Mount mounts device at target; options are as in fstab.
+	Mount(ctx context.Context, device, target, fstype, options string) error
+	Unmount(target string) error
+}
+
+const (
+	// devicePoll is how often the default Devices looks in sysfs.
+	devicePoll = 500 * time.Millisecond
+	// deviceTimeout bounds the wait for an attached volume's device.
+	deviceTimeout = 5 * time.Minute
+	// volumeCleanupTimeout bounds the removal of the volumes of a failed
+	// restore (detaching may take minutes).
+	volumeCleanupTimeout = 15 * time.Minute
+	imdsTimeout          = 10 * time.Second
+)
+
+// EBS restores backups taken by the ebs provider. It builds a volume from
+// each snapshot in the target instance's availability zone, attaches it to
+// that instance (this host: the volumes are mounted here), waits for its
+// device and mounts it where the backup's volume was mounted, under
+// MountRoot. The data directory and the tablespaces thus come back at
+// MountRoot + their paths at backup time, which must be the restore's
+// destinations. If anything fails, the volumes it created are unmounted,
+// detached and deleted.
+type EBS struct {
+	Client *ebs.Client
+	// InstanceID and AZ are the target instance and its availability
+	// zone; "" asks the instance metadata service.
+	InstanceID, AZ string
+	// VolumeType, IOPS and Throughput (MiB/s) override the recorded
+	// volume parameters; 0 or "" keeps them.
+	VolumeType       string
+	IOPS, Throughput int32
+	// InitializationRate (MiB/s, 100-300) makes EBS fetch the snapshot's
+	// blocks at that rate instead of lazily on first read.
+	InitializationRate int32
+	// MountRoot prefixes every mount point ("": the recorded ones).
+	MountRoot string
+	// Devices defaults to waiting for the volume's NVMe device in sysfs.
+	Devices Devices
+	// Mounter defaults to mount(2) and umount(2).
+	Mounter Mounter
+	Log     *slog.Logger // required
+}
+
+// ebsPayload is the ebs provider's manifest payload (see
+// basebackup.EBSPayload).
+type ebsPayload struct {
+	PGData      string            `json:"pgdata"`
+	Tablespaces map[uint32]string `json:"tablespaces"`
+	Snapshots   []ebsSnapshot     `json:"snapshots"`
+}
+
+type ebsSnapshot struct {
+	SnapshotID   string `json:"snapshot_id"`
+	VolumeID     string `json:"volume_id"`
+	Device       string `json:"device"`
+	MountPoint   string `json:"mount_point"`
+	FSType       string `json:"fs_type"`
+	MountOptions string `json:"mount_options"`
+	SizeGiB      int32  `json:"size_gib"`
+	Type         string `json:"volume_type"`
+	IOPS         int32  `json:"iops"`
+	Throughput   int32  `json:"throughput"`
+	Encrypted    bool   `json:"encrypted"`
+	KMSKeyID     string `json:"kms_key_id"`
+}
+
+// ebsVolume is one volume a restore builds: from snap, mounted at target
+// ("" when the backup recorded no mount point: attached only).
+type ebsVolume struct {
+	snap    ebsSnapshot
+	spec    ebs.VolumeSpec
+	target  string
+	options string // for Mounter.Mount
+}
+
+// ebsLayout is what a restore of an ebs backup builds, in mounting order
+// (parents before the mounts below them), and where the data lands.
+type ebsLayout struct {
+	instance string
+	volumes  []ebsVolume
+	pgdata   string
+	// tablespaces are the new locations by OID.
+	tablespaces map[uint32]string
+}
+
+// Plan implements Provider.
+func (e *EBS) Plan(ctx context.Context, m *manifest.Manifest, dest Destinations) ([]string, error) {
+	l, err := e.layout(ctx, m, dest)
+	if err != nil {
+		return nil, err
+	}
+	az := l.volumes[0].spec.AZ
+	what := fmt.Sprintf("%d volumes", len(l.volumes))
+	if len(l.volumes) == 1 {
+		what = "1 volume"
+	}
+	lines := []string{fmt.Sprintf("create %s from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", what, az, l.instance)}
+	for _, v := range l.volumes {
+		where := "attach only (the backup recorded no mount point)"
+		if v.target != "" {
+			where = fmt.Sprintf("mount %s at %s (%s)", v.snap.FSType, v.target, v.options)
+		}
+		lines = append(lines, fmt.Sprintf("  %s (of %s, was %s at %s): %s → %s", v.snap.SnapshotID, v.snap.VolumeID, v.snap.Device, v.snap.MountPoint, describeSpec(v), where))
+	}
+	lines = append(lines, fmt.Sprintf("  data directory → %s (was %s)", l.pgdata, m.PGData))
+	for _, ts := range m.Tablespaces {
+		lines = append(lines, fmt.Sprintf("  tablespace %s (oid %d, was %s) → %s", ts.Name, ts.OID, ts.Location, l.tablespaces[ts.OID]))
+	}
+	return lines, nil
+}
+
+// describeSpec says what volume is created.
+func describeSpec(v ebsVolume) string {
+	s := v.spec
+	parts := []string{cmp.Or(s.Type, "default type"), fmt.Sprintf("%d GiB", v.snap.SizeGiB)}
+	if s.IOPS > 0 {
+		parts = append(parts, fmt.Sprintf("%d IOPS", s.IOPS))
+	}
+	if s.Throughput > 0 {
+		parts = append(parts, fmt.Sprintf("%d MiB/s", s.Throughput))
+	}
+	switch {
+	case s.KMSKeyID != "":
+		parts = append(parts, "encrypted with "+s.KMSKeyID)
+	case v.snap.Encrypted:
+		parts = append(parts, "encrypted")
+	}
+	if s.InitializationRate > 0 {
+		parts = append(parts, fmt.Sprintf("initialized at %d MiB/s", s.InitializationRate))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Materialize implements Provider.
+func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (err error) {
+	l, err := e.layout(ctx, m, dest)
+	if err != nil {
+		return err
+	}
+	for _, v := range l.volumes {
+		if v.target != "" && !below(l.volumes, v.target) {
+			if err := mountable(v.target); err != nil {
+				return err
+			}
+		}
+	}
+	devices, mounter := e.Devices, e.Mounter
+	if devices == nil {
+		devices = nitroDevices{sysRoot: blockdev.DefaultSysRoot, devRoot: blockdev.DefaultDevRoot}
+	}
+	if mounter == nil {
+		mounter = kernelMounter{log: e.Log}
+	}
+
+	var created, mounted []string
+	defer func() {
+		if err != nil && len(created) > 0 {
+			err = errors.Join(err, e.undo(ctx, mounter, created, mounted))
+		}
+	}()
+	for _, v := range l.volumes {
+		id, err := e.Client.CreateVolume(ctx, v.spec)
+		if id != "" {
+			created = append(created, id)
+		}
+		if err != nil {
+			return err
+		}
+		e.Log.Info("volume created", "volume", id, "snapshot", v.snap.SnapshotID)
+		dev, err := e.Client.FreeDeviceName(ctx, l.instance)
+		if err != nil {
+			return err
+		}
+		if err := e.Client.AttachVolume(ctx, id, l.instance, dev); err != nil {
+			return err
+		}
+		if v.target == "" {
+			e.Log.Warn("volume attached but not mounted: the backup recorded no mount point for it", "volume", id, "device", dev)
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, deviceTimeout)
+		node, err := devices.WaitDevice(wctx, id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("volume %s attached as %s: its device did not appear: %w", id, dev, err)
+		}
+		if err := mountable(v.target); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(v.target, 0o755); err != nil {
+			return fmt.Errorf("mount point: %w", err)
+		}
+		if err := mounter.Mount(ctx, node, v.target, v.snap.FSType, v.options); err != nil {
+			return fmt.Errorf("volume %s: %w", id, err)
+		}
+		mounted = append(mounted, v.target)
+		e.Log.Info("volume mounted", "volume", id, "device", node, "mount_point", v.target)
+	}
+	return e.checkData(m, l)
+}
+
+// layout works out the restore of m into dest, refusing what cannot work.
+func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destinations) (*ebsLayout, error) {
+	if e.Client == nil {
+		return nil, errors.New("ebs: no EC2 client")
+	}
+	var p ebsPayload
+	if err := json.Unmarshal(m.Payload, &p); err != nil {
+		return nil, fmt.Errorf("backup %s: ebs payload: %w", m.ID, err)
+	}
+	if len(p.Snapshots) == 0 {
+		return nil, fmt.Errorf("backup %s: ebs payload lists no snapshots", m.ID)
+	}
+	if e.MountRoot != "" && !filepath.IsAbs(e.MountRoot) {
+		return nil, fmt.Errorf("mount root %q is not absolute", e.MountRoot)
+	}
+	l := &ebsLayout{instance: e.InstanceID, tablespaces: make(map[uint32]string)}
+	az := e.AZ
+	if l.instance == "" || az == "" {
+		id, zone, err := instanceIdentity(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ebs restore: %w (give the instance id and availability zone)", err)
+		}
+		l.instance, az = cmp.Or(l.instance, id), cmp.Or(az, zone)
+	}
+
+	for _, s := range p.Snapshots {
+		v := ebsVolume{snap: s, spec: e.volumeSpec(m.ID, s, az)}
+		if s.MountPoint != "" {
+			if s.MountPoint == "/" && e.MountRoot == "" {
+				return nil, fmt.Errorf("backup %s: snapshot %s is of the root filesystem: restore it under a mount root", m.ID, s.SnapshotID)
+			}
+			v.target = e.relocate(s.MountPoint)
+			v.options = mountOptions(s.FSType, s.MountOptions)
+			for _, o := range l.volumes {
+				if o.target == v.target {
+					return nil, fmt.Errorf("backup %s: snapshots %s and %s were both mounted at %s", m.ID, o.snap.SnapshotID, s.SnapshotID, s.MountPoint)
+				}
+			}
+		}
+		l.volumes = append(l.volumes, v)
+	}
+	slices.SortStableFunc(l.volumes, func(a, b ebsVolume) int { return depth(a.target) - depth(b.target) })
+
+	pgdata := cmp.Or(p.PGData, m.PGData)
+	if !l.holds(pgdata, e) {
+		return nil, fmt.Errorf("backup %s: no snapshot has a recorded mount point holding the data directory %s (volumes listed in ebs.volumes that walsnap could not map): restore them by hand", m.ID, pgdata)
+	}
+	l.pgdata = e.relocate(pgdata)
+	if filepath.Clean(dest.PGData) != l.pgdata {
+		return nil, fmt.Errorf("backup %s: the restored volumes put the data directory at %s: restore with --pgdata %s", m.ID, l.pgdata, l.pgdata)
+	}
+	var remap []string
+	for _, ts := range m.Tablespaces {
+		loc := cmp.Or(p.Tablespaces[ts.OID], ts.Location)
+		if !l.holds(loc, e) {
+			return nil, fmt.Errorf("backup %s: no snapshot has a recorded mount point holding tablespace %s at %s", m.ID, ts.Name, loc)
+		}
+		l.tablespaces[ts.OID] = e.relocate(loc)
+		if dest.Tablespaces[ts.OID] != l.tablespaces[ts.OID] {
+			remap = append(remap, "--tablespace-map "+ts.Location+"="+l.tablespaces[ts.OID])
+		}
+	}
+	if len(remap) > 0 {
+		return nil, fmt.Errorf("backup %s: the restored volumes put the tablespaces elsewhere: restore with %s", m.ID, strings.Join(remap, " "))
+	}
+	return l, nil
+}
+
+// relocate is where path at backup time is after the restore.
+func (e *EBS) relocate(path string) string {
+	if e.MountRoot == "" {
+		return filepath.Clean(path)
+	}
+	return filepath.Join(e.MountRoot, path)
+}
+
+// holds reports whether path (as at backup time) is on a volume the
+// restore mounts.
+func (l *ebsLayout) holds(path string, e *EBS) bool {
+	for _, v := range l.volumes {
+		if v.target != "" && within(e.relocate(path), v.target) {
+			return true
+		}
+	}
+	return false
+}
+
+// volumeSpec is the volume to build from s: the recorded parameters, less
+// those the overridden type does not take, under the overrides.
+func (e *EBS) volumeSpec(backupID string, s ebsSnapshot, az string) ebs.VolumeSpec {
+	spec := ebs.VolumeSpec{
+		SnapshotID:         s.SnapshotID,
+		AZ:                 az,
+		Type:               cmp.Or(e.VolumeType, s.Type),
+		KMSKeyID:           s.KMSKeyID,
+		InitializationRate: e.InitializationRate,
+		Tags: map[string]string{
+			"walsnap:restored-from": s.SnapshotID,
+			"walsnap:backup-id":     backupID,
+			"Name":                  "walsnap restore " + backupID + " " + cmp.Or(s.MountPoint, s.VolumeID),
+		},
+	}
+	switch spec.Type {
+	case "gp3":
+		spec.IOPS, spec.Throughput = cmp.Or(e.IOPS, s.IOPS), cmp.Or(e.Throughput, s.Throughput)
+	case "io1", "io2":
+		spec.IOPS = cmp.Or(e.IOPS, s.IOPS)
+	default: // gp2, st1, sc1, standard: fixed by size
+		spec.IOPS, spec.Throughput = e.IOPS, e.Throughput
+	}
+	return spec
+}
+
+// checkData checks that the data directory and every tablespace are where
+// the layout says, and points a pg_wal symlink to its relocated target.
+func (e *EBS) checkData(m *manifest.Manifest, l *ebsLayout) error {
+	if _, err := os.Stat(filepath.Join(l.pgdata, "PG_VERSION")); err != nil {
+		return fmt.Errorf("backup %s: no data directory at %s after mounting the volumes: %w", m.ID, l.pgdata, err)
+	}
+	for _, ts := range m.Tablespaces {
+		if fi, err := os.Stat(l.tablespaces[ts.OID]); err != nil || !fi.IsDir() {
+			return fmt.Errorf("backup %s: tablespace %s is not at %s after mounting the volumes", m.ID, ts.Name, l.tablespaces[ts.OID])
+		}
+	}
+	link := filepath.Join(l.pgdata, "pg_wal")
+	target, err := os.Readlink(link)
+	if errors.Is(err, unix.EINVAL) { // a directory, not a symlink
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(l.pgdata, target)
+	} else if e.MountRoot != "" {
+		target = e.relocate(target)
+		if err := os.Remove(link); err != nil {
+			return fmt.Errorf("backup %s: relink pg_wal: %w", m.ID, err)
+		}
+		if err := os.Symlink(target, link); err != nil {
+			return fmt.Errorf("backup %s: relink pg_wal: %w", m.ID, err)
+		}
+	}
+	// pg_wal is emptied next: it must be on a restored volume, never
+	// a directory of this host's.
+	onVolume := false
+	for _, v := range l.volumes {
+		onVolume = onVolume || v.target != "" && within(target, v.target)
+	}
+	if fi, err := os.Stat(target); err != nil || !fi.IsDir() || !onVolume {
+		return fmt.Errorf("backup %s: pg_wal links to %s, which is not a directory on the restored volumes", m.ID, target)
+	}
+	return nil
+}
+
+// undo unmounts what a failed restore mounted and removes exactly the
+// volumes it created, even when ctx has ended.
+func (e *EBS) undo(ctx context.Context, mounter Mounter, created, mounted []string) error {
+	e.Log.Warn("restore failed: removing the volumes it created", "volumes", created)
+	var errs []error
+	for i := len(mounted) - 1; i >= 0; i-- {
+		if err := mounter.Unmount(mounted[i]); err != nil {
+			errs = append(errs, fmt.Errorf("clean up: unmount %s: %w", mounted[i], err))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), volumeCleanupTimeout)
+	defer cancel()
+	if err := e.Client.DetachAndDelete(ctx, created); err != nil {
+		errs = append(errs, fmt.Errorf("clean up: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// mountOptions are the options to mount a restored filesystem with: the
+// recorded ones, read-write (the restore writes to it), and for XFS
+// nouuid, since the clone has the UUID of its source, which may be
+// mounted on this host.
+func mountOptions(fstype, recorded string) string {
+	var out []string
+	for _, o := range strings.Split(recorded, ",") {
+		if o != "" && o != "ro" && o != "rw" && o != "nouuid" {
+			out = append(out, o)
+		}
+	}
+	if fstype == "xfs" {
+		out = append(out, "nouuid")
+	}
+	return strings.Join(append([]string{"rw"}, out...), ",")
+}
+
+// mountable checks that mounting at dir would hide nothing: dir is absent
+// or holds only empty directories.
+func mountable(dir string) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return fmt.Errorf("mount a restored volume at %s: it holds %s, which the mount would hide: move it away, or restore under a mount root", dir, p)
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// below reports whether dir lies under another volume's mount point.
+func below(vols []ebsVolume, dir string) bool {
+	for _, v := range vols {
+		if v.target != "" && v.target != dir && within(dir, v.target) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
+}
+
+// depth counts the components of a clean absolute path ("" is 0).
+func depth(p string) int { return strings.Count(p, "/") }
+
+// nitroDevices finds a volume's device by its NVMe serial in sysfs.
+type nitroDevices struct{ sysRoot, devRoot string }
+
+// WaitDevice implements Devices.
+func (d nitroDevices) WaitDevice(ctx context.Context, volumeID string) (string, error) {
+	t := time.NewTicker(devicePoll)
+	defer t.Stop()
+	for {
+		dev, err := blockdev.DeviceForVolume(volumeID, d.sysRoot, d.devRoot)
+		if !errors.Is(err, blockdev.ErrNotFound) {
+			return dev, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// kernelMounter mounts with mount(2).
+type kernelMounter struct{ log *slog.Logger }
+
+// mountFlags are the fstab options that are mount(2) flags; the others go
+// to the filesystem.
+var mountFlags = map[string]uintptr{
+	"nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV, "noexec": unix.MS_NOEXEC,
+	"sync": unix.MS_SYNCHRONOUS, "dirsync": unix.MS_DIRSYNC,
+	"noatime": unix.MS_NOATIME, "nodiratime": unix.MS_NODIRATIME, "relatime": unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME, "lazytime": unix.MS_LAZYTIME, "ro": unix.MS_RDONLY,
+	"rw": 0, "defaults": 0,
+}
+
+// Mount implements Mounter. When the filesystem refuses some of the
+// recorded options (EINVAL: the kernel shows options it does not take
+// back, like seclabel, and drops old ones, like XFS's attr2), it mounts
+// again with only the flags and nouuid, and logs what it left out.
+func (k kernelMounter) Mount(ctx context.Context, device, target, fstype, options string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mount %s at %s: %w", device, target, context.Cause(ctx))
+	}
+	var flags uintptr
+	var data, essential []string
+	for _, o := range strings.Split(options, ",") {
+		if f, ok := mountFlags[o]; ok {
+			flags |= f
+			continue
+		}
+		if o == "nouuid" {
+			essential = append(essential, o)
+		}
+		if o != "" {
+			data = append(data, o)
+		}
+	}
+	err := unix.Mount(device, target, fstype, flags, strings.Join(data, ","))
+	if errors.Is(err, unix.EINVAL) && len(data) > len(essential) {
+		if err = unix.Mount(device, target, fstype, flags, strings.Join(essential, ",")); err == nil {
+			k.log.Warn("mounted without the recorded filesystem options, which it refused", "device", device, "mount_point", target, "options", strings.Join(data, ","))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mount %s (%s) at %s with %q: %w", device, fstype, target, options, err)
+	}
+	return nil
+}
+
+// Unmount implements Mounter.
+func (kernelMounter) Unmount(target string) error {
+	if err := unix.Unmount(target, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}
+
+// instanceIdentity asks the instance metadata service for this instance's
+// id and availability zone.
+func instanceIdentity(ctx context.Context) (id, az string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, imdsTimeout)
+	defer cancel()
+	doc, err := imds.New(imds.Options{}).GetInstanceIdentityDocument(ctx, &imds.GetInstanceIdentityDocumentInput{})
+	if err != nil {
+		return "", "", fmt.Errorf("instance identity from the instance metadata service: %w", err)
+	}
+	return doc.InstanceID, doc.AvailabilityZone, nil
+}

@@ -1,0 +1,836 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/walsnap/walsnap/internal/ebs"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/testrig"
+)
+
+// The EBS restore runs against moto_server (testrig.Moto), shared by every
+// test: each subtest builds its own source volumes, snapshots and target
+// instance. The device's appearance and the mounts go through fakes of
+// Devices and Mounter; everything else is the real code path. An ec2Proxy
+// in front of moto records requests and refuses those a test wants to
+// fail.
+
+// ec2Proxy forwards EC2 query API requests to moto. refuse, when set,
+// returns an EC2 error code to answer a request with instead, or "".
+type ec2Proxy struct {
+	URL    string
+	target string
+
+	mu     sync.Mutex
+	calls  []url.Values
+	refuse func(form url.Values) string
+}
+
+func newEC2Proxy(t *testing.T, target string) *ec2Proxy {
+	p := &ec2Proxy{target: target}
+	srv := httptest.NewServer(http.HandlerFunc(p.serve))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *ec2Proxy) setRefuse(refuse func(url.Values) string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = refuse
+}
+
+func (p *ec2Proxy) requests(action string) []url.Values {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []url.Values
+	for _, f := range p.calls {
+		if f.Get("Action") == action {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (p *ec2Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.calls = append(p.calls, form)
+	refuse := p.refuse
+	p.mu.Unlock()
+	if refuse != nil {
+		if code := refuse(form); code != "" {
+			w.Header().Set("Content-Type", "text/xml")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>%s</Code><Message>refused by the test proxy</Message></Error></Errors><RequestID>proxy</RequestID></Response>`, code)
+			return
+		}
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// fakeDevices names the device of volume v /dev/fake-v, and fails the
+// calls whose number (from 1) is in fail.
+type fakeDevices struct {
+	mu    sync.Mutex
+	calls []string
+	fail  int
+}
+
+func (d *fakeDevices) WaitDevice(ctx context.Context, volumeID string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, volumeID)
+	if len(d.calls) == d.fail {
+		return "", errors.New("no device: refused by the test")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		return "", errors.New("WaitDevice without a deadline")
+	}
+	return "/dev/fake-" + volumeID, nil
+}
+
+// fakeMounter records mounts and "mounts" by creating what a volume
+// holds, given by contents for the target; Unmount empties the target.
+type fakeMounter struct {
+	mu       sync.Mutex
+	mounts   []string // "device target fstype options"
+	unmounts []string
+	contents func(target string) map[string]string // path → file content, or "->target" for a symlink, "/" for a directory
+}
+
+func (m *fakeMounter) Mount(_ context.Context, device, target, fstype, options string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mounts = append(m.mounts, strings.Join([]string{device, target, fstype, options}, " "))
+	for rel, c := range m.contents(target) {
+		p := filepath.Join(target, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		var err error
+		switch {
+		case c == "/":
+			err = os.MkdirAll(p, 0o700)
+		case strings.HasPrefix(c, "->"):
+			err = os.Symlink(c[2:], p)
+		default:
+			err = os.WriteFile(p, []byte(c), 0o600)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *fakeMounter) Unmount(target string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.unmounts = append(m.unmounts, target)
+	ents, err := os.ReadDir(target)
+	for _, e := range ents {
+		os.RemoveAll(filepath.Join(target, e.Name()))
+	}
+	return err
+}
+
+// ebsRestoreRig is one subtest's moto world: the source volumes and their
+// snapshots, a target instance with an unrelated volume attached, the
+// backup's manifest, and clients.
+type ebsRestoreRig struct {
+	t        *testing.T
+	client   *ebs.Client
+	ec2      *ec2.Client
+	proxy    *ec2Proxy
+	instance string
+	az       string
+	// bystander is a volume attached to the target, not the restore's.
+	bystander string
+	// src and snap are the source volumes and their snapshots: data, wal, ts.
+	src, snap [3]string
+	m         *manifest.Manifest
+}
+
+const restoreKMSKey = "arn:aws:kms:us-east-1:123456789012:key/4b1e1c5e-walsnap-restore-test"
+
+// ebsPayloadJSON is the payload basebackup.EBS writes (the keys its test
+// pins), for snapshots of PGDATA at /var/lib/postgresql (ext4), pg_wal at
+// /pgwal (xfs) and a tablespace at /pgts (ext4).
+const ebsPayloadJSON = `{
+  "instance_id": "i-0source", "availability_zone": "us-east-1b",
+  "pgdata": "/var/lib/postgresql/16/main", "tablespaces": {"16400": "/pgts/fast"},
+  "snapshots": [
+    {"snapshot_id": "%[1]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[4]s", "device": "/dev/sdf",
+     "mount_point": "/var/lib/postgresql", "fs_type": "ext4", "mount_options": "rw,noatime", "paths": ["/var/lib/postgresql/16/main"],
+     "frozen": true, "size_gib": 1, "volume_type": "gp3", "iops": 3000, "throughput": 125, "availability_zone": "us-east-1b", "encrypted": false},
+    {"snapshot_id": "%[2]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[5]s", "device": "/dev/sdg",
+     "mount_point": "/pgwal", "fs_type": "xfs", "mount_options": "rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota", "paths": ["/pgwal/16/main"],
+     "frozen": true, "size_gib": 1, "volume_type": "io2", "iops": 1000, "availability_zone": "us-east-1b", "encrypted": false},
+    {"snapshot_id": "%[3]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[6]s", "device": "/dev/sdh",
+     "mount_point": "/pgts", "fs_type": "ext4", "mount_options": "ro,noatime,seclabel", "paths": ["/pgts/fast"],
+     "frozen": true, "size_gib": 1, "volume_type": "gp3", "iops": 4000, "throughput": 250, "availability_zone": "us-east-1b",
+     "encrypted": true, "kms_key_id": "` + restoreKMSKey + `"}
+  ]
+}`
+
+func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
+	t.Helper()
+	r := &ebsRestoreRig{t: t, proxy: newEC2Proxy(t, env.Endpoint)}
+	var err error
+	if r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion(env.Region))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(env.Endpoint) })
+
+	imgs, err := r.ec2.DescribeImages(t.Context(), &ec2.DescribeImagesInput{
+		Filters: []types.Filter{{Name: aws.String("root-device-name"), Values: []string{"/dev/sda1"}}},
+	})
+	if err != nil || len(imgs.Images) == 0 {
+		t.Fatalf("no AMI in moto (%v)", err)
+	}
+	out, err := r.ec2.RunInstances(t.Context(), &ec2.RunInstancesInput{
+		ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.instance, r.az = aws.ToString(out.Instances[0].InstanceId), aws.ToString(out.Instances[0].Placement.AvailabilityZone)
+	t.Cleanup(func() {
+		if _, err := r.ec2.TerminateInstances(cleanupCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{r.instance}}); err != nil {
+			t.Errorf("terminate: %v", err)
+		}
+	})
+	r.bystander = r.volume(&ec2.CreateVolumeInput{})
+	if err := r.client.AttachVolume(t.Context(), r.bystander, r.instance, "/dev/sdf"); err != nil {
+		t.Fatal(err)
+	}
+	r.src = [3]string{
+		r.volume(&ec2.CreateVolumeInput{VolumeType: types.VolumeTypeGp3}),
+		r.volume(&ec2.CreateVolumeInput{VolumeType: types.VolumeTypeIo2, Iops: aws.Int32(1000)}),
+		r.volume(&ec2.CreateVolumeInput{VolumeType: types.VolumeTypeGp3, Iops: aws.Int32(4000), Throughput: aws.Int32(250),
+			Encrypted: aws.Bool(true), KmsKeyId: aws.String(restoreKMSKey)}),
+	}
+	for i, v := range r.src {
+		snaps, err := r.client.CreateSnapshots(t.Context(), ebs.SnapshotSpec{Volumes: []ebs.VolumeInfo{{VolumeID: v}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.snap[i] = snaps[0].SnapshotID
+		t.Cleanup(func() {
+			if err := r.client.DeleteSnapshots(cleanupCtx(t), []string{snaps[0].SnapshotID}); err != nil {
+				t.Errorf("clean up: %v", err)
+			}
+		})
+	}
+	id := fmt.Sprintf("T%d", time.Now().UnixNano())
+	r.m = &manifest.Manifest{
+		ID: id, Provider: "ebs", PGData: "/var/lib/postgresql/16/main",
+		Tablespaces: []manifest.Tablespace{{OID: 16400, Name: "fast", Location: "/pgts/fast"}},
+		Payload:     []byte(fmt.Sprintf(ebsPayloadJSON, r.snap[0], r.snap[1], r.snap[2], r.src[0], r.src[1], r.src[2])),
+	}
+	t.Cleanup(func() { // whatever a restore left
+		if err := r.client.DetachAndDelete(cleanupCtx(t), r.restored()); err != nil {
+			t.Errorf("clean up: %v", err)
+		}
+	})
+	return r
+}
+
+// cleanupCtx is for t.Cleanup functions, which run after t.Context ends.
+func cleanupCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// volume creates a 1 GiB volume in the target's AZ, removed when the test
+// ends.
+func (r *ebsRestoreRig) volume(in *ec2.CreateVolumeInput) string {
+	r.t.Helper()
+	in.AvailabilityZone, in.Size = aws.String(r.az), aws.Int32(1)
+	out, err := r.ec2.CreateVolume(r.t.Context(), in)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	id := aws.ToString(out.VolumeId)
+	r.t.Cleanup(func() {
+		if err := r.client.DetachAndDelete(cleanupCtx(r.t), []string{id}); err != nil {
+			r.t.Errorf("clean up: %v", err)
+		}
+	})
+	return id
+}
+
+// restoredVolumes are the live volumes the restore of r.m created.
+func (r *ebsRestoreRig) restoredVolumes() []types.Volume {
+	out, err := r.ec2.DescribeVolumes(context.Background(), &ec2.DescribeVolumesInput{
+		Filters: []types.Filter{{Name: aws.String("tag:walsnap:backup-id"), Values: []string{r.m.ID}}},
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var live []types.Volume
+	for _, v := range out.Volumes {
+		if v.State != types.VolumeStateDeleting && v.State != types.VolumeStateDeleted {
+			live = append(live, v)
+		}
+	}
+	return live
+}
+
+func (r *ebsRestoreRig) restored() []string {
+	var ids []string
+	for _, v := range r.restoredVolumes() {
+		ids = append(ids, aws.ToString(v.VolumeId))
+	}
+	return ids
+}
+
+// provider is an EBS restore into a temporary mount root, with fakes
+// that "mount" the backup's files.
+func (r *ebsRestoreRig) provider() (*EBS, *fakeDevices, *fakeMounter, string) {
+	root, err := filepath.EvalSymlinks(r.t.TempDir())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	mounter := &fakeMounter{contents: func(target string) map[string]string {
+		switch strings.TrimPrefix(target, root) {
+		case "/var/lib/postgresql":
+			return map[string]string{"16/main/PG_VERSION": "16\n", "16/main/pg_wal": "->/pgwal/16/main", "16/main/postmaster.pid": "4242\n"}
+		case "/pgwal":
+			return map[string]string{"16/main/000000010000000000000003": "wal"}
+		case "/pgts":
+			return map[string]string{"fast/PG_16_202307071": "/"}
+		}
+		return nil
+	}}
+	devices := &fakeDevices{}
+	e := &EBS{
+		Client: r.client, InstanceID: r.instance, AZ: r.az, InitializationRate: 200, MountRoot: root,
+		Devices: devices, Mounter: mounter, Log: slog.New(slog.DiscardHandler),
+	}
+	return e, devices, mounter, root
+}
+
+func dests(root string) Destinations {
+	return Destinations{
+		PGData:      root + "/var/lib/postgresql/16/main",
+		Tablespaces: map[uint32]string{16400: root + "/pgts/fast"},
+	}
+}
+
+func tags(list []types.Tag) map[string]string {
+	m := map[string]string{}
+	for _, t := range list {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+func TestEBSRestore(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t) // subtests run in parallel after this returns
+
+	t.Run("volumes built, attached and mounted", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, devices, mounter, root := r.provider()
+		dest := dests(root)
+
+		plan, err := e.Plan(t.Context(), r.m, dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantPlan := []string{
+			fmt.Sprintf("create 3 volumes from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", r.az, r.instance),
+			fmt.Sprintf("  %s (of %s, was /dev/sdg at /pgwal): io2, 1 GiB, 1000 IOPS, initialized at 200 MiB/s → mount xfs at %s/pgwal (rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota,nouuid)", r.snap[1], r.src[1], root),
+			fmt.Sprintf("  %s (of %s, was /dev/sdh at /pgts): gp3, 1 GiB, 4000 IOPS, 250 MiB/s, encrypted with %s, initialized at 200 MiB/s → mount ext4 at %s/pgts (rw,noatime,seclabel)", r.snap[2], r.src[2], restoreKMSKey, root),
+			fmt.Sprintf("  %s (of %s, was /dev/sdf at /var/lib/postgresql): gp3, 1 GiB, 3000 IOPS, 125 MiB/s, initialized at 200 MiB/s → mount ext4 at %s/var/lib/postgresql (rw,noatime)", r.snap[0], r.src[0], root),
+			fmt.Sprintf("  data directory → %s/var/lib/postgresql/16/main (was /var/lib/postgresql/16/main)", root),
+			fmt.Sprintf("  tablespace fast (oid 16400, was /pgts/fast) → %s/pgts/fast", root),
+		}
+		if !slices.Equal(plan, wantPlan) {
+			t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(plan, "\n"), strings.Join(wantPlan, "\n"))
+		}
+		if n := len(r.proxy.requests("CreateVolume")); n != 0 {
+			t.Errorf("Plan made %d volumes", n)
+		}
+
+		if err := e.Materialize(t.Context(), r.m, dest); err != nil {
+			t.Fatal(err)
+		}
+		vols := r.restoredVolumes()
+		if len(vols) != 3 {
+			t.Fatalf("%d restored volumes, want 3", len(vols))
+		}
+		bySnap := map[string]types.Volume{}
+		for _, v := range vols {
+			bySnap[aws.ToString(v.SnapshotId)] = v
+		}
+		for i, want := range []struct {
+			typ              types.VolumeType
+			iops, throughput int32
+			kms              string
+			mountPoint       string
+		}{
+			{types.VolumeTypeGp3, 3000, 125, "", "/var/lib/postgresql"},
+			{types.VolumeTypeIo2, 1000, 0, "", "/pgwal"},
+			{types.VolumeTypeGp3, 4000, 250, restoreKMSKey, "/pgts"},
+		} {
+			v, ok := bySnap[r.snap[i]]
+			if !ok {
+				t.Errorf("no volume from %s", r.snap[i])
+				continue
+			}
+			id := aws.ToString(v.VolumeId)
+			if v.VolumeType != want.typ || aws.ToInt32(v.Iops) != want.iops || aws.ToInt32(v.Throughput) != want.throughput ||
+				aws.ToString(v.KmsKeyId) != want.kms || aws.ToBool(v.Encrypted) != (want.kms != "") || aws.ToString(v.AvailabilityZone) != r.az {
+				t.Errorf("volume %s from %s: %s, %d IOPS, %d MiB/s, key %q, encrypted %t in %s; want %+v in %s", id, r.snap[i], v.VolumeType,
+					aws.ToInt32(v.Iops), aws.ToInt32(v.Throughput), aws.ToString(v.KmsKeyId), aws.ToBool(v.Encrypted), aws.ToString(v.AvailabilityZone), want, r.az)
+			}
+			wantTags := map[string]string{"walsnap:restored-from": r.snap[i], "walsnap:backup-id": r.m.ID, "Name": "walsnap restore " + r.m.ID + " " + want.mountPoint}
+			if got := tags(v.Tags); !maps.Equal(got, wantTags) {
+				t.Errorf("volume %s: tags %v, want %v", id, got, wantTags)
+			}
+			if len(v.Attachments) != 1 || aws.ToString(v.Attachments[0].InstanceId) != r.instance {
+				t.Errorf("volume %s: attachments %+v, want one to %s", id, v.Attachments, r.instance)
+			}
+		}
+		for _, req := range r.proxy.requests("CreateVolume") {
+			if got := req.Get("VolumeInitializationRate"); got != "200" {
+				t.Errorf("CreateVolume: VolumeInitializationRate = %q", got)
+			}
+		}
+		_, attached, err := r.client.InstanceVolumes(t.Context(), r.instance)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantAttached := map[string]string{"/dev/sdf": r.bystander,
+			"/dev/sdg": aws.ToString(bySnap[r.snap[1]].VolumeId), // mounted first: /pgwal is shallower
+			"/dev/sdh": aws.ToString(bySnap[r.snap[2]].VolumeId),
+			"/dev/sdi": aws.ToString(bySnap[r.snap[0]].VolumeId),
+		}
+		delete(attached, "/dev/sda1")
+		if !maps.Equal(attached, wantAttached) {
+			t.Errorf("attached %v, want %v", attached, wantAttached)
+		}
+
+		order := []string{aws.ToString(bySnap[r.snap[1]].VolumeId), aws.ToString(bySnap[r.snap[2]].VolumeId), aws.ToString(bySnap[r.snap[0]].VolumeId)}
+		if !slices.Equal(devices.calls, order) {
+			t.Errorf("WaitDevice calls %v, want %v", devices.calls, order)
+		}
+		wantMounts := []string{
+			"/dev/fake-" + order[0] + " " + root + "/pgwal xfs rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota,nouuid",
+			"/dev/fake-" + order[1] + " " + root + "/pgts ext4 rw,noatime,seclabel",
+			"/dev/fake-" + order[2] + " " + root + "/var/lib/postgresql ext4 rw,noatime",
+		}
+		if !slices.Equal(mounter.mounts, wantMounts) {
+			t.Errorf("mounts:\n%s\nwant:\n%s", strings.Join(mounter.mounts, "\n"), strings.Join(wantMounts, "\n"))
+		}
+		if link, err := os.Readlink(filepath.Join(dest.PGData, "pg_wal")); err != nil || link != root+"/pgwal/16/main" {
+			t.Errorf("pg_wal links to %q (%v), want the restored %s/pgwal/16/main", link, err, root)
+		}
+		if len(mounter.unmounts) != 0 {
+			t.Errorf("unmounted %v", mounter.unmounts)
+		}
+	})
+
+	t.Run("overrides", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, _, root := r.provider()
+		e.VolumeType, e.IOPS = "io2", 5000
+		if err := e.Materialize(t.Context(), r.m, dests(root)); err != nil {
+			t.Fatal(err)
+		}
+		vols := r.restoredVolumes()
+		if len(vols) != 3 {
+			t.Fatalf("%d restored volumes, want 3", len(vols))
+		}
+		for _, v := range vols {
+			if v.VolumeType != types.VolumeTypeIo2 || aws.ToInt32(v.Iops) != 5000 || aws.ToInt32(v.Throughput) != 0 {
+				t.Errorf("volume from %s: %s, %d IOPS, %d MiB/s; want io2, 5000 IOPS, no throughput",
+					aws.ToString(v.SnapshotId), v.VolumeType, aws.ToInt32(v.Iops), aws.ToInt32(v.Throughput))
+			}
+		}
+		for _, req := range r.proxy.requests("CreateVolume") {
+			if req.Has("Throughput") {
+				t.Errorf("CreateVolume of io2 with a throughput: %v", req)
+			}
+		}
+	})
+
+	// failed checks that a failed restore removed exactly the volumes it
+	// created, and nothing else.
+	failed := func(t *testing.T, r *ebsRestoreRig, err error, created int) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("Materialize succeeded")
+		}
+		if n := len(r.proxy.requests("CreateVolume")); n != created {
+			t.Errorf("%d volumes created, want %d", n, created)
+		}
+		if left := r.restoredVolumes(); len(left) != 0 {
+			t.Errorf("volumes left after the failure: %v", r.restored())
+		}
+		_, attached, ierr := r.client.InstanceVolumes(t.Context(), r.instance)
+		if ierr != nil || attached["/dev/sdf"] != r.bystander || len(attached) != 2 {
+			t.Errorf("attached to the target: %v (%v), want the boot volume and %s", attached, ierr, r.bystander)
+		}
+		if infos, derr := r.client.DescribeVolumes(t.Context(), append(r.src[:], r.bystander)); derr != nil || len(infos) != 4 {
+			t.Errorf("source or unrelated volumes gone: %v", derr)
+		}
+	}
+
+	t.Run("a device does not appear", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, devices, mounter, root := r.provider()
+		devices.fail = 2
+		err := e.Materialize(t.Context(), r.m, dests(root))
+		if err == nil || !strings.Contains(err.Error(), "refused by the test") {
+			t.Errorf("Materialize = %v, want the device failure", err)
+		}
+		failed(t, r, err, 2)
+		if !slices.Equal(mounter.unmounts, []string{root + "/pgwal"}) {
+			t.Errorf("unmounted %v, want %s/pgwal", mounter.unmounts, root)
+		}
+	})
+
+	t.Run("an attachment fails", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, mounter, root := r.provider()
+		var mu sync.Mutex
+		attaches := 0
+		r.proxy.setRefuse(func(form url.Values) string {
+			mu.Lock()
+			defer mu.Unlock()
+			if form.Get("Action") == "AttachVolume" {
+				if attaches++; attaches == 3 {
+					return "IncorrectState"
+				}
+			}
+			return ""
+		})
+		err := e.Materialize(t.Context(), r.m, dests(root))
+		r.proxy.setRefuse(nil)
+		if err == nil || !strings.Contains(err.Error(), "IncorrectState") {
+			t.Errorf("Materialize = %v, want the attach failure", err)
+		}
+		failed(t, r, err, 3)
+		if want := []string{root + "/pgts", root + "/pgwal"}; !slices.Equal(mounter.unmounts, want) {
+			t.Errorf("unmounted %v, want %v", mounter.unmounts, want)
+		}
+	})
+
+	t.Run("no data directory on the volumes", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, mounter, root := r.provider()
+		contents := mounter.contents
+		mounter.contents = func(target string) map[string]string {
+			if strings.HasSuffix(target, "/var/lib/postgresql") {
+				return nil
+			}
+			return contents(target)
+		}
+		err := e.Materialize(t.Context(), r.m, dests(root))
+		if err == nil || !strings.Contains(err.Error(), "no data directory") {
+			t.Errorf("Materialize = %v, want no data directory", err)
+		}
+		failed(t, r, err, 3)
+		if len(mounter.unmounts) != 3 {
+			t.Errorf("unmounted %v, want all 3", mounter.unmounts)
+		}
+	})
+
+	t.Run("refused before creating anything", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, _, root := r.provider()
+		wrongPG := dests(root)
+		wrongPG.PGData = "/srv/restored"
+		wrongTS := dests(root)
+		wrongTS.Tablespaces = map[uint32]string{16400: "/pgts/fast"}
+		rootFS := *r.m
+		rootFS.Payload = bytes.Replace(r.m.Payload, []byte(`"mount_point": "/var/lib/postgresql"`), []byte(`"mount_point": "/"`), 1)
+		noMount := *r.m
+		noMount.Payload = bytes.Replace(r.m.Payload, []byte(`"mount_point": "/var/lib/postgresql"`), []byte(`"mount_point": ""`), 1)
+		for _, tc := range []struct {
+			name      string
+			mountRoot string
+			m         *manifest.Manifest
+			dest      Destinations
+			want      string
+		}{
+			{"pgdata elsewhere", root, r.m, wrongPG, "restore with --pgdata " + root + "/var/lib/postgresql/16/main"},
+			{"tablespace elsewhere", root, r.m, wrongTS, "restore with --tablespace-map /pgts/fast=" + root + "/pgts/fast"},
+			{"root filesystem without a mount root", "", &rootFS, Destinations{PGData: "/var/lib/postgresql/16/main"}, "root filesystem"},
+			{"data directory on no recorded mount", root, &noMount, dests(root), "restore them by hand"},
+			{"relative mount root", "mnt", r.m, dests(root), "not absolute"},
+		} {
+			e := *e
+			e.MountRoot = tc.mountRoot
+			_, perr := e.Plan(t.Context(), tc.m, tc.dest)
+			merr := e.Materialize(t.Context(), tc.m, tc.dest)
+			if perr == nil || merr == nil || !strings.Contains(perr.Error(), tc.want) || !strings.Contains(merr.Error(), tc.want) {
+				t.Errorf("%s: Plan = %v, Materialize = %v; want %q", tc.name, perr, merr, tc.want)
+			}
+		}
+		// A file where a volume would be mounted.
+		if err := os.MkdirAll(filepath.Join(root, "pgts"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "pgts", "precious"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Materialize(t.Context(), r.m, dests(root)); err == nil || !strings.Contains(err.Error(), "precious") {
+			t.Errorf("Materialize = %v, want a refusal to hide %s/pgts/precious", err, root)
+		}
+		if n := len(r.proxy.requests("CreateVolume")); n != 0 {
+			t.Errorf("%d volumes created", n)
+		}
+	})
+
+	t.Run("recorded mount points and the metadata service", func(t *testing.T) {
+		// No t.Parallel: the metadata service endpoint is set in the
+		// environment.
+		r := newEBSRestoreRig(t, env)
+		e, _, _, _ := r.provider()
+		e.MountRoot, e.InstanceID, e.AZ = "", "", ""
+		imds := fakeIMDS(t, r.instance, r.az)
+		t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+		m := *r.m
+		m.Tablespaces = nil
+		m.Payload = []byte(fmt.Sprintf(`{"pgdata": "/srv/pg/data", "snapshots": [{"snapshot_id": %q, "volume_id": %q, "device": "/dev/sdf",
+			"mount_point": "/srv/pg", "fs_type": "ext4", "mount_options": "rw", "size_gib": 1, "volume_type": "gp2", "iops": 100}]}`, r.snap[0], r.src[0]))
+		plan, err := e.Plan(t.Context(), &m, Destinations{PGData: "/srv/pg/data"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			fmt.Sprintf("create 1 volume from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", r.az, r.instance),
+			fmt.Sprintf("  %s (of %s, was /dev/sdf at /srv/pg): gp2, 1 GiB, initialized at 200 MiB/s → mount ext4 at /srv/pg (rw)", r.snap[0], r.src[0]),
+			"  data directory → /srv/pg/data (was /var/lib/postgresql/16/main)",
+		}
+		if !slices.Equal(plan, want) {
+			t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(plan, "\n"), strings.Join(want, "\n"))
+		}
+		_, err = e.Plan(t.Context(), &m, Destinations{PGData: "/srv/pg/other"})
+		if err == nil || !strings.Contains(err.Error(), "--pgdata /srv/pg/data") {
+			t.Errorf("Plan = %v, want the --pgdata to use", err)
+		}
+	})
+}
+
+// fakeIMDS serves the instance identity document of instance in az (with
+// IMDSv2 tokens) and returns its endpoint.
+func fakeIMDS(t *testing.T, instance, az string) string {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
+		io.WriteString(w, "token")
+	})
+	mux.HandleFunc("GET /latest/dynamic/instance-identity/document", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"instanceId": %q, "availabilityZone": %q, "region": "us-east-1"}`, instance, az)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestMountOptions(t *testing.T) {
+	for _, tc := range []struct{ fstype, recorded, want string }{
+		{"ext4", "rw,noatime", "rw,noatime"},
+		{"ext4", "ro,relatime,errors=remount-ro", "rw,relatime,errors=remount-ro"},
+		{"xfs", "rw,noatime,attr2,inode64,noquota", "rw,noatime,attr2,inode64,noquota,nouuid"},
+		{"xfs", "rw,nouuid", "rw,nouuid"},
+		{"ext4", "", "rw"},
+	} {
+		if got := mountOptions(tc.fstype, tc.recorded); got != tc.want {
+			t.Errorf("mountOptions(%q, %q) = %q, want %q", tc.fstype, tc.recorded, got, tc.want)
+		}
+	}
+}
+
+func TestNitroDevices(t *testing.T) {
+	fixture := filepath.Join("..", "testdata", "blockdev", "nitro-single")
+	d := nitroDevices{sysRoot: filepath.Join(fixture, "sys"), devRoot: filepath.Join(fixture, "dev")}
+	dev, err := d.WaitDevice(t.Context(), "vol-0123456789abcdef0")
+	if err != nil || dev != filepath.Join(fixture, "dev", "nvme1n1") {
+		t.Errorf("WaitDevice = %q, %v; want nvme1n1", dev, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = d.WaitDevice(ctx, "vol-0000000000000dead")
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
+		t.Errorf("WaitDevice of an absent volume = %v after %s, want the deadline after polling", err, time.Since(start))
+	}
+}
+
+// TestKernelMounter mounts two clones of one XFS filesystem at once (same
+// UUID: nouuid) and an ext4 filesystem with an option the kernel shows but
+// does not take back.
+func TestKernelMounter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testrig.Unavailable(t, "mounting needs root")
+	}
+	for _, tool := range []string{"losetup", "mkfs.xfs", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testrig.Unavailable(t, "%s: %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	image := func(name, mkfs string, size int64) string {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		run(mkfs, "-q", p)
+		return p
+	}
+	loop := func(img string) string {
+		dev := run("losetup", "--find", "--show", img)
+		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+		return dev
+	}
+	var logs bytes.Buffer
+	k := kernelMounter{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	mount := func(dev, fstype, options string) (string, error) {
+		target := filepath.Join(dir, "mnt-"+filepath.Base(dev))
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		err := k.Mount(t.Context(), dev, target, fstype, options)
+		if err == nil {
+			t.Cleanup(func() {
+				if err := k.Unmount(target); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return target, err
+	}
+
+	xfs := image("xfs.img", "mkfs.xfs", 300<<20)
+	clone := filepath.Join(dir, "clone.img")
+	run("cp", "--sparse=always", xfs, clone)
+	src, cl := loop(xfs), loop(clone)
+	srcMnt, err := mount(src, "xfs", "rw,noatime,inode64,noquota") // as on the source host
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mount(cl, "xfs", "rw,noatime"); err == nil {
+		t.Fatal("a clone with the same UUID mounted without nouuid")
+	}
+	clMnt, err := mount(cl, "xfs", mountOptions("xfs", "rw,noatime,inode64,noquota"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(clMnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Errorf("clone not writable: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(srcMnt, "f")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the clone's file is on the source: %v", err)
+	}
+	if opts := mountedWith(t, clMnt); !strings.Contains(opts, "noatime") || !strings.HasPrefix(opts, "rw") {
+		t.Errorf("clone mounted with %q, want rw and noatime", opts)
+	}
+
+	ext4 := loop(image("ext4.img", "mkfs.ext4", 32<<20))
+	extMnt, err := mount(ext4, "ext4", "rw,noatime,seclabel,nosuid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "seclabel") {
+		t.Errorf("no warning about the options left out:\n%s", logs.String())
+	}
+	if opts := mountedWith(t, extMnt); !strings.Contains(opts, "noatime") || !strings.Contains(opts, "nosuid") {
+		t.Errorf("ext4 mounted with %q, want noatime and nosuid kept", opts)
+	}
+}
+
+// mountedWith returns the per-mount options of target from
+// /proc/self/mountinfo.
+func mountedWith(t *testing.T, target string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == target {
+			return f[5]
+		}
+	}
+	t.Fatalf("%s is not mounted", target)
+	return ""
+}

@@ -2,8 +2,6 @@ package archive
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -104,31 +102,15 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 // its size, SHA-256 and (for segments) page header. On any mismatch it
 // fails: w then holds garbage and must not be used.
 func (f *Fetcher) download(ctx context.Context, name string, w io.Writer, id repo.Identity) (repo.WALObject, error) {
-	rc, obj, err := f.Repo.OpenWAL(ctx, name, f.Codec)
+	head := &headBuffer{}
+	obj, err := f.Repo.CopyWAL(ctx, name, f.Codec, io.MultiWriter(w, head))
 	if errors.Is(err, storage.ErrNotExist) {
 		return obj, ErrNotFound
 	}
 	if err != nil {
 		return obj, err
 	}
-	defer rc.Close()
-	dec, err := obj.Codec.NewReader(rc)
-	if err != nil {
-		return obj, fmt.Errorf("%s: %w", obj.Key, err)
-	}
-	defer dec.Close()
-	h := sha256.New()
-	head := &headBuffer{}
-	n, err := io.Copy(io.MultiWriter(w, h, head), dec)
-	if err != nil {
-		return obj, fmt.Errorf("%s: read/decompress: %w", obj.Key, err)
-	}
-	if n != obj.RawSize {
-		return obj, fmt.Errorf("%s: %d bytes after decompression, metadata says %d", obj.Key, n, obj.RawSize)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != obj.SHA256 {
-		return obj, fmt.Errorf("%s: checksum mismatch: sha256 %s, metadata says %s", obj.Key, got, obj.SHA256)
-	}
+	n := obj.RawSize
 	if k, _ := wal.Classify(name); k == wal.KindSegment || k == wal.KindPartial {
 		segSize := id.SegmentSize
 		if segSize == 0 {

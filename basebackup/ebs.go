@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-
 	"github.com/walsnap/walsnap/internal/blockdev"
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/freeze"
@@ -27,7 +25,6 @@ const (
 	// defaultFreezeLimit bounds how long filesystems stay frozen, even if
 	// the snapshot call hangs: writes to them block meanwhile.
 	defaultFreezeLimit = 30 * time.Second
-	imdsTimeout        = 10 * time.Second
 	// snapshotCleanupTimeout bounds the deletion of snapshots that a
 	// failed capture leaves.
 	snapshotCleanupTimeout = 2 * time.Minute
@@ -63,41 +60,6 @@ type EBS struct {
 	poll time.Duration
 }
 
-// EBSPayload is the manifest payload of an ebs backup.
-type EBSPayload struct {
-	InstanceID string `json:"instance_id"`
-	AZ         string `json:"availability_zone"`
-	// PGData is the data directory and Tablespaces each tablespace's
-	// location (by OID), with symbolic links resolved: their paths on the
-	// volumes' filesystems.
-	PGData      string            `json:"pgdata"`
-	Tablespaces map[uint32]string `json:"tablespaces,omitempty"`
-	Snapshots   []EBSSnapshot     `json:"snapshots"`
-}
-
-// EBSSnapshot records one snapshot and the volume it was taken of, enough
-// to build, attach and mount an equivalent volume at restore time.
-type EBSSnapshot struct {
-	SnapshotID string    `json:"snapshot_id"`
-	StartTime  time.Time `json:"start_time"`
-	VolumeID   string    `json:"volume_id"`
-	Device     string    `json:"device"` // attachment name, e.g. /dev/sdf
-	// MountPoint, FSType, MountOptions and Paths are empty for a volume
-	// listed in ebs.volumes that discovery did not map.
-	MountPoint   string   `json:"mount_point,omitempty"`
-	FSType       string   `json:"fs_type,omitempty"`
-	MountOptions string   `json:"mount_options,omitempty"`
-	Paths        []string `json:"paths,omitempty"` // the PostgreSQL directories on it
-	Frozen       bool     `json:"frozen"`          // its filesystem was frozen for the snapshot
-	SizeGiB      int32    `json:"size_gib"`
-	Type         string   `json:"volume_type"`
-	IOPS         int32    `json:"iops,omitempty"`
-	Throughput   int32    `json:"throughput,omitempty"` // MiB/s
-	AZ           string   `json:"availability_zone"`
-	Encrypted    bool     `json:"encrypted"`
-	KMSKeyID     string   `json:"kms_key_id,omitempty"`
-}
-
 // ebsTarget is a volume to snapshot: what EC2 says of it, and where it is
 // mounted when discovery found it.
 type ebsTarget struct {
@@ -131,7 +93,7 @@ func (e *EBS) Capture(ctx context.Context, job *Job) (*Captured, error) {
 	}
 	instance := e.InstanceID
 	if instance == "" {
-		if instance, err = instanceID(ctx); err != nil {
+		if instance, _, err = ebs.InstanceIdentity(ctx); err != nil {
 			return nil, fmt.Errorf("ebs: %w (set ebs.instance_id)", err)
 		}
 	}
@@ -175,11 +137,11 @@ func (e *EBS) Capture(ctx context.Context, job *Job) (*Captured, error) {
 		return nil, fmt.Errorf("ebs: %w", err)
 	}
 	ids := make([]string, len(snaps))
-	payload := EBSPayload{InstanceID: instance, AZ: targets[0].info.AZ, PGData: paths[0], Tablespaces: tsLocs}
+	payload := ebs.Payload{InstanceID: instance, AZ: targets[0].info.AZ, PGData: paths[0], Tablespaces: tsLocs}
 	for i, s := range snaps {
 		ids[i] = s.SnapshotID
 		v := targets[i].info
-		rec := EBSSnapshot{
+		rec := ebs.SnapshotRecord{
 			SnapshotID: s.SnapshotID, StartTime: s.StartTime, VolumeID: v.VolumeID, Device: v.Device,
 			SizeGiB: v.SizeGiB, Type: v.Type, IOPS: v.IOPS, Throughput: v.Throughput, AZ: v.AZ,
 			Encrypted: v.Encrypted, KMSKeyID: v.KMSKeyID,
@@ -327,27 +289,14 @@ func (e *EBS) wait(ctx context.Context, ids []string, job *Job) error {
 }
 
 // attachedAs returns the volume id attached as the EC2 device name dev,
-// taking the Xen spellings /dev/sdX and /dev/xvdX (and partition forms)
-// as one; "" when none is.
+// taking the Xen spellings as one (see ebs.SameDevice); "" when none is.
 func attachedAs(attached map[string]string, dev string) string {
 	for name, id := range attached {
-		if ec2Disk(name) == ec2Disk(dev) {
+		if ebs.SameDevice(name, dev) {
 			return id
 		}
 	}
 	return ""
-}
-
-// ec2Disk reduces an sd/xvd device name to "sd" and its disk letters.
-func ec2Disk(name string) string {
-	n := strings.TrimPrefix(name, "/dev/")
-	switch {
-	case strings.HasPrefix(n, "xvd"):
-		n = "sd" + n[len("xvd"):]
-	case !strings.HasPrefix(n, "sd"):
-		return n
-	}
-	return strings.TrimRight(n, "0123456789")
 }
 
 func snapshotIDs(snaps []ebs.Snapshot) []string {
@@ -367,15 +316,4 @@ func deleteSnapshots(ctx context.Context, c *ebs.Client, snaps []ebs.Snapshot) e
 		return fmt.Errorf("clean up: %w", err)
 	}
 	return nil
-}
-
-// instanceID asks the instance metadata service for this instance's id.
-func instanceID(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, imdsTimeout)
-	defer cancel()
-	doc, err := imds.New(imds.Options{}).GetInstanceIdentityDocument(ctx, &imds.GetInstanceIdentityDocumentInput{})
-	if err != nil {
-		return "", fmt.Errorf("instance id from the instance metadata service: %w", err)
-	}
-	return doc.InstanceID, nil
 }

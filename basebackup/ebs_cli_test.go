@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -29,26 +28,9 @@ func TestEBSBackupCLI(t *testing.T) {
 	moto := testrig.Moto(t)
 	moto.Setenv(t)
 	ctx := context.Background()
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(moto.Region))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := ec2.NewFromConfig(awsCfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(moto.Endpoint) })
-	imgs, err := ec.DescribeImages(ctx, &ec2.DescribeImagesInput{})
-	if err != nil || len(imgs.Images) == 0 {
-		t.Fatalf("no AMI in moto: %v", err)
-	}
-	inst, err := ec.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	instanceID := aws.ToString(inst.Instances[0].InstanceId)
-	az := aws.ToString(inst.Instances[0].Placement.AvailabilityZone)
-	vol, err := ec.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String(az), Size: aws.Int32(20), VolumeType: types.VolumeTypeGp3, Iops: aws.Int32(4000)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	volID := aws.ToString(vol.VolumeId)
+	ec := moto.EC2()
+	instanceID, az := testrig.LaunchInstance(t, ec, "/dev/sda1")
+	volID := testrig.NewVolume(t, ec, &ec2.CreateVolumeInput{AvailabilityZone: aws.String(az), Size: aws.Int32(20), VolumeType: types.VolumeTypeGp3, Iops: aws.Int32(4000)})
 	if _, err := ec.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(volID), InstanceId: aws.String(instanceID), Device: aws.String("/dev/sdf")}); err != nil {
 		t.Fatal(err)
 	}

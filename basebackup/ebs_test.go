@@ -6,17 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +21,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -35,8 +31,8 @@ import (
 )
 
 // The EBS provider runs against moto_server (testrig.Moto), shared by
-// every test: each subtest launches its own instance and volumes. An
-// ec2Proxy in front of moto records the API calls in order with the
+// every test: each subtest launches its own instance and volumes. A
+// testrig.EC2Proxy in front of moto records the API calls in order with the
 // freezer's, and refuses, delays or edits calls where moto cannot be made
 // to (throttling, snapshots pending or in error, a hanging call).
 // Discovery reads copies of the testdata/blockdev fixtures whose NVMe
@@ -78,148 +74,30 @@ func (f *recordingFreezer) call(e string) error {
 	return nil
 }
 
-// ec2Proxy forwards EC2 query API requests to moto, logging each as "api
-// <Action>". hook, when set, runs first: it may block, and a non-empty
-// return is an EC2 error code to answer with instead. rewrite edits moto's
-// answers.
-type ec2Proxy struct {
-	URL    string
-	target string
-	log    *eventLog
-
-	mu      sync.Mutex
-	calls   []url.Values
-	hook    func(r *http.Request, form url.Values) string
-	rewrite func(form url.Values, body string) string
-}
-
-func newEC2Proxy(t *testing.T, target string, log *eventLog) *ec2Proxy {
-	p := &ec2Proxy{target: target, log: log}
-	srv := httptest.NewServer(http.HandlerFunc(p.serve))
-	t.Cleanup(srv.Close)
-	p.URL = srv.URL
-	return p
-}
-
-func (p *ec2Proxy) set(hook func(*http.Request, url.Values) string, rewrite func(url.Values, string) string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.hook, p.rewrite = hook, rewrite
-}
-
-// requests returns the parameters of the requests for action so far.
-func (p *ec2Proxy) requests(action string) []url.Values {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []url.Values
-	for _, f := range p.calls {
-		if f.Get("Action") == action {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func (p *ec2Proxy) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	p.mu.Lock()
-	p.calls = append(p.calls, form)
-	hook, rewrite := p.hook, p.rewrite
-	p.mu.Unlock()
-	p.log.add("api " + form.Get("Action"))
-	if hook != nil {
-		if code := hook(r, form); code != "" {
-			w.Header().Set("Content-Type", "text/xml")
-			w.WriteHeader(http.StatusBadRequest)
-			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
-<Response><Errors><Error><Code>%s</Code><Message>refused by the test proxy</Message></Error></Errors><RequestID>proxy</RequestID></Response>`, code)
-			return
-		}
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	out := string(answer)
-	if rewrite != nil {
-		out = rewrite(form, out)
-	}
-	for k, vs := range resp.Header {
-		if k != "Content-Length" {
-			w.Header()[k] = vs
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.WriteString(w, out)
-}
-
-// withSnapshotState sets the state, message and progress of snapshot id
-// in a DescribeSnapshots answer.
-func withSnapshotState(body, id, state, message, progress string) string {
-	re := regexp.MustCompile(`(?s)(<snapshotId>` + regexp.QuoteMeta(id) + `</snapshotId>.*?)<status>[^<]*</status>(.*?)<progress>[^<]*</progress>`)
-	m := re.FindStringSubmatchIndex(body)
-	if m == nil {
-		return body
-	}
-	repl := "${1}<status>" + state + "</status><statusMessage>" + message + "</statusMessage>${2}<progress>" + progress + "</progress>"
-	return body[:m[0]] + string(re.ExpandString(nil, repl, body, m)) + body[m[1]:]
-}
-
 // ebsRig is one subtest's view of moto: a client of the provider (through
-// the proxy), a direct EC2 client for setup and checks, and the event log.
+// the proxy, which logs each request as "api <Action>"), a direct EC2
+// client for setup and checks, and the event log.
 type ebsRig struct {
 	t      *testing.T
 	client *ebs.Client
 	ec2    *ec2.Client
-	proxy  *ec2Proxy
+	proxy  *testrig.EC2Proxy
 	log    *eventLog
 }
 
 // newEBSRig needs the AWS variables of testrig.MotoEnv set by the caller
-// (t.Setenv is not allowed in parallel tests).
+// (t.Setenv is not allowed in parallel tests). Its client retries a
+// snapshot refused with SnapshotCreationPerVolumeRateExceeded at once.
 func newEBSRig(t *testing.T, env testrig.MotoEnv) *ebsRig {
 	t.Helper()
-	r := &ebsRig{t: t, log: &eventLog{}}
-	r.proxy = newEC2Proxy(t, env.Endpoint, r.log)
+	r := &ebsRig{t: t, log: &eventLog{}, ec2: env.EC2(), proxy: testrig.NewEC2Proxy(t, env.Endpoint)}
+	r.proxy.Observe(func(form url.Values) { r.log.add("api " + form.Get("Action")) })
 	var err error
-	if r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion(env.Region))
+	r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL, SnapshotBackoff: []time.Duration{time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(env.Endpoint) })
 	return r
-}
-
-// cleanupCtx is for t.Cleanup functions, which run after t.Context ends.
-func cleanupCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // launch starts an instance, terminated when the test ends, and returns
@@ -227,30 +105,12 @@ func cleanupCtx(t *testing.T) context.Context {
 func (r *ebsRig) launch() (instance, az, root string) {
 	t := r.t
 	t.Helper()
-	imgs, err := r.ec2.DescribeImages(t.Context(), &ec2.DescribeImagesInput{
-		Filters: []types.Filter{{Name: aws.String("root-device-name"), Values: []string{"/dev/sda1"}}},
-	})
-	if err != nil || len(imgs.Images) == 0 {
-		t.Fatalf("no AMI in moto (%v)", err)
-	}
-	out, err := r.ec2.RunInstances(t.Context(), &ec2.RunInstancesInput{
-		ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro,
-		MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	instance = aws.ToString(out.Instances[0].InstanceId)
-	t.Cleanup(func() {
-		if _, err := r.ec2.TerminateInstances(cleanupCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{instance}}); err != nil {
-			t.Errorf("terminate %s: %v", instance, err)
-		}
-	})
-	root, _, err = r.client.InstanceVolumes(t.Context(), instance)
+	instance, az = testrig.LaunchInstance(t, r.ec2, "/dev/sda1")
+	root, _, err := r.client.InstanceVolumes(t.Context(), instance)
 	if err != nil || root == "" {
 		t.Fatalf("boot volume of %s: %q, %v", instance, root, err)
 	}
-	return instance, aws.ToString(out.Instances[0].Placement.AvailabilityZone), root
+	return instance, az, root
 }
 
 // volume creates a 1 GiB volume (removed when the test ends), attached to
@@ -258,17 +118,7 @@ func (r *ebsRig) launch() (instance, az, root string) {
 func (r *ebsRig) volume(in *ec2.CreateVolumeInput, instance, device string) string {
 	t := r.t
 	t.Helper()
-	in.Size = aws.Int32(1)
-	out, err := r.ec2.CreateVolume(t.Context(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := aws.ToString(out.VolumeId)
-	t.Cleanup(func() {
-		if err := r.client.DetachAndDelete(cleanupCtx(t), []string{id}); err != nil {
-			t.Errorf("clean up: %v", err)
-		}
-	})
+	id := testrig.NewVolume(t, r.ec2, in)
 	if device != "" {
 		if err := r.client.AttachVolume(t.Context(), id, instance, device); err != nil {
 			t.Fatal(err)
@@ -295,7 +145,7 @@ func (r *ebsRig) snapshotsTagged(backupID string) []types.Snapshot {
 // ends.
 func (r *ebsRig) deleteBackupSnapshots(backupID string) {
 	r.t.Cleanup(func() {
-		out, err := r.ec2.DescribeSnapshots(cleanupCtx(r.t), &ec2.DescribeSnapshotsInput{
+		out, err := r.ec2.DescribeSnapshots(testrig.CleanupContext(r.t), &ec2.DescribeSnapshotsInput{
 			Filters: []types.Filter{{Name: aws.String("tag:walsnap:backup-id"), Values: []string{backupID}}},
 		})
 		if err != nil {
@@ -303,7 +153,7 @@ func (r *ebsRig) deleteBackupSnapshots(backupID string) {
 			return
 		}
 		for _, s := range out.Snapshots {
-			if _, err := r.ec2.DeleteSnapshot(cleanupCtx(r.t), &ec2.DeleteSnapshotInput{SnapshotId: s.SnapshotId}); err != nil {
+			if _, err := r.ec2.DeleteSnapshot(testrig.CleanupContext(r.t), &ec2.DeleteSnapshotInput{SnapshotId: s.SnapshotId}); err != nil {
 				r.t.Errorf("clean up: %v", err)
 			}
 		}
@@ -461,11 +311,11 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, ok := got.Payload.(EBSPayload)
+		p, ok := got.Payload.(ebs.Payload)
 		if !ok || len(p.Snapshots) != 3 {
-			t.Fatalf("payload %#v, want an EBSPayload of 3 snapshots", got.Payload)
+			t.Fatalf("payload %#v, want an ebs.Payload of 3 snapshots", got.Payload)
 		}
-		want := EBSPayload{InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []EBSSnapshot{{
+		want := ebs.Payload{InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []ebs.SnapshotRecord{{
 			VolumeID: s.data, Device: "/dev/sdf", MountPoint: h.dataMount, FSType: "ext4", MountOptions: "rw,noatime",
 			Paths: []string{h.pgdata}, SizeGiB: 1, Type: "gp3", IOPS: 3000, AZ: s.az,
 		}, {
@@ -485,7 +335,7 @@ func TestEBSCapture(t *testing.T) {
 			t.Errorf("payload\n%+v\nwant\n%+v", p, want)
 		}
 		// One crash-consistent call for the set, without the boot volume.
-		reqs := r.proxy.requests("CreateSnapshots")
+		reqs := r.proxy.Requests("CreateSnapshots")
 		if len(reqs) != 1 || reqs[0].Get("InstanceSpecification.ExcludeBootVolume") != "true" {
 			t.Errorf("CreateSnapshots requests %v, want one excluding the boot volume", reqs)
 		}
@@ -549,11 +399,11 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := got.Payload.(EBSPayload)
+		p := got.Payload.(ebs.Payload)
 		if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount || p.Snapshots[0].FSType != "ext4" {
 			t.Errorf("payload %+v, want the data volume with its mount", p)
 		}
-		if n := len(r.proxy.requests("CreateSnapshot")); n != 1 {
+		if n := len(r.proxy.Requests("CreateSnapshot")); n != 1 {
 			t.Errorf("%d CreateSnapshot requests, want 1", n)
 		}
 		if n := len(r.snapshotsTagged(job.ID)); n != 1 {
@@ -593,7 +443,7 @@ func TestEBSCapture(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := got.Payload.(EBSPayload)
+			p := got.Payload.(ebs.Payload)
 			if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != "" {
 				t.Errorf("payload %+v, want the data volume without a mount", p)
 			}
@@ -647,7 +497,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := got.Payload.(EBSPayload)
+		p := got.Payload.(ebs.Payload)
 		if len(p.Snapshots) != 2 || p.Snapshots[0].VolumeID != data || p.Snapshots[0].Device != "/dev/xvdf" || p.Snapshots[0].FSType != "xfs" ||
 			p.Snapshots[1].VolumeID != wal || p.Snapshots[1].Device != "/dev/sdg" {
 			t.Errorf("payload %+v, want %s at /dev/xvdf and %s at /dev/sdg", p, data, wal)
@@ -691,7 +541,7 @@ func TestEBSCapture(t *testing.T) {
 				t.Errorf("%s while frozen", ev)
 			}
 		}
-		p := got.Payload.(EBSPayload)
+		p := got.Payload.(ebs.Payload)
 		if len(p.Snapshots) != 4 || p.Snapshots[3].VolumeID != s.root || p.Snapshots[3].MountPoint != "/" {
 			t.Fatalf("payload %+v, want the root volume last", p)
 		}
@@ -739,10 +589,10 @@ func TestEBSCapture(t *testing.T) {
 				return ""
 			}
 		}
-		defer r.proxy.set(nil, nil)
+		defer r.proxy.Set(nil, nil)
 
 		t.Run("the call fails", func(t *testing.T) {
-			r.proxy.set(snapshotsHook(func(*http.Request) string { return "UnauthorizedOperation" }), nil)
+			r.proxy.Set(snapshotsHook(func(*http.Request) string { return "UnauthorizedOperation" }), nil)
 			n := len(r.log.get())
 			_, job, _, err := capture(t.Context(), &recordingFreezer{log: r.log}, time.Minute)
 			if err == nil || !strings.Contains(err.Error(), "UnauthorizedOperation") {
@@ -756,8 +606,8 @@ func TestEBSCapture(t *testing.T) {
 			}
 		})
 		t.Run("a freeze fails", func(t *testing.T) {
-			r.proxy.set(nil, nil)
-			n, calls := len(r.log.get()), len(r.proxy.requests("CreateSnapshots"))
+			r.proxy.Set(nil, nil)
+			n, calls := len(r.log.get()), len(r.proxy.Requests("CreateSnapshots"))
 			_, _, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "freeze " + h.walMount}, time.Minute)
 			if err == nil || !strings.Contains(err.Error(), h.walMount) {
 				t.Errorf("Capture = %v, want the freeze failure", err)
@@ -766,12 +616,12 @@ func TestEBSCapture(t *testing.T) {
 			if got := freezerCalls(n); !slices.Equal(got, want) {
 				t.Errorf("freezer calls %q, want %q", got, want)
 			}
-			if len(r.proxy.requests("CreateSnapshots")) != calls {
+			if len(r.proxy.Requests("CreateSnapshots")) != calls {
 				t.Error("snapshots were requested after a failed freeze")
 			}
 		})
 		t.Run("a thaw fails", func(t *testing.T) {
-			r.proxy.set(nil, nil)
+			r.proxy.Set(nil, nil)
 			n := len(r.log.get())
 			_, job, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "thaw " + h.walMount}, time.Minute)
 			if err == nil || !strings.Contains(err.Error(), "thaw "+h.walMount) {
@@ -787,7 +637,7 @@ func TestEBSCapture(t *testing.T) {
 		t.Run("cancelled during the call", func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			r.proxy.set(snapshotsHook(func(req *http.Request) string {
+			r.proxy.Set(snapshotsHook(func(req *http.Request) string {
 				cancel() // SIGINT/SIGTERM reach Capture as its context's end
 				<-req.Context().Done()
 				return "RequestCanceled"
@@ -803,7 +653,7 @@ func TestEBSCapture(t *testing.T) {
 		})
 		t.Run("the call hangs past the limit", func(t *testing.T) {
 			n := len(r.log.get())
-			r.proxy.set(snapshotsHook(func(req *http.Request) string {
+			r.proxy.Set(snapshotsHook(func(req *http.Request) string {
 				// Let moto answer only once the watchdog has thawed.
 				for deadline := time.Now().Add(10 * time.Second); len(freezerCalls(n)) < len(frozenThawed) && time.Now().Before(deadline); {
 					time.Sleep(5 * time.Millisecond)
@@ -821,7 +671,7 @@ func TestEBSCapture(t *testing.T) {
 			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
 				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
 			}
-			for _, sn := range got.Payload.(EBSPayload).Snapshots {
+			for _, sn := range got.Payload.(ebs.Payload).Snapshots {
 				if sn.Frozen {
 					t.Errorf("snapshot of %s recorded as frozen", sn.MountPoint)
 				}
@@ -841,9 +691,9 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		snaps := got.Payload.(EBSPayload).Snapshots
+		snaps := got.Payload.(ebs.Payload).Snapshots
 		wal := snaps[1].SnapshotID
-		defer r.proxy.set(nil, nil)
+		defer r.proxy.Set(nil, nil)
 		describeSnapshots := func(edit func(string) string) func(url.Values, string) string {
 			return func(form url.Values, body string) string {
 				if form.Get("Action") != "DescribeSnapshots" {
@@ -854,21 +704,18 @@ func TestEBSCapture(t *testing.T) {
 		}
 
 		t.Run("waits until completed", func(t *testing.T) {
-			var mu sync.Mutex
-			pending := 2
-			r.proxy.set(nil, describeSnapshots(func(body string) string {
-				mu.Lock()
-				defer mu.Unlock()
-				if pending--; pending >= 0 {
-					return withSnapshotState(body, wal, "pending", "", "40%")
+			pending := testrig.Countdown(2)
+			r.proxy.Set(nil, describeSnapshots(func(body string) string {
+				if pending() {
+					return testrig.WithSnapshotState(body, wal, "pending", "", "40%")
 				}
 				return body
 			}))
-			before := len(r.proxy.requests("DescribeSnapshots"))
+			before := len(r.proxy.Requests("DescribeSnapshots"))
 			if _, err := got.Complete(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(r.proxy.requests("DescribeSnapshots")) - before; n != 3 {
+			if n := len(r.proxy.Requests("DescribeSnapshots")) - before; n != 3 {
 				t.Errorf("%d DescribeSnapshots, want 3", n)
 			}
 			l := logs.String()
@@ -877,8 +724,8 @@ func TestEBSCapture(t *testing.T) {
 			}
 		})
 		t.Run("a snapshot in error", func(t *testing.T) {
-			r.proxy.set(nil, describeSnapshots(func(body string) string {
-				return withSnapshotState(body, wal, "error", "source volume unreadable", "0%")
+			r.proxy.Set(nil, describeSnapshots(func(body string) string {
+				return testrig.WithSnapshotState(body, wal, "error", "source volume unreadable", "0%")
 			}))
 			_, err := got.Complete(t.Context())
 			if err == nil || !strings.Contains(err.Error(), wal) || !strings.Contains(err.Error(), "source volume unreadable") {
@@ -886,7 +733,7 @@ func TestEBSCapture(t *testing.T) {
 			}
 		})
 		t.Run("wait timeout", func(t *testing.T) {
-			r.proxy.set(nil, describeSnapshots(func(body string) string { return withSnapshotState(body, wal, "pending", "", "10%") }))
+			r.proxy.Set(nil, describeSnapshots(func(body string) string { return testrig.WithSnapshotState(body, wal, "pending", "", "10%") }))
 			e := s.provider(r)
 			e.WaitTimeout = 100 * time.Millisecond
 			start := time.Now()
@@ -899,17 +746,13 @@ func TestEBSCapture(t *testing.T) {
 
 	t.Run("throttled", func(t *testing.T) {
 		// The ebs package retries SnapshotCreationPerVolumeRateExceeded
-		// after 15 s, a back-off this package cannot shorten.
+		// after the rig client's short back-off (ebs.Options.SnapshotBackoff).
 		t.Parallel()
 		r := newEBSRig(t, env)
 		s := r.multi()
-		var mu sync.Mutex
-		refused := false
-		r.proxy.set(func(_ *http.Request, form url.Values) string {
-			mu.Lock()
-			defer mu.Unlock()
-			if form.Get("Action") == "CreateSnapshots" && !refused {
-				refused = true
+		refuse := testrig.Countdown(1)
+		r.proxy.Set(func(_ *http.Request, form url.Values) string {
+			if form.Get("Action") == "CreateSnapshots" && refuse() {
 				return "SnapshotCreationPerVolumeRateExceeded"
 			}
 			return ""
@@ -919,10 +762,10 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(r.proxy.requests("CreateSnapshots")); n != 2 {
+		if n := len(r.proxy.Requests("CreateSnapshots")); n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
-		if n := len(got.Payload.(EBSPayload).Snapshots); n != 3 {
+		if n := len(got.Payload.(ebs.Payload).Snapshots); n != 3 {
 			t.Errorf("%d snapshots, want 3", n)
 		}
 	})
@@ -933,17 +776,7 @@ func TestEBSCaptureInstanceFromIMDS(t *testing.T) {
 	env.Setenv(t)
 	r := newEBSRig(t, env)
 	s := r.multi()
-	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
-		io.WriteString(w, "token")
-	})
-	mux.HandleFunc("GET /latest/dynamic/instance-identity/document", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, `{"instanceId": %q, "availabilityZone": %q, "region": %q}`, s.instance, s.az, env.Region)
-	})
-	imds := httptest.NewServer(mux)
-	t.Cleanup(imds.Close)
-	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.URL)
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", testrig.FakeIMDS(t, s.instance, s.az))
 
 	e := s.provider(r)
 	e.InstanceID = ""
@@ -952,13 +785,13 @@ func TestEBSCaptureInstanceFromIMDS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := got.Payload.(EBSPayload); p.InstanceID != s.instance || len(p.Snapshots) != 3 {
+	if p := got.Payload.(ebs.Payload); p.InstanceID != s.instance || len(p.Snapshots) != 3 {
 		t.Errorf("payload %+v, want 3 snapshots on %s", p, s.instance)
 	}
 }
 
 // checkPayloadJSON pins the payload's JSON names, which restore.EBS reads.
-func checkPayloadJSON(t *testing.T, p EBSPayload) {
+func checkPayloadJSON(t *testing.T, p ebs.Payload) {
 	t.Helper()
 	data, err := json.Marshal(p)
 	if err != nil {

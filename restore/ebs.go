@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/blockdev"
@@ -44,7 +43,6 @@ const (
 	// volumeCleanupTimeout bounds the removal of the volumes of a failed
 	// restore (detaching may take minutes).
 	volumeCleanupTimeout = 15 * time.Minute
-	imdsTimeout          = 10 * time.Second
 )
 
 // EBS restores backups taken by the ebs provider. It builds a volume from
@@ -76,33 +74,10 @@ type EBS struct {
 	Log     *slog.Logger // required
 }
 
-// ebsPayload is the ebs provider's manifest payload (see
-// basebackup.EBSPayload).
-type ebsPayload struct {
-	PGData      string            `json:"pgdata"`
-	Tablespaces map[uint32]string `json:"tablespaces"`
-	Snapshots   []ebsSnapshot     `json:"snapshots"`
-}
-
-type ebsSnapshot struct {
-	SnapshotID   string `json:"snapshot_id"`
-	VolumeID     string `json:"volume_id"`
-	Device       string `json:"device"`
-	MountPoint   string `json:"mount_point"`
-	FSType       string `json:"fs_type"`
-	MountOptions string `json:"mount_options"`
-	SizeGiB      int32  `json:"size_gib"`
-	Type         string `json:"volume_type"`
-	IOPS         int32  `json:"iops"`
-	Throughput   int32  `json:"throughput"`
-	Encrypted    bool   `json:"encrypted"`
-	KMSKeyID     string `json:"kms_key_id"`
-}
-
 // ebsVolume is one volume a restore builds: from snap, mounted at target
 // ("" when the backup recorded no mount point: attached only).
 type ebsVolume struct {
-	snap    ebsSnapshot
+	snap    ebs.SnapshotRecord
 	spec    ebs.VolumeSpec
 	target  string
 	options string // for Mounter.Mount
@@ -239,7 +214,7 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	if e.Client == nil {
 		return nil, errors.New("ebs: no EC2 client")
 	}
-	var p ebsPayload
+	var p ebs.Payload
 	if err := json.Unmarshal(m.Payload, &p); err != nil {
 		return nil, fmt.Errorf("backup %s: ebs payload: %w", m.ID, err)
 	}
@@ -252,7 +227,7 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	l := &ebsLayout{instance: e.InstanceID, tablespaces: make(map[uint32]string)}
 	az := e.AZ
 	if l.instance == "" || az == "" {
-		id, zone, err := instanceIdentity(ctx)
+		id, zone, err := ebs.InstanceIdentity(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("ebs restore: %w (give the instance id and availability zone)", err)
 		}
@@ -323,7 +298,7 @@ func (l *ebsLayout) holds(path string, e *EBS) bool {
 
 // volumeSpec is the volume to build from s: the recorded parameters, less
 // those the overridden type does not take, under the overrides.
-func (e *EBS) volumeSpec(backupID string, s ebsSnapshot, az string) ebs.VolumeSpec {
+func (e *EBS) volumeSpec(backupID string, s ebs.SnapshotRecord, az string) ebs.VolumeSpec {
 	spec := ebs.VolumeSpec{
 		SnapshotID:         s.SnapshotID,
 		AZ:                 az,
@@ -533,16 +508,4 @@ func (kernelMounter) Unmount(target string) error {
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
-}
-
-// instanceIdentity asks the instance metadata service for this instance's
-// id and availability zone.
-func instanceIdentity(ctx context.Context) (id, az string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, imdsTimeout)
-	defer cancel()
-	doc, err := imds.New(imds.Options{}).GetInstanceIdentityDocument(ctx, &imds.GetInstanceIdentityDocumentInput{})
-	if err != nil {
-		return "", "", fmt.Errorf("instance identity from the instance metadata service: %w", err)
-	}
-	return doc.InstanceID, doc.AvailabilityZone, nil
 }

@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -21,7 +19,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -33,89 +30,9 @@ import (
 // The EBS restore runs against moto_server (testrig.Moto), shared by every
 // test: each subtest builds its own source volumes, snapshots and target
 // instance. The device's appearance and the mounts go through fakes of
-// Devices and Mounter; everything else is the real code path. An ec2Proxy
-// in front of moto records requests and refuses those a test wants to
-// fail.
-
-// ec2Proxy forwards EC2 query API requests to moto. refuse, when set,
-// returns an EC2 error code to answer a request with instead, or "".
-type ec2Proxy struct {
-	URL    string
-	target string
-
-	mu     sync.Mutex
-	calls  []url.Values
-	refuse func(form url.Values) string
-}
-
-func newEC2Proxy(t *testing.T, target string) *ec2Proxy {
-	p := &ec2Proxy{target: target}
-	srv := httptest.NewServer(http.HandlerFunc(p.serve))
-	t.Cleanup(srv.Close)
-	p.URL = srv.URL
-	return p
-}
-
-func (p *ec2Proxy) setRefuse(refuse func(url.Values) string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refuse = refuse
-}
-
-func (p *ec2Proxy) requests(action string) []url.Values {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []url.Values
-	for _, f := range p.calls {
-		if f.Get("Action") == action {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func (p *ec2Proxy) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	p.mu.Lock()
-	p.calls = append(p.calls, form)
-	refuse := p.refuse
-	p.mu.Unlock()
-	if refuse != nil {
-		if code := refuse(form); code != "" {
-			w.Header().Set("Content-Type", "text/xml")
-			w.WriteHeader(http.StatusBadRequest)
-			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
-<Response><Errors><Error><Code>%s</Code><Message>refused by the test proxy</Message></Error></Errors><RequestID>proxy</RequestID></Response>`, code)
-			return
-		}
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	for k, vs := range resp.Header {
-		w.Header()[k] = vs
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
-}
+// Devices and Mounter; everything else is the real code path. A
+// testrig.EC2Proxy in front of moto records requests and refuses those a
+// test wants to fail.
 
 // fakeDevices names the device of volume v /dev/fake-v, and fails the
 // calls whose number (from 1) is in fail.
@@ -190,7 +107,7 @@ type ebsRestoreRig struct {
 	t        *testing.T
 	client   *ebs.Client
 	ec2      *ec2.Client
-	proxy    *ec2Proxy
+	proxy    *testrig.EC2Proxy
 	instance string
 	az       string
 	// bystander is a volume attached to the target, not the restore's.
@@ -224,35 +141,12 @@ const ebsPayloadJSON = `{
 
 func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
 	t.Helper()
-	r := &ebsRestoreRig{t: t, proxy: newEC2Proxy(t, env.Endpoint)}
+	r := &ebsRestoreRig{t: t, proxy: testrig.NewEC2Proxy(t, env.Endpoint), ec2: env.EC2()}
 	var err error
 	if r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion(env.Region))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(env.Endpoint) })
-
-	imgs, err := r.ec2.DescribeImages(t.Context(), &ec2.DescribeImagesInput{
-		Filters: []types.Filter{{Name: aws.String("root-device-name"), Values: []string{"/dev/sda1"}}},
-	})
-	if err != nil || len(imgs.Images) == 0 {
-		t.Fatalf("no AMI in moto (%v)", err)
-	}
-	out, err := r.ec2.RunInstances(t.Context(), &ec2.RunInstancesInput{
-		ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.instance, r.az = aws.ToString(out.Instances[0].InstanceId), aws.ToString(out.Instances[0].Placement.AvailabilityZone)
-	t.Cleanup(func() {
-		if _, err := r.ec2.TerminateInstances(cleanupCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{r.instance}}); err != nil {
-			t.Errorf("terminate: %v", err)
-		}
-	})
+	r.instance, r.az = testrig.LaunchInstance(t, r.ec2, "/dev/sda1")
 	r.bystander = r.volume(&ec2.CreateVolumeInput{})
 	if err := r.client.AttachVolume(t.Context(), r.bystander, r.instance, "/dev/sdf"); err != nil {
 		t.Fatal(err)
@@ -270,7 +164,7 @@ func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
 		}
 		r.snap[i] = snaps[0].SnapshotID
 		t.Cleanup(func() {
-			if err := r.client.DeleteSnapshots(cleanupCtx(t), []string{snaps[0].SnapshotID}); err != nil {
+			if err := r.client.DeleteSnapshots(testrig.CleanupContext(t), []string{snaps[0].SnapshotID}); err != nil {
 				t.Errorf("clean up: %v", err)
 			}
 		})
@@ -282,36 +176,19 @@ func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
 		Payload:     []byte(fmt.Sprintf(ebsPayloadJSON, r.snap[0], r.snap[1], r.snap[2], r.src[0], r.src[1], r.src[2])),
 	}
 	t.Cleanup(func() { // whatever a restore left
-		if err := r.client.DetachAndDelete(cleanupCtx(t), r.restored()); err != nil {
+		if err := r.client.DetachAndDelete(testrig.CleanupContext(t), r.restored()); err != nil {
 			t.Errorf("clean up: %v", err)
 		}
 	})
 	return r
 }
 
-// cleanupCtx is for t.Cleanup functions, which run after t.Context ends.
-func cleanupCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // volume creates a 1 GiB volume in the target's AZ, removed when the test
 // ends.
 func (r *ebsRestoreRig) volume(in *ec2.CreateVolumeInput) string {
 	r.t.Helper()
-	in.AvailabilityZone, in.Size = aws.String(r.az), aws.Int32(1)
-	out, err := r.ec2.CreateVolume(r.t.Context(), in)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	id := aws.ToString(out.VolumeId)
-	r.t.Cleanup(func() {
-		if err := r.client.DetachAndDelete(cleanupCtx(r.t), []string{id}); err != nil {
-			r.t.Errorf("clean up: %v", err)
-		}
-	})
-	return id
+	in.AvailabilityZone = aws.String(r.az)
+	return testrig.NewVolume(r.t, r.ec2, in)
 }
 
 // restoredVolumes are the live volumes the restore of r.m created.
@@ -405,7 +282,7 @@ func TestEBSRestore(t *testing.T) {
 		if !slices.Equal(plan, wantPlan) {
 			t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(plan, "\n"), strings.Join(wantPlan, "\n"))
 		}
-		if n := len(r.proxy.requests("CreateVolume")); n != 0 {
+		if n := len(r.proxy.Requests("CreateVolume")); n != 0 {
 			t.Errorf("Plan made %d volumes", n)
 		}
 
@@ -449,7 +326,7 @@ func TestEBSRestore(t *testing.T) {
 				t.Errorf("volume %s: attachments %+v, want one to %s", id, v.Attachments, r.instance)
 			}
 		}
-		for _, req := range r.proxy.requests("CreateVolume") {
+		for _, req := range r.proxy.Requests("CreateVolume") {
 			if got := req.Get("VolumeInitializationRate"); got != "200" {
 				t.Errorf("CreateVolume: VolumeInitializationRate = %q", got)
 			}
@@ -506,7 +383,7 @@ func TestEBSRestore(t *testing.T) {
 					aws.ToString(v.SnapshotId), v.VolumeType, aws.ToInt32(v.Iops), aws.ToInt32(v.Throughput))
 			}
 		}
-		for _, req := range r.proxy.requests("CreateVolume") {
+		for _, req := range r.proxy.Requests("CreateVolume") {
 			if req.Has("Throughput") {
 				t.Errorf("CreateVolume of io2 with a throughput: %v", req)
 			}
@@ -520,7 +397,7 @@ func TestEBSRestore(t *testing.T) {
 		if err == nil {
 			t.Fatal("Materialize succeeded")
 		}
-		if n := len(r.proxy.requests("CreateVolume")); n != created {
+		if n := len(r.proxy.Requests("CreateVolume")); n != created {
 			t.Errorf("%d volumes created, want %d", n, created)
 		}
 		if left := r.restoredVolumes(); len(left) != 0 {
@@ -556,7 +433,7 @@ func TestEBSRestore(t *testing.T) {
 		e, _, mounter, root := r.provider()
 		var mu sync.Mutex
 		attaches := 0
-		r.proxy.setRefuse(func(form url.Values) string {
+		r.proxy.Set(func(_ *http.Request, form url.Values) string {
 			mu.Lock()
 			defer mu.Unlock()
 			if form.Get("Action") == "AttachVolume" {
@@ -565,9 +442,9 @@ func TestEBSRestore(t *testing.T) {
 				}
 			}
 			return ""
-		})
+		}, nil)
 		err := e.Materialize(t.Context(), r.m, dests(root))
-		r.proxy.setRefuse(nil)
+		r.proxy.Set(nil, nil)
 		if err == nil || !strings.Contains(err.Error(), "IncorrectState") {
 			t.Errorf("Materialize = %v, want the attach failure", err)
 		}
@@ -641,7 +518,7 @@ func TestEBSRestore(t *testing.T) {
 		if err := e.Materialize(t.Context(), r.m, dests(root)); err == nil || !strings.Contains(err.Error(), "precious") {
 			t.Errorf("Materialize = %v, want a refusal to hide %s/pgts/precious", err, root)
 		}
-		if n := len(r.proxy.requests("CreateVolume")); n != 0 {
+		if n := len(r.proxy.Requests("CreateVolume")); n != 0 {
 			t.Errorf("%d volumes created", n)
 		}
 	})
@@ -652,8 +529,7 @@ func TestEBSRestore(t *testing.T) {
 		r := newEBSRestoreRig(t, env)
 		e, _, _, _ := r.provider()
 		e.MountRoot, e.InstanceID, e.AZ = "", "", ""
-		imds := fakeIMDS(t, r.instance, r.az)
-		t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+		t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", testrig.FakeIMDS(t, r.instance, r.az))
 		m := *r.m
 		m.Tablespaces = nil
 		m.Payload = []byte(fmt.Sprintf(`{"pgdata": "/srv/pg/data", "snapshots": [{"snapshot_id": %q, "volume_id": %q, "device": "/dev/sdf",
@@ -675,22 +551,6 @@ func TestEBSRestore(t *testing.T) {
 			t.Errorf("Plan = %v, want the --pgdata to use", err)
 		}
 	})
-}
-
-// fakeIMDS serves the instance identity document of instance in az (with
-// IMDSv2 tokens) and returns its endpoint.
-func fakeIMDS(t *testing.T, instance, az string) string {
-	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
-		io.WriteString(w, "token")
-	})
-	mux.HandleFunc("GET /latest/dynamic/instance-identity/document", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, `{"instanceId": %q, "availabilityZone": %q, "region": "us-east-1"}`, instance, az)
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 func TestMountOptions(t *testing.T) {

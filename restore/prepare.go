@@ -142,18 +142,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
 	}
 	if uid >= 0 {
-		dirs := append([]string{pgdata}, values(dest.Tablespaces)...)
-		// pg_wal may be a symlink to its own volume; Walk does not follow it.
-		if target, err := filepath.EvalSymlinks(filepath.Join(pgdata, "pg_wal")); err == nil && target != filepath.Join(pgdata, "pg_wal") {
-			dirs = append(dirs, target)
-		}
-		for _, dir := range dirs {
+		for _, dir := range ownedDirs(dest) {
 			if err := chownTree(dir, uid, gid); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return res, syncFS(pgdata)
+}
+
+// ownedDirs lists the trees a restore hands to the server's owner: the data
+// directory, every tablespace and, when pg_wal is a symlink to its own
+// volume (which a tree walk does not follow), its target.
+func ownedDirs(dest Destinations) []string {
+	dirs := append([]string{dest.PGData}, values(dest.Tablespaces)...)
+	walDir := filepath.Join(dest.PGData, "pg_wal")
+	if target, err := filepath.EvalSymlinks(walDir); err == nil && target != walDir {
+		dirs = append(dirs, target)
+	}
+	return dirs
 }
 
 func hasTablespace(m *manifest.Manifest, loc string) bool {

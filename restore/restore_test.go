@@ -198,3 +198,19 @@ func TestPrepareDir(t *testing.T) {
 		t.Fatalf("force left %v", ents)
 	}
 }
+
+func TestOwnedDirsFollowsWALSymlink(t *testing.T) {
+	dir := t.TempDir()
+	pgdata, wal, ts := filepath.Join(dir, "data"), filepath.Join(dir, "wal"), filepath.Join(dir, "ts")
+	for _, d := range []string{pgdata, wal, ts} {
+		os.Mkdir(d, 0o700)
+	}
+	dest := Destinations{PGData: pgdata, Tablespaces: map[uint32]string{16385: ts}}
+	if got := ownedDirs(dest); len(got) != 2 {
+		t.Fatalf("without a pg_wal symlink: %v", got)
+	}
+	os.Symlink(wal, filepath.Join(pgdata, "pg_wal"))
+	if got := ownedDirs(dest); len(got) != 3 || got[2] != wal {
+		t.Fatalf("with pg_wal -> %s: %v", wal, got)
+	}
+}

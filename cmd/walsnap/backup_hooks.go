@@ -3,14 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -59,14 +56,6 @@ func backupStartCommand() *cli.Command {
 // startHolder runs "walsnap backup-hold" detached and waits for the line
 // it writes on a pipe once the backup has started (or failed to).
 func startHolder(c *cli.Context, cfg config.Config) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		return err
-	}
 	socket := holdSocket(c, cfg)
 	logPath := strings.TrimSuffix(socket, ".sock") + ".log"
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -82,21 +71,14 @@ func startHolder(c *cli.Context, cfg config.Config) error {
 	if c.Bool("fast") {
 		args = append(args, "--fast")
 	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), resolvedConfigEnv+"="+string(data))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.ExtraFiles = []*os.File{pw} // fd 3: readiness
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
+	pid, err := spawnDetached(cfg, args, logFile, pw) // fd 3: readiness
+	pw.Close()
+	if err != nil {
 		pr.Close()
 		return err
 	}
-	pw.Close()
 	line, _ := bufio.NewReader(pr).ReadString('\n')
 	pr.Close()
-	pid := cmd.Process.Pid
-	cmd.Process.Release()
 	status, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	switch status {
 	case "ok":

@@ -40,7 +40,7 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
 			&cli.BoolFlag{Name: "target-immediate", Usage: "stop as soon as the backup is consistent"},
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: pause (PostgreSQL's default), promote or shutdown"},
-			&cli.BoolFlag{Name: "target-inclusive", Usage: "stop just after (true, default) or just before (false) the target"},
+			&cli.BoolFlag{Name: "target-inclusive", DisableDefaultText: true, Usage: "--target-inclusive=false stops just before the target; left out, recovery stops just after it (PostgreSQL's default)"},
 			&cli.StringFlag{Name: "target-timeline", Usage: "latest (default), current or a timeline number"},
 			&cli.BoolFlag{Name: "standby", Usage: "set the server up as a standby (standby.signal)"},
 			&cli.StringSliceFlag{Name: "tablespace-map", Usage: "relocate a tablespace: OLD=NEW (repeatable)"},

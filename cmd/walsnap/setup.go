@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -95,4 +97,29 @@ func newLogger(cfg config.Config, command string) *slog.Logger {
 // openRepo opens the configured repository.
 func openRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
 	return repo.Open(ctx, cfg)
+}
+
+// spawnDetached starts this very executable (resolved, not os.Args[0],
+// which may be relative to a directory the child does not share) with args,
+// in its own session, handing it the resolved settings, and does not wait
+// for it. The child's stdout and stderr go to out; extra become fds 3...
+func spawnDetached(cfg config.Config, args []string, out *os.File, extra ...*os.File) (pid int, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), resolvedConfigEnv+"="+string(data))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid = cmd.Process.Pid
+	return pid, cmd.Process.Release()
 }

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -78,31 +75,16 @@ func newFetcher(ctx context.Context, cfg config.Config, command string) (*archiv
 	}, nil
 }
 
-// startPrefetcher runs "walsnap wal-prefetch" detached, in its own session,
-// from the resolved path of this very executable (not os.Args[0], which
-// may be relative to a directory the child does not share). Its stderr is
-// PostgreSQL's log, like ours; it is not waited for.
+// startPrefetcher runs "walsnap wal-prefetch" detached. Its stderr is
+// PostgreSQL's log, like ours; a write to it after PostgreSQL rotated or
+// closed the log only loses that line.
 func startPrefetcher(cfg config.Config, after, walDir string) error {
-	exe, err := os.Executable()
+	walDir, err := filepath.Abs(walDir)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		return err
-	}
-	walDir, err = filepath.Abs(walDir)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe, "wal-prefetch", after, walDir)
-	cmd.Env = append(os.Environ(), resolvedConfigEnv+"="+string(data))
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	return cmd.Process.Release()
+	_, err = spawnDetached(cfg, []string{"wal-prefetch", after, walDir}, os.Stderr)
+	return err
 }
 
 func walPrefetchCommand() *cli.Command {

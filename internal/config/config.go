@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -195,108 +196,56 @@ var Keys = []Key{
 	{"ebs.wait_timeout", Duration, "ebs provider: how long to wait for snapshots to complete"},
 }
 
-// Set assigns a setting by its dotted key from its text form.
+// Set assigns a setting by its dotted key from its text form. The key is
+// the path of YAML tags through Config, so the file, the environment and
+// the flags can never name a setting differently.
 func (c *Config) Set(key, value string) error {
+	v := reflect.ValueOf(c).Elem()
+	for _, name := range strings.Split(key, ".") {
+		f, ok := fieldByTag(v, name)
+		if !ok {
+			return fmt.Errorf("unknown setting %q", key)
+		}
+		v = f
+	}
 	var err error
-	atoi := func(p *int) {
-		var n int
-		if n, err = strconv.Atoi(value); err == nil {
-			*p = n
-		}
-	}
-	dur := func(p *time.Duration) {
-		var d time.Duration
-		if d, err = time.ParseDuration(value); err == nil {
-			*p = d
-		}
-	}
-	switch key {
-	case "repo":
-		c.Repo = value
-	case "s3.endpoint":
-		c.S3.Endpoint = value
-	case "s3.region":
-		c.S3.Region = value
-	case "s3.path_style":
-		c.S3.PathStyle, err = strconv.ParseBool(value)
-	case "s3.sse":
-		c.S3.SSE = value
-	case "s3.sse_kms_key_id":
-		c.S3.SSEKMSKeyID = value
-	case "s3.storage_class":
-		c.S3.StorageClass = value
-	case "s3.checksums":
-		c.S3.Checksums = value
-	case "s3.ca_file":
-		c.S3.CAFile = value
-	case "s3.max_attempts":
-		atoi(&c.S3.MaxAttempts)
-	case "compression":
-		c.Compression = value
-	case "pgdata":
-		c.PGData = value
-	case "spool_dir":
-		c.SpoolDir = value
-	case "push.concurrency":
-		atoi(&c.Push.Concurrency)
-	case "push.ahead":
-		atoi(&c.Push.Ahead)
-	case "push.timeout":
-		dur(&c.Push.Timeout)
-	case "fetch.prefetch":
-		atoi(&c.Fetch.Prefetch)
-	case "fetch.concurrency":
-		atoi(&c.Fetch.Concurrency)
-	case "fetch.timeout":
-		dur(&c.Fetch.Timeout)
-	case "log.level":
-		c.Log.Level = value
-	case "log.format":
-		c.Log.Format = value
-	case "pg.host":
-		c.PG.Host = value
-	case "pg.port":
-		atoi(&c.PG.Port)
-	case "pg.user":
-		c.PG.User = value
-	case "pg.database":
-		c.PG.Database = value
-	case "backup.provider":
-		c.Backup.Provider = value
-	case "backup.streams":
-		atoi(&c.Backup.Streams)
-	case "backup.lock_ttl":
-		dur(&c.Backup.LockTTL)
-	case "backup.wal_timeout":
-		dur(&c.Backup.WALTimeout)
-	case "command.snapshot":
-		c.Command.Snapshot = value
-	case "command.restore":
-		c.Command.Restore = value
-	case "ebs.region":
-		c.EBS.Region = value
-	case "ebs.endpoint":
-		c.EBS.Endpoint = value
-	case "ebs.instance_id":
-		c.EBS.InstanceID = value
-	case "ebs.volumes":
-		c.EBS.Volumes = nil
-		for _, v := range strings.Split(value, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				c.EBS.Volumes = append(c.EBS.Volumes, v)
+	switch p := v.Addr().Interface().(type) {
+	case *string:
+		*p = value
+	case *bool:
+		*p, err = strconv.ParseBool(value)
+	case *int:
+		*p, err = strconv.Atoi(value)
+	case *time.Duration:
+		*p, err = time.ParseDuration(value)
+	case *[]string: // comma-separated
+		*p = nil
+		for _, item := range strings.Split(value, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				*p = append(*p, item)
 			}
 		}
-	case "ebs.freeze":
-		c.EBS.Freeze, err = strconv.ParseBool(value)
-	case "ebs.wait_timeout":
-		dur(&c.EBS.WaitTimeout)
 	default:
-		return fmt.Errorf("unknown setting %q", key)
+		return fmt.Errorf("setting %q is not a single value", key)
 	}
 	if err != nil {
 		return fmt.Errorf("setting %s=%q: %w", key, value, err)
 	}
 	return nil
+}
+
+// fieldByTag finds the field of struct v whose yaml tag is name.
+func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
+	if v.Kind() != reflect.Struct {
+		return reflect.Value{}, false
+	}
+	t := v.Type()
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == name {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
 }
 
 // ErrInsecureFile is returned when a config file may be changed by users
@@ -422,8 +371,11 @@ func ParseRepo(repo string) (scheme, location string, err error) {
 		if u.Host == "" {
 			return "", "", fmt.Errorf("%w %q: missing bucket (want s3://bucket/prefix)", ErrBadRepo, repo)
 		}
-		if u.User != nil || u.RawQuery != "" {
-			return "", "", fmt.Errorf("%w %q: credentials and query parameters do not belong in the URL", ErrBadRepo, repo)
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return "", "", fmt.Errorf("%w %q: credentials, query parameters and fragments do not belong in the URL", ErrBadRepo, repo)
+		}
+		if u.Port() != "" {
+			return "", "", fmt.Errorf("%w %q: a bucket has no port; set s3.endpoint for the server", ErrBadRepo, repo)
 		}
 		return "s3", u.Host + "/" + strings.Trim(u.Path, "/"), nil
 	case "file":

@@ -119,6 +119,12 @@ func TestKeysCoverSet(t *testing.T) {
 	if err := c.Set("nope", "1"); err == nil {
 		t.Error("Set of an unknown key succeeded")
 	}
+	if err := c.Set("s3", "x"); err == nil {
+		t.Error("Set of a whole section succeeded")
+	}
+	if err := c.Set("ebs.volumes", " vol-1, ,vol-2 "); err != nil || !reflect.DeepEqual(c.EBS.Volumes, []string{"vol-1", "vol-2"}) {
+		t.Errorf("ebs.volumes = %q, %v", c.EBS.Volumes, err)
+	}
 	if err := c.Set("push.concurrency", "x"); err == nil {
 		t.Error("Set of a bad int succeeded")
 	}
@@ -142,6 +148,8 @@ func TestValidate(t *testing.T) {
 		"ftp":             {func(c *Config) { c.Repo = "ftp://x/y" }, ErrBadRepo, ""},
 		"s3 no bucket":    {func(c *Config) { c.Repo = "s3:///prefix" }, ErrBadRepo, ""},
 		"s3 creds in url": {func(c *Config) { c.Repo = "s3://key:secret@bucket/p" }, ErrBadRepo, ""},
+		"s3 port":         {func(c *Config) { c.Repo = "s3://bucket:9000/p" }, ErrBadRepo, "s3.endpoint"},
+		"s3 fragment":     {func(c *Config) { c.Repo = "s3://bucket/p#x" }, ErrBadRepo, ""},
 		"codec":           {func(c *Config) { c.Compression = "lzma" }, nil, "unknown codec"},
 		"sse":             {func(c *Config) { c.S3.SSE = "aes" }, nil, "s3.sse"},
 		"kms without sse": {func(c *Config) { c.S3.SSEKMSKeyID = "k" }, nil, "requires"},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,6 +32,12 @@ type Options struct {
 	// standard retryer backs off exponentially (up to 20 s) on throttling
 	// and transient errors.
 	MaxAttempts int
+	// SnapshotBackoff is the wait before each retry of a snapshot call
+	// refused with SnapshotCreationPerVolumeRateExceeded, which the SDK
+	// does not retry; its length is the number of retries. nil means 15 s,
+	// 30 s, 60 s, 120 s (AWS asks for at least 10 s between snapshots of a
+	// volume).
+	SnapshotBackoff []time.Duration
 }
 
 const (
@@ -48,9 +55,7 @@ const (
 	defaultSnapshotPoll = 15 * time.Second
 )
 
-// defaultSnapshotBackoff is how long CreateSnapshots waits before each
-// retry after SnapshotCreationPerVolumeRateExceeded, which the SDK does not
-// retry: AWS asks for at least 10 seconds between snapshots of a volume.
+// defaultSnapshotBackoff is Options.SnapshotBackoff's default.
 var defaultSnapshotBackoff = []time.Duration{15 * time.Second, 30 * time.Second, 60 * time.Second, 120 * time.Second}
 
 // Client performs walsnap's EC2/EBS operations.
@@ -95,9 +100,13 @@ func New(ctx context.Context, o Options) (*Client, error) {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
+	backoff := defaultSnapshotBackoff
+	if o.SnapshotBackoff != nil {
+		backoff = slices.Clone(o.SnapshotBackoff)
+	}
 	return &Client{
 		ec2:             client,
-		snapshotBackoff: defaultSnapshotBackoff,
+		snapshotBackoff: backoff,
 		waitMinDelay:    2 * time.Second,
 		waitMaxDelay:    15 * time.Second,
 	}, nil

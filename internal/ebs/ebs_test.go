@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net/http"
 	"net/url"
 	"reflect"
 	"slices"
@@ -22,12 +23,12 @@ import (
 // the process shares: each test creates its own instance and volumes and
 // looks only at those. Where moto cannot be made to do something (refuse
 // with a rate limit, report a snapshot in progress or failed, an
-// attachment still attaching) an ec2Proxy in front of it edits the real
+// attachment still attaching) a testrig.EC2Proxy in front of it edits the real
 // requests and answers.
 
 // testClient returns a Client for moto, or for the proxy in front of it
 // when p is not nil, with short waits.
-func testClient(t *testing.T, p *ec2Proxy) *Client {
+func testClient(t *testing.T, p *testrig.EC2Proxy) *Client {
 	t.Helper()
 	env := testrig.Moto(t)
 	env.Setenv(t)
@@ -35,78 +36,45 @@ func testClient(t *testing.T, p *ec2Proxy) *Client {
 	if p != nil {
 		endpoint = p.URL
 	}
-	c, err := New(t.Context(), Options{Region: env.Region, Endpoint: endpoint})
+	c, err := New(t.Context(), Options{
+		Region: env.Region, Endpoint: endpoint,
+		SnapshotBackoff: []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.snapshotBackoff = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
 	c.waitMinDelay, c.waitMaxDelay = 10*time.Millisecond, 50*time.Millisecond
 	return c
 }
 
 // proxied returns a proxy in front of moto and a Client using it.
-func proxied(t *testing.T) (*Client, *ec2Proxy) {
+func proxied(t *testing.T) (*Client, *testrig.EC2Proxy) {
 	t.Helper()
-	p := newEC2Proxy(t, testrig.Moto(t).Endpoint)
+	p := testrig.NewEC2Proxy(t, testrig.Moto(t).Endpoint)
 	return testClient(t, p), p
 }
 
-// cleanupCtx is for t.Cleanup functions, which run after t.Context ends.
-func cleanupCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// launch starts an instance from one of moto's AMIs whose root device is
+// launch starts an instance (through c's endpoint) whose root device is
 // rootDevice; it is terminated when t ends.
 func launch(t *testing.T, c *Client, rootDevice string) (instanceID, az string) {
 	t.Helper()
-	imgs, err := c.ec2.DescribeImages(t.Context(), &ec2.DescribeImagesInput{
-		Filters: []types.Filter{{Name: aws.String("root-device-name"), Values: []string{rootDevice}}},
-	})
-	if err != nil || len(imgs.Images) == 0 {
-		t.Fatalf("no AMI with root device %s in moto (%v)", rootDevice, err)
-	}
-	out, err := c.ec2.RunInstances(t.Context(), &ec2.RunInstancesInput{
-		ImageId:      imgs.Images[0].ImageId,
-		InstanceType: types.InstanceTypeT3Micro,
-		MinCount:     aws.Int32(1),
-		MaxCount:     aws.Int32(1),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := out.Instances[0]
-	instanceID = aws.ToString(inst.InstanceId)
-	t.Cleanup(func() {
-		_, err := c.ec2.TerminateInstances(cleanupCtx(t), &ec2.TerminateInstancesInput{InstanceIds: []string{instanceID}})
-		if err != nil {
-			t.Errorf("terminate %s: %v", instanceID, err)
-		}
-	})
-	return instanceID, aws.ToString(inst.Placement.AvailabilityZone)
+	return testrig.LaunchInstance(t, c.ec2, rootDevice)
 }
 
-// newVolume creates a 1 GiB gp3 volume, removed when t ends.
+// newVolume creates a 1 GiB gp3 volume (through c's endpoint), removed
+// when t ends.
 func newVolume(t *testing.T, c *Client, az string, tags map[string]string) string {
 	t.Helper()
-	out, err := c.ec2.CreateVolume(t.Context(), &ec2.CreateVolumeInput{
+	return testrig.NewVolume(t, c.ec2, &ec2.CreateVolumeInput{
 		AvailabilityZone:  aws.String(az),
-		Size:              aws.Int32(1),
 		VolumeType:        types.VolumeTypeGp3,
 		TagSpecifications: tagSpec(types.ResourceTypeVolume, tags),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := aws.ToString(out.VolumeId)
-	t.Cleanup(func() {
-		if err := c.DetachAndDelete(cleanupCtx(t), []string{id}); err != nil {
-			t.Errorf("clean up: %v", err)
-		}
-	})
-	return id
+}
+
+// isAction reports whether form is a request for action.
+func isAction(form url.Values, action string) bool {
+	return form.Get("Action") == action
 }
 
 func attach(t *testing.T, c *Client, volumeID, instanceID, device string) {
@@ -119,7 +87,7 @@ func attach(t *testing.T, c *Client, volumeID, instanceID, device string) {
 // deleteLater deletes snapshots when t ends.
 func deleteLater(t *testing.T, c *Client, snaps []Snapshot) {
 	t.Cleanup(func() {
-		if err := c.DeleteSnapshots(cleanupCtx(t), snapshotIDs(snaps)); err != nil {
+		if err := c.DeleteSnapshots(testrig.CleanupContext(t), snapshotIDs(snaps)); err != nil {
 			t.Errorf("clean up: %v", err)
 		}
 	})
@@ -159,9 +127,23 @@ func TestCanonicalDevice(t *testing.T) {
 		{"/dev/nvme1n1", "/dev/nvme1n1", true},
 		{"xvdf", "/dev/sdf", true},
 	} {
-		if got := sameDevice(tc.a, tc.b); got != tc.same {
-			t.Errorf("sameDevice(%q, %q) = %t, want %t", tc.a, tc.b, got, tc.same)
+		if got := SameDevice(tc.a, tc.b); got != tc.same {
+			t.Errorf("SameDevice(%q, %q) = %t, want %t", tc.a, tc.b, got, tc.same)
 		}
+	}
+}
+
+func TestInstanceIdentity(t *testing.T) {
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", testrig.FakeIMDS(t, "i-0123456789abcdef0", "us-east-1c"))
+	id, az, err := InstanceIdentity(t.Context())
+	if err != nil || id != "i-0123456789abcdef0" || az != "us-east-1c" {
+		t.Errorf("InstanceIdentity = %q, %q, %v; want i-0123456789abcdef0 in us-east-1c", id, az, err)
+	}
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond) // the SDK retries
+	defer cancel()
+	if _, _, err := InstanceIdentity(ctx); err == nil || !strings.Contains(err.Error(), "instance metadata service") {
+		t.Errorf("InstanceIdentity without a metadata service = %v", err)
 	}
 }
 
@@ -334,7 +316,7 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 	}
 
 	snaps, err := c.CreateSnapshots(t.Context(), spec)
-	reqs := p.requests("CreateSnapshots")
+	reqs := p.Requests("CreateSnapshots")
 	if len(reqs) != 1 {
 		t.Fatalf("%d CreateSnapshots requests, want 1", len(reqs))
 	}
@@ -394,13 +376,13 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 	}
 
 	t.Run("boot volume included when asked for", func(t *testing.T) {
-		before := len(p.requests("CreateSnapshots"))
+		before := len(p.Requests("CreateSnapshots"))
 		snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: root}, {VolumeID: data}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		req := p.requests("CreateSnapshots")[before]
+		req := p.Requests("CreateSnapshots")[before]
 		if got := req.Get("InstanceSpecification.ExcludeBootVolume"); got != "false" {
 			t.Errorf("ExcludeBootVolume = %q, want false", got)
 		}
@@ -413,11 +395,11 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 			"repeated":     {InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: data}, {VolumeID: data}}},
 			"no volumes":   {InstanceID: inst},
 		} {
-			before := len(p.requests("CreateSnapshots"))
+			before := len(p.Requests("CreateSnapshots"))
 			if _, err := c.CreateSnapshots(t.Context(), spec); err == nil {
 				t.Errorf("%s: CreateSnapshots succeeded", name)
 			}
-			if len(p.requests("CreateSnapshots")) != before {
+			if len(p.Requests("CreateSnapshots")) != before {
 				t.Errorf("%s: CreateSnapshots was called", name)
 			}
 		}
@@ -452,10 +434,10 @@ func TestWaitSnapshots(t *testing.T) {
 	}
 
 	t.Run("in progress then completed", func(t *testing.T) {
-		pending := countdown(2)
-		p.set(nil, rewrite(func(body string) string {
+		pending := testrig.Countdown(2)
+		p.Set(nil, rewrite(func(body string) string {
 			if pending() {
-				return withSnapshotState(body, snapA, "pending", "", "40%")
+				return testrig.WithSnapshotState(body, snapA, "pending", "", "40%")
 			}
 			return body
 		}))
@@ -468,9 +450,9 @@ func TestWaitSnapshots(t *testing.T) {
 		}
 	})
 	t.Run("error", func(t *testing.T) {
-		p.set(nil, rewrite(func(body string) string {
-			body = withSnapshotState(body, snapA, "pending", "", "10%")
-			return withSnapshotState(body, snapB, "error", "Internal error: source volume unreadable", "0%")
+		p.Set(nil, rewrite(func(body string) string {
+			body = testrig.WithSnapshotState(body, snapA, "pending", "", "10%")
+			return testrig.WithSnapshotState(body, snapB, "error", "Internal error: source volume unreadable", "0%")
 		}))
 		err := c.WaitSnapshots(t.Context(), ids, time.Millisecond, nil)
 		if err == nil || !strings.Contains(err.Error(), snapB) || !strings.Contains(err.Error(), b) ||
@@ -479,7 +461,7 @@ func TestWaitSnapshots(t *testing.T) {
 		}
 	})
 	t.Run("context ends", func(t *testing.T) {
-		p.set(nil, rewrite(func(body string) string { return withSnapshotState(body, snapA, "pending", "", "10%") }))
+		p.Set(nil, rewrite(func(body string) string { return testrig.WithSnapshotState(body, snapA, "pending", "", "10%") }))
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
 		err := c.WaitSnapshots(ctx, ids, 20*time.Millisecond, nil)
@@ -487,7 +469,7 @@ func TestWaitSnapshots(t *testing.T) {
 			t.Errorf("WaitSnapshots = %v, want the context's deadline", err)
 		}
 	})
-	p.set(nil, nil)
+	p.Set(nil, nil)
 	t.Run("missing snapshot", func(t *testing.T) {
 		if err := c.WaitSnapshots(t.Context(), []string{snapA, "snap-0000000000000dead"}, time.Millisecond, nil); err == nil {
 			t.Error("WaitSnapshots of a missing snapshot succeeded")
@@ -503,9 +485,9 @@ func TestSnapshotRateExceeded(t *testing.T) {
 	inst, az := launch(t, c, "/dev/sda1")
 	vol := newVolume(t, c, az, nil)
 	spec := SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: vol}}}
-	refuse := func(action string, n int) func(url.Values) string {
-		refusing := countdown(n)
-		return func(form url.Values) string {
+	refuse := func(action string, n int) func(*http.Request, url.Values) string {
+		refusing := testrig.Countdown(n)
+		return func(_ *http.Request, form url.Values) string {
 			if isAction(form, action) && refusing() {
 				return codeSnapshotRate
 			}
@@ -514,14 +496,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 	}
 
 	t.Run("retried", func(t *testing.T) {
-		before := len(p.requests("CreateSnapshot"))
-		p.set(refuse("CreateSnapshot", 2), nil)
+		before := len(p.Requests("CreateSnapshot"))
+		p.Set(refuse("CreateSnapshot", 2), nil)
 		snaps, err := c.CreateSnapshots(t.Context(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(p.requests("CreateSnapshot")) - before; n != 3 {
+		if n := len(p.Requests("CreateSnapshot")) - before; n != 3 {
 			t.Errorf("%d CreateSnapshot requests, want 3", n)
 		}
 		if len(snaps) != 1 || snaps[0].VolumeID != vol {
@@ -529,15 +511,15 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		}
 	})
 	t.Run("gives up", func(t *testing.T) {
-		before := len(p.requests("CreateSnapshot"))
+		before := len(p.Requests("CreateSnapshot"))
 		existing := len(snapshotsOf(t, c, vol))
-		p.set(refuse("CreateSnapshot", 100), nil)
+		p.Set(refuse("CreateSnapshot", 100), nil)
 		_, err := c.CreateSnapshots(t.Context(), spec)
 		var ae smithy.APIError
 		if !errors.As(err, &ae) || ae.ErrorCode() != codeSnapshotRate || !strings.Contains(err.Error(), vol) {
 			t.Errorf("CreateSnapshots = %v, want %s naming %s", err, codeSnapshotRate, vol)
 		}
-		if n, want := len(p.requests("CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
+		if n, want := len(p.Requests("CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
 			t.Errorf("%d CreateSnapshot requests, want %d", n, want)
 		}
 		if n := len(snapshotsOf(t, c, vol)); n != existing {
@@ -545,7 +527,7 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		}
 	})
 	t.Run("bounded by the context", func(t *testing.T) {
-		p.set(refuse("CreateSnapshot", 100), nil)
+		p.Set(refuse("CreateSnapshot", 100), nil)
 		c := *c
 		c.snapshotBackoff = []time.Duration{time.Hour}
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -563,14 +545,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		wal := newVolume(t, c, az, nil)
 		attach(t, c, vol, inst, "/dev/sdf")
 		attach(t, c, wal, inst, "/dev/sdg")
-		before := len(p.requests("CreateSnapshots"))
-		p.set(refuse("CreateSnapshots", 1), nil)
+		before := len(p.Requests("CreateSnapshots"))
+		p.Set(refuse("CreateSnapshots", 1), nil)
 		snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: vol}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(p.requests("CreateSnapshots")) - before; n != 2 {
+		if n := len(p.Requests("CreateSnapshots")) - before; n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
 	})
@@ -598,10 +580,10 @@ func TestRestoreVolume(t *testing.T) {
 	}
 
 	// The volume is still creating at the first look.
-	creating := countdown(1)
-	p.set(nil, func(form url.Values, body string) string {
+	creating := testrig.Countdown(1)
+	p.Set(nil, func(form url.Values, body string) string {
 		if isAction(form, "DescribeVolumes") && creating() {
-			return withVolumeState(body, form.Get("VolumeId.1"), "creating")
+			return testrig.WithVolumeState(body, form.Get("VolumeId.1"), "creating")
 		}
 		return body
 	})
@@ -610,14 +592,14 @@ func TestRestoreVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := c.DetachAndDelete(cleanupCtx(t), []string{vol}); err != nil {
+		if err := c.DetachAndDelete(testrig.CleanupContext(t), []string{vol}); err != nil {
 			t.Errorf("clean up: %v", err)
 		}
 	})
-	if n := len(p.requests("DescribeVolumes")); n != 2 {
+	if n := len(p.Requests("DescribeVolumes")); n != 2 {
 		t.Errorf("%d DescribeVolumes while creating, want 2", n)
 	}
-	reqs := p.requests("CreateVolume")
+	reqs := p.Requests("CreateVolume")
 	if got := reqs[len(reqs)-1].Get("VolumeInitializationRate"); got != "200" {
 		t.Errorf("CreateVolume request: VolumeInitializationRate = %q, want 200", got)
 	}
@@ -638,21 +620,21 @@ func TestRestoreVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	attaching := countdown(2)
-	p.set(nil, func(form url.Values, body string) string {
+	attaching := testrig.Countdown(2)
+	p.Set(nil, func(form url.Values, body string) string {
 		if isAction(form, "DescribeVolumes") && attaching() {
-			return withAttachmentState(body, vol, "attaching")
+			return testrig.WithAttachmentState(body, vol, "attaching")
 		}
 		return body
 	})
-	before := len(p.requests("DescribeVolumes"))
+	before := len(p.Requests("DescribeVolumes"))
 	if err := c.AttachVolume(t.Context(), vol, inst, dev); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(p.requests("DescribeVolumes")) - before; n != 3 {
+	if n := len(p.Requests("DescribeVolumes")) - before; n != 3 {
 		t.Errorf("%d DescribeVolumes while attaching, want 3", n)
 	}
-	p.set(nil, nil)
+	p.Set(nil, nil)
 	if _, attached, err := c.InstanceVolumes(t.Context(), inst); err != nil || attached[dev] != vol {
 		t.Errorf("InstanceVolumes = %v, %v; want %s at %s", attached, err, vol, dev)
 	}
@@ -668,14 +650,14 @@ func TestRestoreVolume(t *testing.T) {
 	}
 
 	t.Run("volume in error", func(t *testing.T) {
-		p.set(nil, func(form url.Values, body string) string {
+		p.Set(nil, func(form url.Values, body string) string {
 			if isAction(form, "DescribeVolumes") {
-				return withVolumeState(body, form.Get("VolumeId.1"), "error")
+				return testrig.WithVolumeState(body, form.Get("VolumeId.1"), "error")
 			}
 			return body
 		})
 		id, err := c.CreateVolume(t.Context(), VolumeSpec{SnapshotID: snaps[0].SnapshotID, AZ: az})
-		p.set(nil, nil)
+		p.Set(nil, nil)
 		if id != "" {
 			if err := c.DetachAndDelete(t.Context(), []string{id}); err != nil {
 				t.Error(err)

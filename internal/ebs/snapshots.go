@@ -50,7 +50,8 @@ const codeSnapshotRate = "SnapshotCreationPerVolumeRateExceeded"
 // returns; they are complete only once WaitSnapshots says so.
 //
 // A call refused with SnapshotCreationPerVolumeRateExceeded is retried
-// after a back-off (15 s, 30 s, 60 s, 120 s, bounded by ctx). If EC2 does
+// after each wait of Options.SnapshotBackoff (by default 15 s, 30 s, 60 s,
+// 120 s), bounded by ctx. If EC2 does
 // not return exactly one snapshot per volume, or tagging fails, what was
 // created is deleted and an error returned.
 func (c *Client) CreateSnapshots(ctx context.Context, s SnapshotSpec) ([]Snapshot, error) {

@@ -78,7 +78,7 @@ func volumeInfo(v types.Volume) VolumeInfo {
 // device name as EC2 reports them (the boot volume included), and which of
 // them is the boot volume ("" when the instance boots from instance
 // store). The root device name may differ in Xen spelling from its
-// mapping (/dev/xvda vs /dev/sda1); see sameDevice.
+// mapping (/dev/xvda vs /dev/sda1); see SameDevice.
 func (c *Client) InstanceVolumes(ctx context.Context, instanceID string) (root string, attached map[string]string, err error) {
 	inst, err := c.instance(ctx, instanceID)
 	if err != nil {
@@ -96,7 +96,7 @@ func (c *Client) InstanceVolumes(ctx context.Context, instanceID string) (root s
 		switch {
 		case dev == rootName:
 			root = id
-		case sameDevice(dev, rootName):
+		case SameDevice(dev, rootName):
 			rootGuess = id
 		}
 	}
@@ -140,9 +140,10 @@ func (c *Client) FreeDeviceName(ctx context.Context, instanceID string) (string,
 	return "", fmt.Errorf("instance %s: no free device name in /dev/sdf-/dev/sdp", instanceID)
 }
 
-// sameDevice reports whether two EC2 device names denote the same disk:
-// /dev/sdX, /dev/xvdX and their partition forms (/dev/sda1) are one.
-func sameDevice(a, b string) bool { return canonicalDevice(a) == canonicalDevice(b) }
+// SameDevice reports whether two EC2 device names denote the same disk:
+// /dev/sdX, /dev/xvdX and their partition forms (/dev/sda1) are one, with
+// or without /dev/.
+func SameDevice(a, b string) bool { return canonicalDevice(a) == canonicalDevice(b) }
 
 // canonicalDevice reduces an sd/xvd device name to "sd" + its disk
 // letters; other names pass through without /dev/.

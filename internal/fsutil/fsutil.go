@@ -123,17 +123,6 @@ func TryLock(path string) (*Lock, error) {
 	return &Lock{f: f}, nil
 }
 
-// LockFile takes an exclusive lock on an already open file without waiting.
-func LockFile(f *os.File) (*Lock, error) {
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, ErrLocked
-		}
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return &Lock{f: f}, nil
-}
-
 // LockFileWait takes an exclusive lock on an open file, waiting while
 // others hold it. Use it on a file this process just created exclusively:
 // only momentary holders (IsLocked probes) can be in the way.

@@ -10,7 +10,6 @@ package pg
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -281,23 +280,4 @@ func (s *Session) Setting(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("read setting %s: %w", name, err)
 	}
 	return v, nil
-}
-
-// CurrentLSN returns the server's WAL position: pg_current_wal_lsn() on a
-// primary, pg_last_wal_replay_lsn() on a standby.
-func (s *Session) CurrentLSN(ctx context.Context) (wal.LSN, error) {
-	var v *string
-	err := s.conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-		ELSE pg_current_wal_lsn() END::text`).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("read current WAL position: %w", err)
-	}
-	if v == nil {
-		return 0, errors.New("read current WAL position: the standby has replayed no WAL yet")
-	}
-	lsn, err := wal.ParseLSN(*v)
-	if err != nil {
-		return 0, fmt.Errorf("read current WAL position: %w", err)
-	}
-	return lsn, nil
 }

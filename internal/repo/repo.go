@@ -216,26 +216,41 @@ func (r *Repo) findWAL(ctx context.Context, name string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, storage.ErrNotExist)
 }
 
-// ReadWAL reads a small WAL file (a timeline history or backup history
-// file) whole, decompressed and verified against its SHA-256.
-func (r *Repo) ReadWAL(ctx context.Context, name string) ([]byte, error) {
-	rc, obj, err := r.OpenWAL(ctx, name, compress.Default)
+// CopyWAL writes the WAL file name, decompressed, to w and verifies it
+// against its recorded size and SHA-256. On a mismatch w has received
+// unverified bytes and must be discarded. A missing file yields an error
+// matching storage.ErrNotExist.
+func (r *Repo) CopyWAL(ctx context.Context, name string, preferred compress.Codec, w io.Writer) (WALObject, error) {
+	rc, obj, err := r.OpenWAL(ctx, name, preferred)
 	if err != nil {
-		return nil, err
+		return obj, err
 	}
 	defer rc.Close()
 	dec, err := obj.Codec.NewReader(rc)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", obj.Key, err)
+		return obj, fmt.Errorf("%s: %w", obj.Key, err)
 	}
 	defer dec.Close()
-	data, err := io.ReadAll(io.LimitReader(dec, 64<<20))
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), dec)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", obj.Key, err)
+		return obj, fmt.Errorf("%s: read/decompress: %w", obj.Key, err)
 	}
-	sum := sha256.Sum256(data)
-	if int64(len(data)) != obj.RawSize || hex.EncodeToString(sum[:]) != obj.SHA256 {
-		return nil, fmt.Errorf("%s: checksum mismatch", obj.Key)
+	if n != obj.RawSize {
+		return obj, fmt.Errorf("%s: %d bytes after decompression, metadata says %d", obj.Key, n, obj.RawSize)
 	}
-	return data, nil
+	if got := hex.EncodeToString(h.Sum(nil)); got != obj.SHA256 {
+		return obj, fmt.Errorf("%s: checksum mismatch: sha256 %s, metadata says %s", obj.Key, got, obj.SHA256)
+	}
+	return obj, nil
+}
+
+// ReadWAL reads a small WAL file (a timeline history or backup history
+// file) whole, verified.
+func (r *Repo) ReadWAL(ctx context.Context, name string) ([]byte, error) {
+	var buf bytes.Buffer
+	if _, err := r.CopyWAL(ctx, name, compress.Default, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

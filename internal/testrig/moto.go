@@ -1,15 +1,10 @@
 package testrig
 
 import (
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -55,15 +50,7 @@ const envMotoEndpoint = "WALSNAP_TEST_MOTO_ENDPOINT"
 // motoRegion is the region tests use; moto keeps one backend per region.
 const motoRegion = "us-east-1"
 
-var (
-	motoOnce    sync.Once
-	motoServer  MotoEnv
-	motoErr     error
-	motoUnavail string
-	// motoWatchdogW is the write end of the pipe whose closing (when the
-	// test process exits) stops the moto_server started here.
-	motoWatchdogW *os.File
-)
+var moto shared[MotoEnv]
 
 // Moto returns the test EC2/EBS API. It uses the server named by
 // WALSNAP_TEST_MOTO_ENDPOINT when set; otherwise it starts moto_server
@@ -72,14 +59,7 @@ var (
 // MotoEnv for how tests share the server.
 func Moto(t testing.TB) MotoEnv {
 	t.Helper()
-	motoOnce.Do(func() { motoServer, motoUnavail, motoErr = findMoto() })
-	if motoErr != nil {
-		t.Fatalf("test moto server: %v", motoErr)
-	}
-	if motoUnavail != "" {
-		Unavailable(t, "%s", motoUnavail)
-	}
-	return motoServer
+	return moto.get(t, "test moto server", findMoto)
 }
 
 // findMoto returns the server to use, or why there is none.
@@ -95,68 +75,17 @@ func findMoto() (env MotoEnv, unavailable string, err error) {
 	return env, "", err
 }
 
-// motoWatchdogScript runs moto_server in the background until its own
-// stdin (a pipe from the test process) reaches EOF, then stops it and
-// removes its directory (see watchdogScript).
-const motoWatchdogScript = `
-"$1" -H 127.0.0.1 -p "$2" </dev/null >"$3/moto.log" 2>&1 &
-pid=$!
-read -r _
-kill "$pid"
-wait "$pid"
-rm -rf "$3"
-`
-
 // startMoto starts bin on a free loopback port and waits until it answers.
 func startMoto(bin string) (MotoEnv, error) {
-	dir, err := os.MkdirTemp("", "walsnap-moto-")
-	if err != nil {
-		return MotoEnv{}, fmt.Errorf("moto: %w", err)
-	}
 	addr, err := freeAddr()
 	if err != nil {
 		return MotoEnv{}, fmt.Errorf("moto: %w", err)
 	}
-	_, port, _ := strings.Cut(addr, ":")
-	r, w, err := os.Pipe()
-	if err != nil {
-		return MotoEnv{}, fmt.Errorf("moto: %w", err)
-	}
-	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", motoWatchdogScript, "sh", bin, port, dir)
-	cmd.Stdin = r
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return MotoEnv{}, fmt.Errorf("start moto watchdog: %w", err)
-	}
-	go func() { _ = cmd.Wait() }()
+	host, port, _ := strings.Cut(addr, ":")
 	env := MotoEnv{Endpoint: "http://" + addr, Region: motoRegion}
-	if err := waitMoto(env.Endpoint, 60*time.Second); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "moto.log"))
-		w.Close()
-		return MotoEnv{}, fmt.Errorf("moto_server %s on %s: %w; log:\n%s", bin, addr, err, log)
+	err = startServer("moto", env.Endpoint+"/moto-api/", 60*time.Second, nil, bin, "-H", host, "-p", port)
+	if err != nil {
+		return MotoEnv{}, err
 	}
-	motoWatchdogW = w
 	return env, nil
-}
-
-// waitMoto polls moto's dashboard until it answers 200.
-func waitMoto(endpoint string, timeout time.Duration) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(endpoint + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not answering after %s: %w", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -6,17 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"go/build"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -74,15 +69,7 @@ const (
 	minioKMSKey   = "walsnap-test-key"
 )
 
-var (
-	serverOnce sync.Once
-	server     S3Env // Bucket unset
-	serverErr  error
-	unavail    string // why no server can be had, when serverErr is nil
-	// watchdogW is the write end of the pipe whose closing (when the test
-	// process exits, however it exits) stops the MinIO started here.
-	watchdogW *os.File
-)
+var minio shared[S3Env] // Bucket unset
 
 // S3 returns a fresh, empty bucket on the test MinIO, removed with its
 // objects when t ends. It uses the server named by WALSNAP_TEST_S3_ENDPOINT,
@@ -93,14 +80,7 @@ var (
 // Without either it calls Unavailable.
 func S3(t testing.TB) S3Env {
 	t.Helper()
-	serverOnce.Do(func() { server, unavail, serverErr = findServer() })
-	if serverErr != nil {
-		t.Fatalf("test S3 server: %v", serverErr)
-	}
-	if unavail != "" {
-		Unavailable(t, "%s", unavail)
-	}
-	env := server
+	env := minio.get(t, "test S3 server", findServer)
 	env.Bucket = "walsnap-test-" + randomHex(8)
 	client := env.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -144,25 +124,8 @@ func findServer() (env S3Env, unavailable string, err error) {
 	return env, "", err
 }
 
-// watchdogScript runs MinIO in the background until its own stdin (a pipe
-// from the test process) reaches EOF, then stops it and removes its
-// directory. This ties MinIO's lifetime to the test process without a
-// TestMain, even when the test process is killed.
-const watchdogScript = `
-"$1" server --quiet --address "$2" --console-address "$3" "$4/data" </dev/null >"$4/minio.log" 2>&1 &
-pid=$!
-read -r _
-kill "$pid"
-wait "$pid"
-rm -rf "$4"
-`
-
 // startMinIO starts bin on free loopback ports and waits until it is live.
 func startMinIO(bin string) (S3Env, error) {
-	dir, err := os.MkdirTemp("", "walsnap-minio-")
-	if err != nil {
-		return S3Env{}, fmt.Errorf("minio: %w", err)
-	}
 	addr, err := freeAddr()
 	if err != nil {
 		return S3Env{}, fmt.Errorf("minio: %w", err)
@@ -171,29 +134,6 @@ func startMinIO(bin string) (S3Env, error) {
 	if err != nil {
 		return S3Env{}, fmt.Errorf("minio: %w", err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return S3Env{}, fmt.Errorf("minio: %w", err)
-	}
-	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "sh", bin, addr, console, dir)
-	cmd.Stdin = r
-	cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+minioUser,
-		"MINIO_ROOT_PASSWORD="+minioPassword,
-		// A static key enables SSE-S3 and SSE-KMS without a KMS server.
-		"MINIO_KMS_SECRET_KEY="+minioKMSKey+":"+kmsSecret(),
-		"MINIO_BROWSER=off",
-		"MINIO_UPDATE=off",
-	)
-	// Its own process group: a terminal's ^C reaches the test process only,
-	// whose exit then stops MinIO through the watchdog.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return S3Env{}, fmt.Errorf("start minio watchdog: %w", err)
-	}
-	go func() { _ = cmd.Wait() }() // reaps the watchdog; its status is of no use
 	env := S3Env{
 		Endpoint:  "http://" + addr,
 		Region:    "us-east-1",
@@ -201,43 +141,18 @@ func startMinIO(bin string) (S3Env, error) {
 		SecretKey: minioPassword,
 		KMSKeyID:  minioKMSKey,
 	}
-	if err := waitLive(env.Endpoint, 30*time.Second); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "minio.log"))
-		w.Close() // stops MinIO and removes dir
-		return S3Env{}, fmt.Errorf("minio %s on %s: %w; log:\n%s", bin, addr, err, log)
-	}
-	watchdogW = w
-	return env, nil
-}
-
-// waitLive polls MinIO's liveness endpoint until it answers 200.
-func waitLive(endpoint string, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(endpoint + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not live after %s: %w", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	err = startServer("minio", env.Endpoint+"/minio/health/live", 30*time.Second, []string{
+		"MINIO_ROOT_USER=" + minioUser,
+		"MINIO_ROOT_PASSWORD=" + minioPassword,
+		// A static key enables SSE-S3 and SSE-KMS without a KMS server.
+		"MINIO_KMS_SECRET_KEY=" + minioKMSKey + ":" + kmsSecret(),
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+	}, bin, "server", "--quiet", "--address", addr, "--console-address", console, "data")
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return S3Env{}, err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return env, nil
 }
 
 // client returns an SDK client with e's static credentials.

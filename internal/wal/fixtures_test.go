@@ -173,10 +173,10 @@ func TestFixtureHistory(t *testing.T) {
 	if seg := SegmentForLSN(2, entries[0].SwitchPoint, 16*mib); seg.Name(16*mib) != "000000020000000000000006" {
 		t.Errorf("switch point segment = %s", seg.Name(16*mib))
 	}
-	// PostgreSQL's own formatting is what FormatHistory writes.
-	out, err := FormatHistory(entries)
+	// PostgreSQL's own formatting is what formatHistory writes.
+	out, err := formatHistory(entries)
 	if err != nil || !bytes.Equal(out, data) {
-		t.Errorf("FormatHistory = %q, %v; want the file %q", out, err, data)
+		t.Errorf("formatHistory = %q, %v; want the file %q", out, err, data)
 	}
 }
 

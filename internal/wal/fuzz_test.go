@@ -157,9 +157,9 @@ func FuzzParseHistory(f *testing.F) {
 				t.Fatalf("entries not strictly increasing: %+v", entries)
 			}
 		}
-		out, err := FormatHistory(entries)
+		out, err := formatHistory(entries)
 		if err != nil {
-			t.Fatalf("FormatHistory(%+v): %v", entries, err)
+			t.Fatalf("formatHistory(%+v): %v", entries, err)
 		}
 		back, err := ParseHistory(out)
 		if err != nil || !reflect.DeepEqual(back, entries) {

@@ -98,17 +98,6 @@ func MagicMajor(magic uint16) (major int, ok bool) {
 	return 0, false
 }
 
-// MagicForMajor returns the XLOG_PAGE_MAGIC written by a PostgreSQL major
-// version (12 to 18).
-func MagicForMajor(major int) (magic uint16, ok bool) {
-	for _, m := range magics {
-		if m.major == major {
-			return m.magic, true
-		}
-	}
-	return 0, false
-}
-
 // Sentinels for errors.Is on the errors CheckSegmentHeader returns.
 var (
 	// ErrInvalidHeader: the bytes are not the start of a WAL segment

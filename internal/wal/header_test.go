@@ -15,9 +15,9 @@ func TestMagicMajor(t *testing.T) {
 		if !ok || got != major {
 			t.Errorf("MagicMajor(0x%04X) = %d, %v; want %d", magic, got, ok, major)
 		}
-		back, ok := MagicForMajor(major)
+		back, ok := magicForMajor(major)
 		if !ok || back != magic {
-			t.Errorf("MagicForMajor(%d) = 0x%04X, %v; want 0x%04X", major, back, ok, magic)
+			t.Errorf("magicForMajor(%d) = 0x%04X, %v; want 0x%04X", major, back, ok, magic)
 		}
 	}
 	// 11, a PostgreSQL 17 development value, PostgreSQL 19 development, garbage.
@@ -27,8 +27,8 @@ func TestMagicMajor(t *testing.T) {
 		}
 	}
 	for _, major := range []int{0, 11, 19, -1} {
-		if magic, ok := MagicForMajor(major); ok {
-			t.Errorf("MagicForMajor(%d) = 0x%04X, want unknown", major, magic)
+		if magic, ok := magicForMajor(major); ok {
+			t.Errorf("magicForMajor(%d) = 0x%04X, want unknown", major, magic)
 		}
 	}
 }

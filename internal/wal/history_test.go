@@ -82,13 +82,13 @@ func TestFormatHistory(t *testing.T) {
 		{1, 0x3000000, "no recovery target specified"},
 		{2, 0x16B374D848, ""},
 	}
-	got, err := FormatHistory(entries)
+	got, err := formatHistory(entries)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "1\t0/3000000\tno recovery target specified\n2\t16/B374D848\t\n"
 	if string(got) != want {
-		t.Errorf("FormatHistory = %q, want %q", got, want)
+		t.Errorf("formatHistory = %q, want %q", got, want)
 	}
 	back, err := ParseHistory(got)
 	if err != nil || !reflect.DeepEqual(back, entries) {
@@ -101,8 +101,8 @@ func TestFormatHistory(t *testing.T) {
 		{{2, 0, "x"}, {2, 1, "y"}},
 		{{1, 0, "line\nbreak"}},
 	} {
-		if _, err := FormatHistory(bad); err == nil {
-			t.Errorf("FormatHistory(%+v) succeeded, want error", bad)
+		if _, err := formatHistory(bad); err == nil {
+			t.Errorf("formatHistory(%+v) succeeded, want error", bad)
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -214,30 +213,6 @@ func retryConflict(err error) aws.Ternary {
 		return aws.TrueTernary
 	}
 	return aws.UnknownTernary
-}
-
-// ParseURL splits "s3://bucket/some/prefix" into its bucket and prefix
-// (without leading or trailing slashes).
-func ParseURL(rawURL string) (bucket, prefix string, err error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "", "", fmt.Errorf("parse s3 URL: %w", err)
-	}
-	switch {
-	case u.Scheme != "s3":
-		return "", "", fmt.Errorf("parse s3 URL %q: scheme is not s3", rawURL)
-	case u.Host == "" || u.Port() != "" || u.User != nil:
-		return "", "", fmt.Errorf("parse s3 URL %q: want s3://bucket/prefix", rawURL)
-	case u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
-		return "", "", fmt.Errorf("parse s3 URL %q: unexpected query, fragment or opaque part", rawURL)
-	}
-	prefix = strings.Trim(u.Path, "/")
-	if prefix != "" {
-		if err := checkPrefixPath(prefix); err != nil {
-			return "", "", fmt.Errorf("parse s3 URL %q: %w", rawURL, err)
-		}
-	}
-	return u.Host, prefix, nil
 }
 
 // String returns the repository URL, s3://bucket/prefix.

@@ -141,35 +141,6 @@ func TestInvalidOptions(t *testing.T) {
 	}
 }
 
-func TestParseURL(t *testing.T) {
-	for _, c := range []struct {
-		url, bucket, prefix string
-		ok                  bool
-	}{
-		{"s3://bucket/some/prefix", "bucket", "some/prefix", true},
-		{"s3://bucket/some/prefix/", "bucket", "some/prefix", true},
-		{"s3://my.bucket-1", "my.bucket-1", "", true},
-		{"s3://bucket/", "bucket", "", true},
-		{"s3://bucket/a%20b", "bucket", "a b", true},
-		{"s3:///prefix", "", "", false},
-		{"s3://bucket:9000/p", "", "", false},
-		{"s3://key:secret@bucket/p", "", "", false},
-		{"s3://bucket/p?versionId=1", "", "", false},
-		{"s3://bucket/p#frag", "", "", false},
-		{"s3://bucket/a//b", "", "", false},
-		{"s3://bucket/a/../b", "", "", false},
-		{"s3:bucket", "", "", false},
-		{"file:///tmp/repo", "", "", false},
-		{"bucket/prefix", "", "", false},
-		{"", "", "", false},
-	} {
-		bucket, prefix, err := ParseURL(c.url)
-		if (err == nil) != c.ok || bucket != c.bucket || prefix != c.prefix {
-			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q, %q, ok=%v", c.url, bucket, prefix, err, c.bucket, c.prefix, c.ok)
-		}
-	}
-}
-
 func TestRetryConflict(t *testing.T) {
 	for code, want := range map[string]aws.Ternary{
 		"ConditionalRequestConflict": aws.TrueTernary,

@@ -2,12 +2,15 @@ package archive
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +18,6 @@ import (
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/repo"
-	"github.com/walsnap/walsnap/internal/storage"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -40,6 +42,10 @@ var ErrNotFound = errors.New("not found in the repository")
 
 // Fetch writes the verified WAL file name to dest (as given by %p). It
 // returns an error matching ErrNotFound only when the file is absent.
+//
+// dest's directory must exist: PostgreSQL always passes a path inside
+// pg_wal, so a missing directory is a wrong call, and creating it would
+// hide that.
 func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	start := time.Now()
 	kind, err := wal.Classify(name)
@@ -47,25 +53,23 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return err
 	}
 	walDir := filepath.Dir(dest)
-	pdir := filepath.Join(spoolDir(f.SpoolDir, walDir), "prefetch")
-	id, err := loadIdentity(ctx, f.Repo, spoolDir(f.SpoolDir, walDir))
-	if err != nil && !errors.Is(err, repo.ErrNoIdentity) {
-		return fileError(name, err)
+	if fi, err := os.Stat(walDir); err != nil || !fi.IsDir() {
+		return fileError(name, fmt.Errorf("destination directory %s: not an existing directory", walDir))
 	}
-	var seg wal.Segment
-	if kind == wal.KindSegment && id.SegmentSize != 0 {
-		fn, err := wal.ParseFileName(name, id.SegmentSize)
-		if err != nil {
-			return err
-		}
-		seg = fn.Segment
-		sweepPassed(pdir, seg, id.SegmentSize)
-		if f.takePrefetched(ctx, pdir, name, dest, id) {
+	pdir := filepath.Join(spoolDir(f.SpoolDir, walDir), "prefetch")
+	if kind == wal.KindSegment {
+		if rec, ok := f.takePrefetched(ctx, pdir, name, dest); ok {
 			f.Log.Info("restored (prefetched)", "file", name, "ms", time.Since(start).Milliseconds())
-			f.maybePrefetch(pdir, seg, id.SegmentSize)
+			if fn, err := wal.ParseFileName(name, rec.SegmentSize); err == nil {
+				sweepPassed(pdir, fn.Segment, rec.SegmentSize)
+				f.maybePrefetch(pdir, fn.Segment, rec.SegmentSize)
+			}
 			return nil
 		}
 	}
+	// The identity is read from the repository on every call, never from
+	// a local cache, while the object downloads.
+	ident := identityOf(ctx, f.Repo)
 	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return fileError(name, err)
 	}
@@ -79,7 +83,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		os.Remove(tmp.Name())
 		return fileError(name, err)
 	}
-	obj, err := f.download(ctx, name, tmp, id)
+	obj, id, err := f.download(ctx, name, tmp, ident)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -92,42 +96,68 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return fileError(name, err)
 	}
 	f.Log.Info("restored", "file", name, "bytes_in", obj.RawSize, "ms", time.Since(start).Milliseconds())
-	if seg != (wal.Segment{}) {
-		f.maybePrefetch(pdir, seg, id.SegmentSize)
+	if kind == wal.KindSegment && id.SegmentSize != 0 {
+		if fn, err := wal.ParseFileName(name, id.SegmentSize); err == nil {
+			sweepPassed(pdir, fn.Segment, id.SegmentSize)
+			f.maybePrefetch(pdir, fn.Segment, id.SegmentSize)
+		}
 	}
 	return nil
 }
 
+// identityOf starts reading the repository identity and returns a function
+// that waits for it. A repository without one yields a zero Identity.
+func identityOf(ctx context.Context, r *repo.Repo) func() (repo.Identity, error) {
+	ch := make(chan struct{})
+	var id repo.Identity
+	var err error
+	go func() {
+		defer close(ch)
+		id, err = r.Identity(ctx)
+		if errors.Is(err, repo.ErrNoIdentity) {
+			id, err = repo.Identity{}, nil
+		}
+	}()
+	return func() (repo.Identity, error) {
+		<-ch
+		return id, err
+	}
+}
+
 // download streams a WAL object into w, decompressing it and verifying
-// its size, SHA-256 and (for segments) page header. On any mismatch it
-// fails: w then holds garbage and must not be used.
-func (f *Fetcher) download(ctx context.Context, name string, w io.Writer, id repo.Identity) (repo.WALObject, error) {
+// its size, SHA-256 and (for segments) page header against the repository
+// identity that ident returns. On any mismatch it fails: w then holds
+// garbage and must not be used.
+func (f *Fetcher) download(ctx context.Context, name string, w io.Writer, ident func() (repo.Identity, error)) (repo.WALObject, repo.Identity, error) {
 	head := &headBuffer{}
 	obj, err := f.Repo.CopyWAL(ctx, name, f.Codec, io.MultiWriter(w, head))
-	if errors.Is(err, storage.ErrNotExist) {
-		return obj, ErrNotFound
+	id, iderr := ident()
+	if errors.Is(err, repo.ErrNotExist) {
+		return obj, id, ErrNotFound
 	}
 	if err != nil {
-		return obj, err
+		return obj, id, err
+	}
+	if iderr != nil {
+		return obj, id, iderr
 	}
 	n := obj.RawSize
 	if k, _ := wal.Classify(name); k == wal.KindSegment || k == wal.KindPartial {
-		segSize := id.SegmentSize
-		if segSize == 0 {
-			segSize = uint64(n)
+		if id.SystemID == 0 {
+			return obj, id, fmt.Errorf("%s: the repository has WAL but no identity (walsnap.json): refusing to serve a segment that cannot be checked", obj.Key)
 		}
-		if uint64(n) != segSize {
-			return obj, fmt.Errorf("%s: %d bytes, not the segment size %d", obj.Key, n, segSize)
+		if uint64(n) != id.SegmentSize {
+			return obj, id, fmt.Errorf("%s: %d bytes, not the segment size %d", obj.Key, n, id.SegmentSize)
 		}
-		fn, err := wal.ParseFileName(name, segSize)
+		fn, err := wal.ParseFileName(name, id.SegmentSize)
 		if err != nil {
-			return obj, err
+			return obj, id, err
 		}
-		if _, err := wal.CheckSegmentHeader(fn.Segment, segSize, head.b, id.SystemID); err != nil {
-			return obj, err
+		if _, err := wal.CheckSegmentHeader(fn.Segment, id.SegmentSize, head.b, id.SystemID); err != nil {
+			return obj, id, err
 		}
 	}
-	return obj, nil
+	return obj, id, nil
 }
 
 // headBuffer keeps the first LongHeaderSize bytes written to it.
@@ -140,52 +170,118 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// takePrefetched moves a prefetched copy of name into dest. A file is in
-// the prefetch directory under its final name only once it was fully
-// downloaded, verified and fsynced; it is checked again here (size and page
-// header) before PostgreSQL sees it. If a prefetcher is downloading name
-// right now, takePrefetched waits for it rather than downloading twice.
-func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string, id repo.Identity) bool {
+// prefetchRecord commits a prefetched segment: the prefetcher writes it
+// (as <name>.ok) only after the file was downloaded, verified against the
+// repository (size, SHA-256, page header, system identifier) and fsynced.
+// It proves, at serve time, that the file still holds those bytes: the
+// stat identity of the file as committed (any write, truncation or
+// replacement changes its inode or ctime, which no user can set back) and
+// the CRC-32C of the verified bytes (which catches a change even where
+// timestamps are coarse).
+type prefetchRecord struct {
+	Repo        string   `json:"repo"`
+	Key         string   `json:"key"`
+	SystemID    uint64   `json:"system_identifier,string"`
+	SegmentSize uint64   `json:"wal_segment_size"`
+	Size        int64    `json:"size"`
+	SHA256      string   `json:"sha256"`
+	CRC32C      uint32   `json:"crc32c"`
+	Stat        fileStat `json:"stat"`
+}
+
+// recordSuffix names a prefetched file's commit record.
+const recordSuffix = ".ok"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// takePrefetched moves a committed prefetched copy of name into dest after
+// proving it holds the verified bytes (see prefetchRecord), and returns its
+// record. A file that fails any check is removed, logged and not served.
+// If a prefetcher is writing name right now, takePrefetched waits for it
+// rather than downloading twice.
+func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (prefetchRecord, bool) {
 	path := filepath.Join(pdir, name)
-	part := path + ".part"
-	for fi, err := os.Stat(part); err == nil && (fsutil.IsLocked(part) || !olderThan(fi, orphanAge)); fi, err = os.Stat(part) {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(2 * time.Millisecond):
-		}
+	// The writer holds its lock from creating <name>.part until the record
+	// is written, across the rename to <name>.
+	if fsutil.WaitUnlocked(ctx, path+".part") != nil || fsutil.WaitUnlocked(ctx, path) != nil {
+		return prefetchRecord{}, false
 	}
-	fd, err := os.Open(path)
+	data, err := os.ReadFile(path + recordSuffix)
 	if err != nil {
-		return false
-	}
-	hdr := make([]byte, wal.LongHeaderSize)
-	_, rerr := io.ReadFull(fd, hdr)
-	fi, serr := fd.Stat()
-	fd.Close()
-	ok := rerr == nil && serr == nil && uint64(fi.Size()) == id.SegmentSize
-	if ok {
-		fn, err := wal.ParseFileName(name, id.SegmentSize)
-		ok = err == nil
-		if ok {
-			_, err = wal.CheckSegmentHeader(fn.Segment, id.SegmentSize, hdr, id.SystemID)
-			ok = err == nil
-		}
-	}
-	if !ok {
-		f.Log.Warn("discarding a prefetched file that fails its check", "file", name)
+		// No committed copy; a file without its record is a dead
+		// writer's leftover.
 		os.Remove(path)
-		return false
+		return prefetchRecord{}, false
+	}
+	rec, err := f.checkPrefetched(path, name, data)
+	if err != nil {
+		f.Log.Warn("discarding a prefetched file that fails its check", "file", name, "err", err)
+		removePrefetched(path)
+		return rec, false
 	}
 	if err := fsutil.MoveDurable(path, dest); err != nil {
 		f.Log.Warn("cannot move prefetched file into place", "file", name, "err", err)
-		os.Remove(path)
-		return false
+		removePrefetched(path)
+		return rec, false
 	}
-	return true
+	os.Remove(path + recordSuffix)
+	return rec, true
+}
+
+// checkPrefetched proves that the file at path holds the bytes its record
+// describes, for this repository.
+func (f *Fetcher) checkPrefetched(path, name string, recData []byte) (prefetchRecord, error) {
+	var rec prefetchRecord
+	if err := json.Unmarshal(recData, &rec); err != nil {
+		return rec, fmt.Errorf("unreadable record: %w", err)
+	}
+	if rec.Repo != f.Repo.String() || rec.Key != "" && !strings.HasPrefix(rec.Key, repo.WALKey(name, "")) {
+		return rec, fmt.Errorf("record is for %s %s, not this repository", rec.Repo, rec.Key)
+	}
+	fn, err := wal.ParseFileName(name, rec.SegmentSize)
+	if err != nil {
+		return rec, err
+	}
+	fd, err := os.Open(path)
+	if err != nil {
+		return rec, err
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return rec, err
+	}
+	if st := statOf(fi); st == (fileStat{}) || st != rec.Stat {
+		return rec, errors.New("the file changed since it was verified (stat identity differs)")
+	}
+	if rec.Size != int64(rec.SegmentSize) {
+		return rec, fmt.Errorf("record size %d is not the segment size %d", rec.Size, rec.SegmentSize)
+	}
+	h := crc32.New(castagnoli)
+	head := &headBuffer{}
+	n, err := io.CopyBuffer(io.MultiWriter(h, head), fd, make([]byte, 1<<20))
+	if err != nil {
+		return rec, err
+	}
+	if n != rec.Size || h.Sum32() != rec.CRC32C {
+		return rec, fmt.Errorf("content differs from the verified bytes (%d bytes, crc32c %08x; verified %d bytes, crc32c %08x)", n, h.Sum32(), rec.Size, rec.CRC32C)
+	}
+	if _, err := wal.CheckSegmentHeader(fn.Segment, rec.SegmentSize, head.b, rec.SystemID); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}
+
+// removePrefetched removes a prefetched file and its record.
+func removePrefetched(path string) {
+	os.Remove(path)
+	os.Remove(path + recordSuffix)
+}
+
+// prefetched reports whether a committed prefetched copy of name exists.
+func prefetched(pdir, name string) bool {
+	_, err := os.Stat(filepath.Join(pdir, name+recordSuffix))
+	return err == nil
 }
 
 // maybePrefetch starts a prefetcher unless the window ahead of seg is
@@ -198,7 +294,7 @@ func (f *Fetcher) maybePrefetch(pdir string, seg wal.Segment, segSize uint64) {
 	s := seg
 	for range f.Prefetch {
 		s = s.Next()
-		if _, err := os.Stat(filepath.Join(pdir, s.Name(segSize))); err == nil {
+		if prefetched(pdir, s.Name(segSize)) {
 			have++
 		}
 	}
@@ -228,7 +324,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 		return err
 	}
 	defer lock.Unlock()
-	id, err := loadIdentity(ctx, f.Repo, spool)
+	id, err := f.Repo.Identity(ctx)
 	if err != nil {
 		return err
 	}
@@ -244,7 +340,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	for range f.Prefetch {
 		seg = seg.Next()
 		next := seg.Name(id.SegmentSize)
-		if _, err := os.Stat(filepath.Join(pdir, next)); err == nil {
+		if prefetched(pdir, next) {
 			continue
 		}
 		select {
@@ -269,7 +365,8 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 }
 
 func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Identity) error {
-	part := filepath.Join(pdir, name+".part")
+	path := filepath.Join(pdir, name)
+	part := path + ".part"
 	fd, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if fi, serr := os.Stat(part); errors.Is(err, os.ErrExist) && serr == nil && orphaned(pdir, filepath.Base(part), fi) {
 		os.Remove(part) // left by a prefetcher that died
@@ -284,18 +381,50 @@ func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Id
 		os.Remove(part)
 		return err
 	}
-	_, err = f.download(ctx, name, fd, id)
+	defer lock.Unlock()
+	// A stale copy or record of this name (an earlier recovery) goes first:
+	// only what is verified now gets a record.
+	removePrefetched(path)
+	h := crc32.New(castagnoli)
+	known := func() (repo.Identity, error) { return id, nil }
+	obj, _, err := f.download(ctx, name, io.MultiWriter(fd, h), known)
 	if err == nil {
 		err = fd.Sync()
 	}
 	if err == nil {
-		err = os.Rename(part, filepath.Join(pdir, name))
+		err = os.Rename(part, path)
+	}
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = fd.Stat() // after the rename, which changes ctime
+	}
+	if err == nil {
+		rec := prefetchRecord{Repo: f.Repo.String(), Key: obj.Key, SystemID: id.SystemID, SegmentSize: id.SegmentSize,
+			Size: obj.RawSize, SHA256: obj.SHA256, CRC32C: h.Sum32(), Stat: statOf(fi)}
+		// Not fsynced: a record lost in a crash only costs a download.
+		err = writeRecord(path+recordSuffix, mustJSON(rec))
 	}
 	if err != nil {
 		os.Remove(part)
+		removePrefetched(path)
 	}
-	lock.Unlock()
 	return err
+}
+
+// writeRecord writes a small file atomically (temporary name, rename)
+// without fsync: the records it is used for are caches whose loss only
+// costs work.
+func writeRecord(path string, data []byte) error {
+	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // orphanAge is how old an unlocked in-progress file must be before it is
@@ -308,33 +437,43 @@ func orphaned(pdir, name string, fi os.FileInfo) bool {
 	return olderThan(fi, orphanAge) && !fsutil.IsLocked(filepath.Join(pdir, name))
 }
 
-// sweepPassed removes prefetched segments that recovery has gone past and
-// in-progress files whose writer is gone.
+// sweepPassed removes prefetched segments that recovery has gone past, and
+// what sweepPrefetch removes.
 func sweepPassed(pdir string, current wal.Segment, segSize uint64) {
-	sweep(pdir, func(name string, fi os.FileInfo) bool {
-		if inProgress(name) {
-			return orphaned(pdir, name, fi)
-		}
+	sweepSpoolFiles(pdir, 10*time.Minute, func(name string) bool {
 		fn, err := wal.ParseFileName(name, segSize)
-		if err != nil {
-			return false
-		}
-		return fn.Segment.No < current.No || olderThan(fi, 10*time.Minute)
+		return err == nil && fn.Segment.No < current.No
 	})
 }
 
 // sweepPrefetch removes prefetched files older than maxAge (recovery has
-// ended or moved on) and in-progress files whose writer is gone.
+// ended or moved on), in-progress files whose writer is gone, and records
+// without their file or files without their record.
 func sweepPrefetch(pdir string, maxAge time.Duration) {
+	sweepSpoolFiles(pdir, maxAge, func(string) bool { return false })
+}
+
+func sweepSpoolFiles(pdir string, maxAge time.Duration, passed func(name string) bool) {
 	sweep(pdir, func(name string, fi os.FileInfo) bool {
 		if inProgress(name) {
 			return orphaned(pdir, name, fi)
 		}
-		_, err := wal.Classify(name)
-		return err == nil && olderThan(fi, maxAge)
+		if seg, ok := strings.CutSuffix(name, recordSuffix); ok {
+			_, err := os.Stat(filepath.Join(pdir, seg))
+			return errorsIsNotExist(err) && olderThan(fi, orphanAge) || passed(seg) || olderThan(fi, maxAge)
+		}
+		if _, err := wal.Classify(name); err != nil {
+			return false
+		}
+		if passed(name) || olderThan(fi, maxAge) {
+			return true
+		}
+		// A committed file has a record; one without is left by a writer
+		// that died between rename and record.
+		return !prefetched(pdir, name) && orphaned(pdir, name, fi)
 	})
 }
 
 func inProgress(name string) bool {
-	return strings.HasSuffix(name, ".part") || strings.Contains(name, ".fetch-")
+	return strings.HasSuffix(name, ".part") || strings.Contains(name, ".fetch-") || strings.Contains(name, ".tmp-")
 }

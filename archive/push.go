@@ -20,7 +20,6 @@ import (
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/repo"
-	"github.com/walsnap/walsnap/internal/storage"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -75,7 +74,8 @@ type pushResult struct {
 	existed   bool
 	elapsed   time.Duration
 	err       error
-	pushedFor string // "" for the requested file, else pushed ahead
+	pushedFor string        // "" for the requested file, else pushed ahead
+	id        repo.Identity // the repository identity the file was checked against
 }
 
 // Push archives the WAL file at path (as given by %p: relative to PGDATA
@@ -105,24 +105,31 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 			files = append(files, filepath.Join(walDir, n))
 		}
 	}
-	id, err := loadIdentity(ctx, p.Repo, spool)
-	if err != nil && !errors.Is(err, repo.ErrNoIdentity) {
+	// The identity is read from the repository on every call (never from a
+	// local cache, which could outlive it), while the file is read and
+	// compressed.
+	ident := identityOf(ctx, p.Repo)
+	if len(files) == 1 {
+		r := p.pushOne(ctx, path, ident)
+		p.report(r)
+		return r.err
+	}
+	id, err := ident()
+	if err != nil {
 		return fileError(name, err)
 	}
 	// The requested file goes first and alone when the repository has no
 	// identity yet, so that exactly one process creates it.
-	if errors.Is(err, repo.ErrNoIdentity) {
-		r := p.pushOne(ctx, path, &id, spool)
+	if id.SystemID == 0 {
+		r := p.pushOne(ctx, path, ident)
 		p.report(r)
 		if r.err != nil {
 			return r.err
 		}
-		if len(files) > 1 {
-			p.recordAhead(pushedDir, p.pushAll(ctx, files[1:], id, spool, name))
-		}
+		p.recordAhead(pushedDir, p.pushAll(ctx, files[1:], r.id, name))
 		return nil
 	}
-	results := p.pushAll(ctx, files, id, spool, "")
+	results := p.pushAll(ctx, files, id, "")
 	p.recordAhead(pushedDir, results[1:])
 	return results[0].err
 }
@@ -130,7 +137,7 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 // pushAll uploads files concurrently and reports each. With aheadOf empty
 // the first file is the one PostgreSQL asked for and the rest are pushed
 // ahead of it; otherwise all are pushed ahead of aheadOf.
-func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, spool, aheadOf string) []pushResult {
+func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, aheadOf string) []pushResult {
 	results := make([]pushResult, len(files))
 	sem := make(chan struct{}, max(1, p.Concurrency))
 	var wg sync.WaitGroup
@@ -138,8 +145,7 @@ func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, 
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			idc := id
-			results[i] = p.pushOne(ctx, f, &idc, spool)
+			results[i] = p.pushOne(ctx, f, func() (repo.Identity, error) { return id, nil })
 			switch {
 			case aheadOf != "":
 				results[i].pushedFor = aheadOf
@@ -171,10 +177,10 @@ func (p *Pusher) report(r pushResult) {
 	}
 }
 
-// pushOne validates, compresses and uploads one file. id is the repository
-// identity, zero when the repository has none yet (then this call creates
-// it from the segment header and updates *id).
-func (p *Pusher) pushOne(ctx context.Context, path string, id *repo.Identity, spool string) (res pushResult) {
+// pushOne validates, compresses and uploads one file. ident returns the
+// repository identity, zero when the repository has none yet (then this
+// call creates it from the segment header).
+func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Identity, error)) (res pushResult) {
 	start := time.Now()
 	name := filepath.Base(path)
 	res.name = name
@@ -190,27 +196,33 @@ func (p *Pusher) pushOne(ctx context.Context, path string, id *repo.Identity, sp
 		return res
 	}
 	res.in, res.stat = len(data), stat
-	if err := p.validate(ctx, name, data, id, spool); err != nil {
-		res.err = err
-		return res
-	}
 
+	// Hash and compress while the identity arrives; nothing is uploaded
+	// before the file is validated against it.
 	var sum [32]byte
 	var enc []byte
 	var encErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { sum = sha256.Sum256(data) })
-	enc, encErr = p.Codec.Encode(nil, data)
+	wg.Go(func() { enc, encErr = p.Codec.Encode(nil, data) })
+	id, err := ident()
+	if err == nil {
+		err = p.validate(ctx, name, data, &id)
+	}
 	wg.Wait()
+	res.id = id
+	if err != nil {
+		res.err = err
+		return res
+	}
 	if encErr != nil {
 		res.err = encErr
 		return res
 	}
 	res.sha = hex.EncodeToString(sum[:])
 	res.out = len(enc)
-	res.key = repo.WALKey(name, p.Codec.Suffix())
-	err = p.Repo.Store().PutIfAbsent(ctx, res.key, bytes.NewReader(enc), int64(len(enc)), repo.WALMeta(res.sha, len(data), p.Codec))
-	if errors.Is(err, storage.ErrExists) {
+	res.key, err = p.Repo.PutWAL(ctx, name, p.Codec, enc, res.sha, len(data))
+	if errors.Is(err, repo.ErrExists) {
 		res.existed = true
 		obj, herr := p.Repo.HeadWAL(ctx, res.key)
 		switch {
@@ -254,7 +266,7 @@ func readFile(path string) ([]byte, fileStat, error) {
 
 // validate refuses what must not enter the repository: segments of the
 // wrong size or from another cluster, unparseable history files.
-func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *repo.Identity, spool string) error {
+func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *repo.Identity) error {
 	kind, err := wal.Classify(name)
 	if err != nil {
 		return err
@@ -294,7 +306,6 @@ func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *rep
 				return err
 			}
 			*id = got
-			cacheIdentity(p.Repo, spool, got)
 		}
 	case wal.KindHistory:
 		if _, err := wal.ParseHistory(data); err != nil {
@@ -408,4 +419,7 @@ func (p *Pusher) sweepSpool(walDir, spool string) {
 		return errorsIsNotExist(err)
 	})
 	sweepPrefetch(filepath.Join(spool, "prefetch"), 10*time.Minute)
+	// Earlier versions cached the repository identity here; the
+	// repository is the only source of it now.
+	os.Remove(filepath.Join(spool, "identity.json"))
 }

@@ -9,16 +9,13 @@
 package archive
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
-
-	"github.com/walsnap/walsnap/internal/fsutil"
-	"github.com/walsnap/walsnap/internal/repo"
 )
 
 // SpoolDirName is the spool directory created inside pg_wal by default.
@@ -31,43 +28,6 @@ func spoolDir(configured, walDir string) string {
 		return configured
 	}
 	return filepath.Join(walDir, SpoolDirName)
-}
-
-type cachedIdentity struct {
-	Repo     string        `json:"repo"`
-	Identity repo.Identity `json:"identity"`
-}
-
-// loadIdentity returns the repository identity, from the spool's cache when
-// it was recorded for the same repository, else from the repository (and
-// then caches it). The identity never changes once written, so the cache
-// cannot go stale for its repository. It returns repo.ErrNoIdentity when the
-// repository has none yet.
-func loadIdentity(ctx context.Context, r *repo.Repo, spool string) (repo.Identity, error) {
-	path := filepath.Join(spool, "identity.json")
-	if data, err := os.ReadFile(path); err == nil {
-		var c cachedIdentity
-		if json.Unmarshal(data, &c) == nil && c.Repo == r.String() {
-			if _, err := repo.ParseIdentity(mustJSON(c.Identity)); err == nil {
-				return c.Identity, nil
-			}
-		}
-	}
-	id, err := r.Identity(ctx)
-	if err != nil {
-		return repo.Identity{}, err
-	}
-	cacheIdentity(r, spool, id)
-	return id, nil
-}
-
-// cacheIdentity records id for r in the spool; failures only cost a GET
-// next time, so they are ignored.
-func cacheIdentity(r *repo.Repo, spool string, id repo.Identity) {
-	if os.MkdirAll(spool, 0o700) != nil {
-		return
-	}
-	_ = fsutil.WriteFileAtomic(filepath.Join(spool, "identity.json"), mustJSON(cachedIdentity{Repo: r.String(), Identity: id}), 0o600)
 }
 
 func mustJSON(v any) []byte {
@@ -102,4 +62,9 @@ func olderThan(fi os.FileInfo, d time.Duration) bool { return time.Since(fi.ModT
 func errorsIsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 // fileError prefixes an error with the WAL file name, once.
-func fileError(name string, err error) error { return fmt.Errorf("%s: %w", name, err) }
+func fileError(name string, err error) error {
+	if strings.HasPrefix(err.Error(), name+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}

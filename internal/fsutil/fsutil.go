@@ -4,6 +4,7 @@
 package fsutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +147,30 @@ func IsLocked(path string) bool {
 	}
 	unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	return false
+}
+
+// WaitUnlocked waits until no process holds an exclusive lock on path (a
+// writer finishing the file), or ctx ends. A missing file is not locked.
+func WaitUnlocked(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer f.Close()
+		err := unix.Flock(int(f.Fd()), unix.LOCK_SH)
+		if err == nil {
+			unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Unlock releases the lock and closes the file.

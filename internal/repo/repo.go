@@ -57,6 +57,12 @@ func (r *Repo) Store() storage.Store { return r.store }
 // String names the repository for logs (no credentials).
 func (r *Repo) String() string { return r.store.String() }
 
+// Errors of the storage contract, for callers that speak only to repo.
+var (
+	ErrNotExist = storage.ErrNotExist // no such object (wraps fs.ErrNotExist)
+	ErrExists   = storage.ErrExists   // a write found the name taken; nothing was overwritten
+)
+
 // ErrNoIdentity means the repository has no walsnap.json yet.
 var ErrNoIdentity = errors.New("repository not initialised (no walsnap.json yet)")
 
@@ -161,6 +167,15 @@ func walObject(info storage.ObjectInfo) (WALObject, error) {
 // WALMeta builds the metadata for a WAL object.
 func WALMeta(sha256hex string, rawSize int, codec compress.Codec) map[string]string {
 	return map[string]string{MetaSHA256: sha256hex, MetaRawSize: strconv.Itoa(rawSize), MetaCodec: codec.Name()}
+}
+
+// PutWAL stores the encoded bytes of the WAL file name (compressed with
+// codec; sha256hex and rawSize describe the raw bytes) unless the
+// repository already has an object at its key: then it returns the key and
+// an error matching ErrExists, and the stored object is untouched.
+func (r *Repo) PutWAL(ctx context.Context, name string, codec compress.Codec, enc []byte, sha256hex string, rawSize int) (string, error) {
+	key := WALKey(name, codec.Suffix())
+	return key, r.store.PutIfAbsent(ctx, key, bytes.NewReader(enc), int64(len(enc)), WALMeta(sha256hex, rawSize, codec))
 }
 
 // HeadWAL returns the metadata of the WAL object at key.

@@ -1,0 +1,228 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// pushAll pushes segments first..last of timeline 1 and returns their bytes.
+func (e *env) pushRange(first, last uint64) map[uint64][]byte {
+	e.t.Helper()
+	datas := map[uint64][]byte{}
+	for no := first; no <= last; no++ {
+		var p string
+		p, datas[no] = e.write(1, no, false)
+		if err := e.pusher().Push(context.Background(), p); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return datas
+}
+
+// TestPrefetchedTamperNeverServed: a prefetched file is served only when it
+// is proven to hold the bytes verified when it was downloaded. Each tamper
+// below was served with exit 0 before (issue 7, defect 1).
+func TestPrefetchedTamperNeverServed(t *testing.T) {
+	e := newEnv(t)
+	datas := e.pushRange(1, 9)
+	f := e.fetcher()
+	f.Prefetch = 8
+	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	pdir := filepath.Join(e.walDir, SpoolDirName, "prefetch")
+	flip := func(no uint64, off int64) func(string) {
+		return func(path string) {
+			fd, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fd.Close()
+			b := []byte{0}
+			fd.ReadAt(b, off)
+			b[0] ^= 0x5a
+			if _, err := fd.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// keepStat rewrites the record with the tampered file's stat, as on a
+	// filesystem whose timestamps did not move: the content check alone
+	// must catch it.
+	keepStat := func(tamper func(string)) func(string) {
+		return func(path string) {
+			tamper(path)
+			var rec prefetchRecord
+			data, err := os.ReadFile(path + recordSuffix)
+			if err != nil || json.Unmarshal(data, &rec) != nil {
+				t.Fatalf("record of %s: %v", path, err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.Stat = statOf(fi)
+			os.WriteFile(path+recordSuffix, mustJSON(rec), 0o600)
+		}
+	}
+	cases := []struct {
+		what   string
+		no     uint64
+		tamper func(path string)
+	}{
+		{"byte flipped at offset 25076", 2, flip(2, 25076)},
+		{"byte flipped in the middle", 3, flip(3, segSize/2)},
+		{"later page header", 4, flip(4, 8192*5+2)},
+		{"last byte, stat kept", 5, keepStat(flip(5, segSize-1))},
+		{"first page header, stat kept", 6, keepStat(flip(6, 20))},
+		{"truncated", 7, func(p string) { os.Truncate(p, segSize/2) }},
+		{"replaced by another file", 8, func(p string) {
+			os.Remove(p)
+			os.WriteFile(p, segment(1, 8, sysID), 0o600)
+		}},
+		{"record removed", 9, func(p string) { os.Remove(p + recordSuffix) }},
+	}
+	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
+	for _, c := range cases {
+		t.Run(c.what, func(t *testing.T) {
+			path := filepath.Join(pdir, name(1, c.no))
+			if _, err := os.Stat(path + recordSuffix); err != nil {
+				t.Fatalf("segment %d not prefetched: %v", c.no, err)
+			}
+			c.tamper(path)
+			e.logs.Reset()
+			os.Remove(dest)
+			if err := f.Fetch(context.Background(), name(1, c.no), dest); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(dest)
+			if !bytes.Equal(got, datas[c.no]) {
+				t.Fatalf("%s: PostgreSQL was handed a file that is not the archived segment", c.what)
+			}
+			if strings.Contains(e.logs.String(), "restored (prefetched)") {
+				t.Fatalf("%s: served from the spool:\n%s", c.what, e.logs)
+			}
+			if c.what != "record removed" && !strings.Contains(e.logs.String(), "discarding a prefetched file") {
+				t.Fatalf("%s: not reported:\n%s", c.what, e.logs)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("%s: the tampered spool file is still there", c.what)
+			}
+		})
+	}
+}
+
+// TestPrefetchedServedWhenIntact: the untampered path is still a rename.
+func TestPrefetchedServedWhenIntact(t *testing.T) {
+	e := newEnv(t)
+	datas := e.pushRange(1, 3)
+	f := e.fetcher()
+	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
+	if err := f.Fetch(context.Background(), name(1, 2), dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, datas[2]) || !strings.Contains(e.logs.String(), "restored (prefetched)") {
+		t.Fatalf("intact prefetched segment not served from the spool:\n%s", e.logs)
+	}
+	pdir := filepath.Join(e.walDir, SpoolDirName, "prefetch")
+	if _, err := os.Stat(filepath.Join(pdir, name(1, 2)+recordSuffix)); !os.IsNotExist(err) {
+		t.Fatal("the record of a served file was left behind")
+	}
+}
+
+// TestPrefetchRecordOfAnotherRepository: a spool filled from one
+// repository is not served for another.
+func TestPrefetchRecordOfAnotherRepository(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 3)
+	f := e.fetcher()
+	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	other := newEnv(t)
+	datas := other.pushRange(1, 3)
+	g := other.fetcher()
+	g.Repo = other.repo
+	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
+	// Same spool (e's pg_wal), other repository.
+	if err := g.Fetch(context.Background(), name(1, 2), dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, datas[2]) || strings.Contains(other.logs.String(), "restored (prefetched)") {
+		t.Fatalf("a file prefetched from another repository was served:\n%s", other.logs)
+	}
+}
+
+// TestStaleIdentityCannotCrossClusters: cluster A archives; the repository
+// is emptied and cluster B starts archiving into it; A's next push from its
+// old pg_wal must be refused and must not store anything (issue 7, defect
+// 2: a cached identity let it through, and B's own segment of that name
+// then stuck B's archiver).
+func TestStaleIdentityCannotCrossClusters(t *testing.T) {
+	a := newEnv(t)
+	a.pushRange(1, 1)
+	// Empty the repository.
+	ents, _ := os.ReadDir(a.repoDir)
+	for _, ent := range ents {
+		if err := os.RemoveAll(filepath.Join(a.repoDir, ent.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cluster B, its own pg_wal, the same repository.
+	b := newEnv(t)
+	b.repo, b.repoDir = a.repo, a.repoDir
+	bSeg := func(no uint64) string {
+		p := filepath.Join(b.walDir, name(1, no))
+		if err := os.WriteFile(p, segment(1, no, sysID+1), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := b.pusher().Push(context.Background(), bSeg(1)); err != nil {
+		t.Fatal(err)
+	}
+	pA, _ := a.write(1, 2, false)
+	err := a.pusher().Push(context.Background(), pA)
+	if err == nil || !strings.Contains(err.Error(), "does not match the repository's") {
+		t.Fatalf("cluster A's push into cluster B's repository: %v", err)
+	}
+	if objs, _ := a.repo.Store().List(context.Background(), "wal/00000001/"+name(1, 2)); len(objs) != 0 {
+		t.Fatalf("cluster A's segment was stored in B's repository: %v", objs)
+	}
+	if err := b.pusher().Push(context.Background(), bSeg(2)); err != nil {
+		t.Fatalf("cluster B's own segment 2 after A's attempt: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a.walDir, SpoolDirName, "identity.json")); !os.IsNotExist(err) {
+		t.Fatal("an identity cache is kept in the spool")
+	}
+}
+
+// TestFetchIntoMissingDirectory: PostgreSQL always passes a path inside
+// an existing pg_wal; any other destination is an error that creates
+// nothing (issue 7, defect 7).
+func TestFetchIntoMissingDirectory(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 2)
+	missing := filepath.Join(t.TempDir(), "nope", "pg_wal")
+	f := e.fetcher()
+	started := false
+	f.StartPrefetch = func(string) error { started = true; return nil }
+	err := f.Fetch(context.Background(), name(1, 1), filepath.Join(missing, "RECOVERYXLOG"))
+	if err == nil || strings.Contains(err.Error(), ErrNotFound.Error()) {
+		t.Fatalf("fetch into a missing directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !os.IsNotExist(err) {
+		t.Fatal("fetch created the missing directory")
+	}
+	if started {
+		t.Fatal("a prefetcher was started for a missing directory")
+	}
+}

@@ -30,6 +30,7 @@ type env struct {
 	walDir  string
 	repoDir string
 	repo    *repo.Repo
+	st      *fs.Store // the repository's store, for tests that tamper with objects
 	logs    *bytes.Buffer
 }
 
@@ -44,7 +45,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.repo = repo.New(st)
+	e.st, e.repo = st, repo.New(st)
 	return e
 }
 
@@ -183,7 +184,7 @@ func TestPushRefusesBadFiles(t *testing.T) {
 			t.Errorf("%s: Push = %v, want an error mentioning %q", what, err, tc.want)
 		}
 	}
-	objs, _ := e.repo.Store().List(context.Background(), "wal/")
+	objs, _ := e.st.List(context.Background(), "wal/")
 	if len(objs) != 1 {
 		t.Fatalf("refused files reached the repository: %v", objs)
 	}
@@ -206,7 +207,7 @@ func TestHistoryAndBackupFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.repo.Store().Head(context.Background(), "wal/00000002.history.zst"); err != nil {
+	if _, err := e.st.Head(context.Background(), "wal/00000002.history.zst"); err != nil {
 		t.Fatalf("history object not at its key: %v", err)
 	}
 	got, err := e.fetchBytes("00000002.history")
@@ -261,7 +262,7 @@ func TestPushAhead(t *testing.T) {
 	if err := ps.Push(context.Background(), paths[1]); err != nil {
 		t.Fatal(err)
 	}
-	objs, _ := e.repo.Store().List(context.Background(), "wal/00000001/")
+	objs, _ := e.st.List(context.Background(), "wal/00000001/")
 	if len(objs) != 7 {
 		t.Fatalf("after one call with ahead=6: %d objects, want 7", len(objs))
 	}
@@ -294,7 +295,7 @@ func TestPushAhead(t *testing.T) {
 		t.Fatalf("changed file behind a record: %v, want ErrConflict", err)
 	}
 	// A forged record: the object is not in the repository.
-	if err := e.repo.Store().Delete(context.Background(), repo.WALKey(name(1, 4), ".zst")); err != nil {
+	if err := e.st.Delete(context.Background(), repo.WALKey(name(1, 4), ".zst")); err != nil {
 		t.Fatal(err)
 	}
 	e.logs.Reset()

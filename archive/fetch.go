@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
@@ -56,9 +56,12 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	if fi, err := os.Stat(walDir); err != nil || !fi.IsDir() {
 		return fileError(name, fmt.Errorf("destination directory %s: not an existing directory", walDir))
 	}
-	pdir := filepath.Join(spoolDir(f.SpoolDir, walDir), "prefetch")
+	spool := spoolDir(f.SpoolDir, walDir)
+	pdir := filepath.Join(spool, "prefetch")
+	own := ownerOf(walDir)
 	if kind == wal.KindSegment {
 		if rec, ok := f.takePrefetched(ctx, pdir, name, dest); ok {
+			own.chown(dest)
 			f.Log.Info("restored (prefetched)", "file", name, "ms", time.Since(start).Milliseconds())
 			if fn, err := wal.ParseFileName(name, rec.SegmentSize); err == nil {
 				sweepPassed(pdir, fn.Segment, rec.SegmentSize)
@@ -70,10 +73,14 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	// The identity is read from the repository on every call, never from
 	// a local cache, while the object downloads.
 	ident := identityOf(ctx, f.Repo)
-	if err := os.MkdirAll(pdir, 0o700); err != nil {
+	// The download goes to the top of the spool, not into the prefetch
+	// directory: wal-push or the prefetcher remove that one when recovery
+	// ends, which is when PostgreSQL still fetches the parent timeline's
+	// history file.
+	if err := own.mkdirAll(spool, spool); err != nil {
 		return fileError(name, err)
 	}
-	tmp, err := os.CreateTemp(pdir, name+".fetch-*")
+	tmp, err := own.createTemp(spool, name+".fetch-*")
 	if err != nil {
 		return fileError(name, err)
 	}
@@ -95,6 +102,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		os.Remove(tmp.Name())
 		return fileError(name, err)
 	}
+	own.chown(dest) // in case the move had to copy
 	f.Log.Info("restored", "file", name, "bytes_in", obj.RawSize, "ms", time.Since(start).Milliseconds())
 	if kind == wal.KindSegment && id.SegmentSize != 0 {
 		if fn, err := wal.ParseFileName(name, id.SegmentSize); err == nil {
@@ -310,13 +318,28 @@ func (f *Fetcher) maybePrefetch(pdir string, seg wal.Segment, segSize uint64) {
 // directory under walDir's spool, Concurrency at a time, stopping at the
 // first one the repository does not have. Only one prefetcher runs per
 // spool; a second returns at once.
+//
+// Once recovery has ended (see recoveryEnded), prefetching is pointless:
+// RunPrefetch then stops (it checks before it starts and every
+// recoveryPoll while it runs) and removes the prefetch directory.
 func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	spool := spoolDir(f.SpoolDir, walDir)
 	pdir := filepath.Join(spool, "prefetch")
-	if err := os.MkdirAll(pdir, 0o700); err != nil {
+	dataDir := dataDirOf(walDir)
+	if recoveryEnded(dataDir) {
+		removePrefetchSpool(spool)
+		return nil
+	}
+	sweepSpoolTop(spool)
+	own := ownerOf(walDir)
+	if err := own.mkdirAll(spool, pdir); err != nil {
 		return err
 	}
-	lock, err := fsutil.TryLock(filepath.Join(pdir, ".lock"))
+	lockPath := filepath.Join(pdir, ".lock")
+	if err := own.ensureFile(lockPath); err != nil {
+		return err
+	}
+	lock, err := fsutil.TryLock(lockPath)
 	if errors.Is(err, fsutil.ErrLocked) {
 		return nil
 	}
@@ -324,6 +347,42 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 		return err
 	}
 	defer lock.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ended atomic.Bool
+	if dataDir != "" {
+		go func() {
+			t := time.NewTicker(recoveryPoll)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if recoveryEnded(dataDir) {
+					ended.Store(true)
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	err = f.prefetchAfter(ctx, own, pdir, name)
+	if ended.Load() || recoveryEnded(dataDir) {
+		f.Log.Info("recovery has ended: prefetch stopped, prefetch directory removed")
+		removePrefetchSpool(spool)
+		return nil
+	}
+	return err
+}
+
+// recoveryPoll is how often a running prefetcher checks whether recovery
+// has ended.
+var recoveryPoll = 500 * time.Millisecond
+
+// prefetchAfter downloads the Prefetch segments after name into pdir.
+func (f *Fetcher) prefetchAfter(ctx context.Context, own spoolOwner, pdir, name string) error {
 	id, err := f.Repo.Identity(ctx)
 	if err != nil {
 		return err
@@ -352,7 +411,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			err := f.prefetchOne(ctx, pdir, next, id)
+			err := f.prefetchOne(ctx, own, pdir, next, id)
 			if errors.Is(err, ErrNotFound) {
 				cancel() // the end of the archive: nothing after it either
 			} else if err != nil && ctx.Err() == nil {
@@ -364,13 +423,13 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	return nil
 }
 
-func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Identity) error {
+func (f *Fetcher) prefetchOne(ctx context.Context, own spoolOwner, pdir, name string, id repo.Identity) error {
 	path := filepath.Join(pdir, name)
 	part := path + ".part"
-	fd, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	fd, err := own.createExcl(part)
 	if fi, serr := os.Stat(part); errors.Is(err, os.ErrExist) && serr == nil && orphaned(pdir, filepath.Base(part), fi) {
 		os.Remove(part) // left by a prefetcher that died
-		fd, err = os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		fd, err = own.createExcl(part)
 	}
 	if err != nil {
 		return nil // someone else is on it
@@ -402,29 +461,13 @@ func (f *Fetcher) prefetchOne(ctx context.Context, pdir, name string, id repo.Id
 		rec := prefetchRecord{Repo: f.Repo.String(), Key: obj.Key, SystemID: id.SystemID, SegmentSize: id.SegmentSize,
 			Size: obj.RawSize, SHA256: obj.SHA256, CRC32C: h.Sum32(), Stat: statOf(fi)}
 		// Not fsynced: a record lost in a crash only costs a download.
-		err = writeRecord(path+recordSuffix, mustJSON(rec))
+		err = own.writeRecord(path+recordSuffix, mustJSON(rec))
 	}
 	if err != nil {
 		os.Remove(part)
 		removePrefetched(path)
 	}
 	return err
-}
-
-// writeRecord writes a small file atomically (temporary name, rename)
-// without fsync: the records it is used for are caches whose loss only
-// costs work.
-func writeRecord(path string, data []byte) error {
-	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }
 
 // orphanAge is how old an unlocked in-progress file must be before it is

@@ -17,6 +17,7 @@ import (
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/repo"
+	s3store "github.com/walsnap/walsnap/internal/storage/s3"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
 
@@ -61,8 +62,7 @@ var segmentName = regexp.MustCompile(`^[0-9A-F]{24}$`)
 func TestArchiveWithPostgres(t *testing.T) {
 	bin := testrig.Walsnap(t)
 	s3 := testrig.S3(t)
-	work := testrig.WorkDir(t)
-	cfg := writeConfig(t, work, s3Config(s3, "pg15/main"))
+	cfg := writeConfig(t, testrig.ConfigDir(t), s3Config(s3, "pg15/main"))
 	pg := testrig.StartPG(t, testrig.PGOptions{
 		Conf: map[string]string{
 			"archive_mode":    "on",
@@ -118,11 +118,12 @@ func TestArchiveWithPostgres(t *testing.T) {
 	t.Logf("%d archived segments fetched byte-identical", checked)
 
 	// The repository identity matches the cluster.
-	var c config.Config = config.Default()
-	c.Repo = fmt.Sprintf("s3://%s/pg15/main", s3.Bucket)
-	c.S3.Endpoint, c.S3.PathStyle, c.S3.Region = s3.Endpoint, true, s3.Region
+	loc, err := config.ParseLocation(fmt.Sprintf("s3://%s/pg15/main", s3.Bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s3.Setenv(t)
-	r, err := repo.Open(context.Background(), c)
+	r, err := repo.Open(context.Background(), loc, config.S3{Endpoint: s3.Endpoint, PathStyle: true, Region: s3.Region, Checksums: config.ChecksumsWhenSupported})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,18 +150,23 @@ func TestArchiveWithPostgres(t *testing.T) {
 	t.Run("corrupted object exits 255 and leaves DEST alone", func(t *testing.T) {
 		ctx := context.Background()
 		name := "000000010000000000000002"
-		key := repo.WALKey(name, ".zst")
-		rc, info, err := r.Store().Get(ctx, key)
+		key := "wal/00000001/" + name + ".zst"
+		// Tamper with the stored object behind the repository's back.
+		st, err := s3store.New(ctx, s3store.Options{Bucket: s3.Bucket, Prefix: "pg15/main", Endpoint: s3.Endpoint, PathStyle: true, Region: s3.Region})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, info, err := st.Get(ctx, key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		data, _ := io.ReadAll(rc)
 		rc.Close()
 		data[len(data)/2] ^= 0x40
-		if err := r.Store().Delete(ctx, key); err != nil {
+		if err := st.Delete(ctx, key); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Store().PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data)), info.Metadata); err != nil {
+		if err := st.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data)), info.Metadata); err != nil {
 			t.Fatal(err)
 		}
 		dest := filepath.Join(destDir, "RECOVERYXLOG")
@@ -220,7 +226,7 @@ func TestArchiveWithPostgres(t *testing.T) {
 func TestRecoveryToTime(t *testing.T) {
 	bin := testrig.Walsnap(t)
 	work := testrig.WorkDir(t)
-	cfg := writeConfig(t, work, "repo: file://"+filepath.Join(work, "repo")+"\n")
+	cfg := writeConfig(t, testrig.ConfigDir(t), "repo: file://"+filepath.Join(work, "repo")+"\n")
 	pg := testrig.StartPG(t, testrig.PGOptions{Conf: map[string]string{
 		"archive_mode":    "on",
 		"archive_command": bin + " --config " + cfg + " wal-push %p",

@@ -126,11 +126,11 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 		if r.err != nil {
 			return r.err
 		}
-		p.recordAhead(pushedDir, p.pushAll(ctx, files[1:], r.id, name))
+		p.recordAhead(walDir, pushedDir, p.pushAll(ctx, files[1:], r.id, name))
 		return nil
 	}
 	results := p.pushAll(ctx, files, id, "")
-	p.recordAhead(pushedDir, results[1:])
+	p.recordAhead(walDir, pushedDir, results[1:])
 	return results[0].err
 }
 
@@ -359,8 +359,12 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 }
 
 // recordAhead leaves a record for each file pushed ahead successfully.
-func (p *Pusher) recordAhead(pushedDir string, results []pushResult) {
-	if len(results) == 0 || os.MkdirAll(pushedDir, 0o700) != nil {
+func (p *Pusher) recordAhead(walDir, pushedDir string, results []pushResult) {
+	if len(results) == 0 {
+		return
+	}
+	own := ownerOf(walDir)
+	if own.mkdirAll(filepath.Dir(pushedDir), pushedDir) != nil {
 		return
 	}
 	for _, r := range results {
@@ -369,7 +373,7 @@ func (p *Pusher) recordAhead(pushedDir string, results []pushResult) {
 		}
 		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
 		// Not fsynced: a record lost in a crash only costs a re-push.
-		os.WriteFile(filepath.Join(pushedDir, r.name), mustJSON(rec), 0o600)
+		own.writeRecord(filepath.Join(pushedDir, r.name), mustJSON(rec))
 	}
 }
 
@@ -409,16 +413,23 @@ func readyFiles(walDir, current string, limit int, pushedDir string) []string {
 }
 
 // sweepSpool bounds the spool: push-ahead records whose WAL file is gone
-// or that are a day old, and prefetched files left by an ended recovery.
+// or that are a day old, and the prefetch directory once recovery has
+// ended (while it goes on, as on a standby archiving with
+// archive_mode=always, only prefetched files that recovery left behind).
 func (p *Pusher) sweepSpool(walDir, spool string) {
 	sweep(filepath.Join(spool, "pushed"), func(name string, fi os.FileInfo) bool {
+		if inProgress(name) { // a record being written, or a dead writer's
+			return olderThan(fi, orphanAge)
+		}
 		if olderThan(fi, 24*time.Hour) {
 			return true
 		}
 		_, err := os.Stat(filepath.Join(walDir, name))
 		return errorsIsNotExist(err)
 	})
-	sweepPrefetch(filepath.Join(spool, "prefetch"), 10*time.Minute)
+	if !tidySpool(walDir, spool) {
+		sweepPrefetch(filepath.Join(spool, "prefetch"), 10*time.Minute)
+	}
 	// Earlier versions cached the repository identity here; the
 	// repository is the only source of it now.
 	os.Remove(filepath.Join(spool, "identity.json"))

@@ -178,7 +178,7 @@ func TestStaleIdentityCannotCrossClusters(t *testing.T) {
 	}
 	// Cluster B, its own pg_wal, the same repository.
 	b := newEnv(t)
-	b.repo, b.repoDir = a.repo, a.repoDir
+	b.repo, b.repoDir, b.st = a.repo, a.repoDir, a.st
 	bSeg := func(no uint64) string {
 		p := filepath.Join(b.walDir, name(1, no))
 		if err := os.WriteFile(p, segment(1, no, sysID+1), 0o600); err != nil {
@@ -194,7 +194,7 @@ func TestStaleIdentityCannotCrossClusters(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "does not match the repository's") {
 		t.Fatalf("cluster A's push into cluster B's repository: %v", err)
 	}
-	if objs, _ := a.repo.Store().List(context.Background(), "wal/00000001/"+name(1, 2)); len(objs) != 0 {
+	if objs, _ := a.st.List(context.Background(), "wal/00000001/"+name(1, 2)); len(objs) != 0 {
 		t.Fatalf("cluster A's segment was stored in B's repository: %v", objs)
 	}
 	if err := b.pusher().Push(context.Background(), bSeg(2)); err != nil {

@@ -2,7 +2,6 @@ package basebackup
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
@@ -22,6 +20,7 @@ type Options struct {
 	Repo     *repo.Repo
 	Conn     pg.ConnConfig
 	PGData   string // expected data directory; "" = whatever the server reports
+	SpoolDir string // the cluster's spool (spool_dir); "" = pg_wal/.walsnap
 	Provider Provider
 	Fast     bool   // request an immediate checkpoint
 	Label    string // "" = "walsnap <id>"
@@ -79,7 +78,7 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 10 * time.Minute
 	}
-	provider := "external"
+	provider := manifest.ProviderExternal
 	if o.Provider != nil {
 		provider = o.Provider.Name()
 	}
@@ -131,10 +130,7 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	if m.Label == "" {
 		m.Label = "walsnap " + m.ID
 	}
-	// The local lock is per cluster and outside PGDATA: a backup run as
-	// root must not create files in pg_wal that the archiver cannot use.
-	localLock := filepath.Join(os.TempDir(), fmt.Sprintf("walsnap-backup-%d.lock", m.SystemID))
-	lock, err := acquireLock(ctx, o.Repo.Store(), localLock, m.ID, o.LockTTL)
+	lock, err := acquireLock(ctx, o.Repo, localLockPath(o.SpoolDir, m.PGData), m.ID, o.LockTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -201,24 +197,23 @@ func (b *Backup) End(ctx context.Context, cap *Captured) (*manifest.Manifest, er
 	if err := waitForWAL(ctx, b.o.Repo, m.StopWAL, b.o.WALTimeout, log); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
-	if m.Payload, err = json.Marshal(cap.Payload); err != nil {
+	if err := m.SetPayload(cap.Payload); err != nil {
 		return nil, err
 	}
-	st := b.o.Repo.Store()
 	if cap.Complete == nil {
 		m.Status = manifest.StatusComplete
-		if err := manifest.Put(ctx, st, m); err != nil {
+		if err := b.o.Repo.PutManifest(ctx, m); err != nil {
 			return nil, err
 		}
 		return m, nil
 	}
 	m.Status = manifest.StatusPending
-	if err := manifest.Put(ctx, st, m); err != nil {
+	if err := b.o.Repo.PutManifest(ctx, m); err != nil {
 		return nil, err
 	}
 	payload, cerr := cap.Complete(ctx)
 	if payload != nil {
-		if m.Payload, err = json.Marshal(payload); err != nil {
+		if err := m.SetPayload(payload); err != nil {
 			return nil, err
 		}
 	}
@@ -226,7 +221,7 @@ func (b *Backup) End(ctx context.Context, cap *Captured) (*manifest.Manifest, er
 	if cerr != nil {
 		m.Status, m.Error = manifest.StatusFailed, cerr.Error()
 	}
-	if err := manifest.Finish(context.WithoutCancel(ctx), st, m); err != nil {
+	if err := b.o.Repo.FinishManifest(context.WithoutCancel(ctx), m); err != nil {
 		return nil, err
 	}
 	if cerr != nil {
@@ -283,15 +278,9 @@ func fillFromStop(m *manifest.Manifest, stop pg.StopResult) error {
 func waitForWAL(ctx context.Context, r *repo.Repo, segment string, timeout time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	key := repo.WALKey(segment, "")
 	for first := true; ; first = false {
-		// Listing by prefix also finds a .backup file named after the same
-		// segment: only the segment itself counts.
-		objs, err := r.Store().List(ctx, key)
-		for _, o := range objs {
-			if base, _ := compress.FromKey(o.Key); err == nil && base == key {
-				return nil
-			}
+		if ok, err := r.HasWAL(ctx, segment); err == nil && ok {
+			return nil
 		}
 		if first {
 			log.Info("waiting for WAL to reach the repository", "segment", segment)

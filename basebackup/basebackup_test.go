@@ -1,19 +1,21 @@
 package basebackup
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
+	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 )
 
@@ -23,24 +25,25 @@ func TestLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := repo.New(st)
 	dir := t.TempDir()
-	l, err := acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B1", time.Hour)
+	l, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Same host, another local lock file (another cluster's path): the
 	// repository lease still refuses, naming the holder.
-	if _, err := acquireLock(ctx, st, filepath.Join(dir, "b.lock"), "B2", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "B1") {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "b.lock"), "B2", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "B1") {
 		t.Fatalf("second backup: %v", err)
 	}
 	// Same local lock: refused by flock before the repository is asked.
-	if _, err := acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B3", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "this host") {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B3", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "this host") {
 		t.Fatalf("same local lock: %v", err)
 	}
 	if err := l.release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	l, err = acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B4", time.Hour)
+	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B4", time.Hour)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
@@ -50,29 +53,76 @@ func TestLock(t *testing.T) {
 	dead := exec.Command("true")
 	dead.Run()
 	host, _ := os.Hostname()
-	putLease(t, st, lease{ID: "crashed", Host: host, PID: dead.Process.Pid, Expires: time.Now().Add(time.Hour)})
-	l, err = acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B5", time.Hour)
+	putLease(t, r, repo.Lease{BackupID: "crashed", Host: host, PID: dead.Process.Pid, Expires: time.Now().Add(time.Hour)})
+	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B5", time.Hour)
 	if err != nil {
 		t.Fatalf("lease of a dead local process not taken over: %v", err)
 	}
 	l.local.Unlock()
 	// A live lease of another host blocks until it expires.
-	putLease(t, st, lease{ID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(time.Hour)})
-	if _, err := acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B6", time.Hour); !errors.Is(err, ErrBackupRunning) {
+	putLease(t, r, repo.Lease{BackupID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(time.Hour)})
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B6", time.Hour); !errors.Is(err, ErrBackupRunning) {
 		t.Fatalf("live remote lease ignored: %v", err)
 	}
-	putLease(t, st, lease{ID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(-time.Minute)})
-	if _, err := acquireLock(ctx, st, filepath.Join(dir, "a.lock"), "B7", time.Hour); err != nil {
+	putLease(t, r, repo.Lease{BackupID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(-time.Minute)})
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B7", time.Hour); err != nil {
 		t.Fatalf("expired lease not taken over: %v", err)
 	}
 }
 
-func putLease(t *testing.T, st *fs.Store, l lease) {
+// putLease makes l the lease in force, as another process would.
+func putLease(t *testing.T, r *repo.Repo, l repo.Lease) {
 	t.Helper()
-	st.Delete(context.Background(), lockKey)
-	data, _ := json.Marshal(l)
-	if err := st.PutIfAbsent(context.Background(), lockKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+	if _, err := r.AcquireLease(context.Background(), l, func(repo.Lease) bool { return true }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLocalLockInRunDir: the local lock lives in the cluster's run
+// directory inside pg_wal/.walsnap, never at a predictable path in a
+// world-writable directory (issue 7, defect 5: /tmp/walsnap-backup-<sysid>.lock
+// could be held by any local user), and is the cluster owner's when
+// created by root.
+func TestLocalLockInRunDir(t *testing.T) {
+	pgdata := t.TempDir()
+	if err := os.Mkdir(filepath.Join(pgdata, "pg_wal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := localLockPath("", pgdata)
+	if path != filepath.Join(pgdata, "pg_wal", ".walsnap", "run", "backup.lock") {
+		t.Fatalf("local lock at %s", path)
+	}
+	if got := localLockPath("/srv/spool", pgdata); got != "/srv/spool/run/backup.lock" {
+		t.Fatalf("local lock with spool_dir at %s", got)
+	}
+	if os.Geteuid() == 0 {
+		// The cluster is postgres's: what root creates for it is too.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Skip("no postgres user")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		os.Chown(filepath.Join(pgdata, "pg_wal"), uid, gid)
+	}
+	st, _ := fs.New(t.TempDir())
+	l, err := acquireLock(context.Background(), repo.New(st), path, "B1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release(context.Background())
+	owner, _ := os.Stat(filepath.Join(pgdata, "pg_wal"))
+	for _, p := range []string{filepath.Dir(filepath.Dir(path)), filepath.Dir(path), path} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.IsDir() && fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: mode %v, want 0700", p, fi.Mode().Perm())
+		}
+		if fi.Sys().(*syscall.Stat_t).Uid != owner.Sys().(*syscall.Stat_t).Uid {
+			t.Errorf("%s: not owned by pg_wal's owner", p)
+		}
 	}
 }
 

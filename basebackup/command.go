@@ -5,18 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/walsnap/walsnap/internal/blockdev"
-	"github.com/walsnap/walsnap/internal/shellcmd"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
-)
 
-// CommandProvider is the command provider's name in manifests.
-const CommandProvider = "command"
+	"github.com/walsnap/walsnap/internal/blockdev"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/shellcmd"
+)
 
 // Command is the provider for snapshot systems walsnap does not drive
 // itself (LVM, ZFS, btrfs, SAN arrays): a shell command snapshots the
@@ -32,14 +31,8 @@ type Command struct {
 	mountinfo string
 }
 
-// CommandPayload is the manifest payload of a command backup.
-type CommandPayload struct {
-	Snapshots []string `json:"snapshots"` // the lines the script printed, in order
-	Command   string   `json:"command"`   // the script that printed them
-}
-
 // Name implements Provider.
-func (*Command) Name() string { return CommandProvider }
+func (*Command) Name() manifest.Provider { return manifest.ProviderCommand }
 
 // Capture implements Provider. The script's environment adds
 // WALSNAP_BACKUP_ID, WALSNAP_BACKUP_LABEL, WALSNAP_PGDATA, WALSNAP_START_LSN,
@@ -78,7 +71,7 @@ func (c *Command) Capture(ctx context.Context, job *Job) (*Captured, error) {
 		return nil, fmt.Errorf("command.snapshot %q printed no snapshot reference on stdout", c.Script)
 	}
 	job.Log.Info("snapshots taken", "snapshots", refs, "duration", time.Since(start).Round(time.Millisecond))
-	return &Captured{Payload: CommandPayload{Snapshots: refs, Command: c.Script}}, nil
+	return &Captured{Payload: manifest.CommandPayload{Snapshots: refs, Command: c.Script}}, nil
 }
 
 // env is the script's documented environment for job.

@@ -90,7 +90,7 @@ func TestCommandCaptureEnvAndReferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := CommandPayload{Snapshots: []string{"snap-0001", "vol 2: snap-0002 "}, Command: c.Script}
+	want := manifest.CommandPayload{Snapshots: []string{"snap-0001", "vol 2: snap-0002 "}, Command: c.Script}
 	if !reflect.DeepEqual(got.Payload, want) {
 		t.Errorf("payload = %#v, want %#v", got.Payload, want)
 	}

@@ -14,10 +14,8 @@ import (
 	"github.com/walsnap/walsnap/internal/blockdev"
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/freeze"
+	"github.com/walsnap/walsnap/internal/manifest"
 )
-
-// EBSProvider is the ebs provider's name in manifests.
-const EBSProvider = "ebs"
 
 // Defaults of the EBS provider.
 const (
@@ -68,7 +66,7 @@ type ebsTarget struct {
 }
 
 // Name implements Provider.
-func (*EBS) Name() string { return EBSProvider }
+func (*EBS) Name() manifest.Provider { return manifest.ProviderEBS }
 
 // Capture implements Provider: it finds the volumes, optionally freezes
 // their filesystems, starts the snapshots and thaws at once. Its Complete
@@ -137,11 +135,11 @@ func (e *EBS) Capture(ctx context.Context, job *Job) (*Captured, error) {
 		return nil, fmt.Errorf("ebs: %w", err)
 	}
 	ids := make([]string, len(snaps))
-	payload := ebs.Payload{InstanceID: instance, AZ: targets[0].info.AZ, PGData: paths[0], Tablespaces: tsLocs}
+	payload := manifest.EBSPayload{InstanceID: instance, AZ: targets[0].info.AZ, PGData: paths[0], Tablespaces: tsLocs}
 	for i, s := range snaps {
 		ids[i] = s.SnapshotID
 		v := targets[i].info
-		rec := ebs.SnapshotRecord{
+		rec := manifest.EBSSnapshot{
 			SnapshotID: s.SnapshotID, StartTime: s.StartTime, VolumeID: v.VolumeID, Device: v.Device,
 			SizeGiB: v.SizeGiB, Type: v.Type, IOPS: v.IOPS, Throughput: v.Throughput, AZ: v.AZ,
 			Encrypted: v.Encrypted, KMSKeyID: v.KMSKeyID,

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
@@ -40,7 +41,7 @@ func TestEBSBackupCLI(t *testing.T) {
 
 	work := testrig.WorkDir(t)
 	repoDir := filepath.Join(work, "repo")
-	cfg := filepath.Join(work, "walsnap.yaml")
+	cfg := filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
 	pg := testrig.NewPG(t, testrig.PGOptions{Conf: map[string]string{
 		"archive_mode":    "on",
 		"archive_command": bin + " --config " + cfg + " wal-push %p",
@@ -78,7 +79,7 @@ ebs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, err := manifest.List(ctx, st)
+	list, _, err := repo.New(st).Backups(ctx)
 	if err != nil || len(list) != 1 {
 		t.Fatalf("manifests: %v %v", list, err)
 	}

@@ -311,11 +311,11 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, ok := got.Payload.(ebs.Payload)
+		p, ok := got.Payload.(manifest.EBSPayload)
 		if !ok || len(p.Snapshots) != 3 {
-			t.Fatalf("payload %#v, want an ebs.Payload of 3 snapshots", got.Payload)
+			t.Fatalf("payload %#v, want an manifest.EBSPayload of 3 snapshots", got.Payload)
 		}
-		want := ebs.Payload{InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []ebs.SnapshotRecord{{
+		want := manifest.EBSPayload{InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []manifest.EBSSnapshot{{
 			VolumeID: s.data, Device: "/dev/sdf", MountPoint: h.dataMount, FSType: "ext4", MountOptions: "rw,noatime",
 			Paths: []string{h.pgdata}, SizeGiB: 1, Type: "gp3", IOPS: 3000, AZ: s.az,
 		}, {
@@ -399,7 +399,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := got.Payload.(ebs.Payload)
+		p := got.Payload.(manifest.EBSPayload)
 		if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount || p.Snapshots[0].FSType != "ext4" {
 			t.Errorf("payload %+v, want the data volume with its mount", p)
 		}
@@ -443,7 +443,7 @@ func TestEBSCapture(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := got.Payload.(ebs.Payload)
+			p := got.Payload.(manifest.EBSPayload)
 			if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != "" {
 				t.Errorf("payload %+v, want the data volume without a mount", p)
 			}
@@ -497,7 +497,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := got.Payload.(ebs.Payload)
+		p := got.Payload.(manifest.EBSPayload)
 		if len(p.Snapshots) != 2 || p.Snapshots[0].VolumeID != data || p.Snapshots[0].Device != "/dev/xvdf" || p.Snapshots[0].FSType != "xfs" ||
 			p.Snapshots[1].VolumeID != wal || p.Snapshots[1].Device != "/dev/sdg" {
 			t.Errorf("payload %+v, want %s at /dev/xvdf and %s at /dev/sdg", p, data, wal)
@@ -541,7 +541,7 @@ func TestEBSCapture(t *testing.T) {
 				t.Errorf("%s while frozen", ev)
 			}
 		}
-		p := got.Payload.(ebs.Payload)
+		p := got.Payload.(manifest.EBSPayload)
 		if len(p.Snapshots) != 4 || p.Snapshots[3].VolumeID != s.root || p.Snapshots[3].MountPoint != "/" {
 			t.Fatalf("payload %+v, want the root volume last", p)
 		}
@@ -671,7 +671,7 @@ func TestEBSCapture(t *testing.T) {
 			if got := freezerCalls(n); !slices.Equal(got, frozenThawed) {
 				t.Errorf("freezer calls %q, want %q", got, frozenThawed)
 			}
-			for _, sn := range got.Payload.(ebs.Payload).Snapshots {
+			for _, sn := range got.Payload.(manifest.EBSPayload).Snapshots {
 				if sn.Frozen {
 					t.Errorf("snapshot of %s recorded as frozen", sn.MountPoint)
 				}
@@ -691,7 +691,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		snaps := got.Payload.(ebs.Payload).Snapshots
+		snaps := got.Payload.(manifest.EBSPayload).Snapshots
 		wal := snaps[1].SnapshotID
 		defer r.proxy.Set(nil, nil)
 		describeSnapshots := func(edit func(string) string) func(url.Values, string) string {
@@ -765,7 +765,7 @@ func TestEBSCapture(t *testing.T) {
 		if n := len(r.proxy.Requests("CreateSnapshots")); n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
-		if n := len(got.Payload.(ebs.Payload).Snapshots); n != 3 {
+		if n := len(got.Payload.(manifest.EBSPayload).Snapshots); n != 3 {
 			t.Errorf("%d snapshots, want 3", n)
 		}
 	})
@@ -785,13 +785,13 @@ func TestEBSCaptureInstanceFromIMDS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := got.Payload.(ebs.Payload); p.InstanceID != s.instance || len(p.Snapshots) != 3 {
+	if p := got.Payload.(manifest.EBSPayload); p.InstanceID != s.instance || len(p.Snapshots) != 3 {
 		t.Errorf("payload %+v, want 3 snapshots on %s", p, s.instance)
 	}
 }
 
 // checkPayloadJSON pins the payload's JSON names, which restore.EBS reads.
-func checkPayloadJSON(t *testing.T, p ebs.Payload) {
+func checkPayloadJSON(t *testing.T, p manifest.EBSPayload) {
 	t.Helper()
 	data, err := json.Marshal(p)
 	if err != nil {

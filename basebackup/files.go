@@ -17,7 +17,7 @@ type Files struct {
 }
 
 // Name implements Provider.
-func (*Files) Name() string { return filebackup.ProviderName }
+func (*Files) Name() manifest.Provider { return manifest.ProviderFiles }
 
 // Capture implements Provider.
 func (f *Files) Capture(ctx context.Context, job *Job) (*Captured, error) {
@@ -26,8 +26,8 @@ func (f *Files) Capture(ctx context.Context, job *Job) (*Captured, error) {
 		sources = append(sources, filebackup.Source{Tablespace: ts.OID, Root: ts.Location})
 	}
 	res, err := filebackup.Backup(ctx, filebackup.BackupOptions{
-		Store:    job.Repo.Store(),
-		Prefix:   manifest.Prefix(job.ID),
+		Repo:     job.Repo,
+		BackupID: job.ID,
 		Codec:    f.Codec,
 		Streams:  f.Streams,
 		PartSize: f.PartSize,
@@ -38,7 +38,7 @@ func (f *Files) Capture(ctx context.Context, job *Job) (*Captured, error) {
 		return nil, err
 	}
 	return &Captured{
-		Payload:  filebackup.Payload{Parts: res.Parts, Files: res.Files},
+		Payload:  manifest.FilesPayload{Parts: res.Parts, Files: res.Files},
 		BytesIn:  res.BytesIn,
 		BytesOut: res.BytesOut,
 	}, nil

@@ -8,21 +8,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/pg"
+	"github.com/walsnap/walsnap/internal/spool"
 )
-
-// ExternalProvider names backups whose data an external orchestrator
-// (N2W CPM, AWS DLM, AWS Backup, …) captured between backup-start and
-// backup-stop.
-const ExternalProvider = "external"
-
-// ExternalPayload is the manifest payload of an external backup.
-type ExternalPayload struct {
-	Orchestrator string   `json:"orchestrator,omitempty"`
-	Snapshots    []string `json:"snapshots"` // the orchestrator's snapshot ids, as given to backup-stop
-}
 
 // HoldRequest is what backup-stop sends to the holder.
 type HoldRequest struct {
@@ -39,11 +32,38 @@ type HoldReply struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// HolderFiles are where a backup-start holder listens and logs.
+type HolderFiles struct {
+	Socket string
+	Log    string
+}
+
+// Holder returns the holder's files for the cluster whose data directory
+// is pgdata, in its run directory (DESIGN.md rule 11). With pgdata empty
+// the server is asked for its data directory.
+func Holder(ctx context.Context, conn pg.ConnConfig, spoolDir, pgdata string) (HolderFiles, error) {
+	if pgdata == "" {
+		sess, err := pg.Connect(ctx, conn)
+		if err != nil {
+			return HolderFiles{}, fmt.Errorf("find the data directory (set pgdata): %w", err)
+		}
+		pgdata, err = sess.DataDirectory(ctx)
+		sess.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return HolderFiles{}, fmt.Errorf("find the data directory (set pgdata): %w", err)
+		}
+	}
+	dir := spool.RunDir(spoolDir, pgdata)
+	return HolderFiles{Socket: filepath.Join(dir, "backup.sock"), Log: filepath.Join(dir, "backup-hold.log")}, nil
+}
+
 // Hold keeps a backup open for an orchestrator whose before- and after-
 // hooks run as separate processes, while a non-exclusive backup lives in
 // one session. It begins the backup, calls ready with its id (or the
 // error), then serves the unix socket until a stop or abort request, the
 // timeout, or ctx's end; a backup never stopped is aborted (no manifest).
+// The socket is gone before the final reply is sent: whoever got that
+// reply finds no holder any more.
 func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, ready func(b *Backup, err error)) error {
 	o.Provider = nil
 	b, err := Begin(ctx, o)
@@ -52,40 +72,87 @@ func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, 
 		return err
 	}
 	defer b.Abort()
-	os.Remove(socket) // a holder that died leaves its socket behind
-	l, err := net.Listen("unix", socket)
+	if err := spool.MkdirAll(filepath.Dir(socket)); err != nil {
+		ready(nil, err)
+		return err
+	}
+	l, err := listenUnix(socket)
 	if err != nil {
 		err = fmt.Errorf("backup %s: listen on %s: %w", b.ID(), socket, err)
 		ready(nil, err)
 		return err
 	}
-	defer os.Remove(socket)
-	defer l.Close()
-	if err := os.Chmod(socket, 0o600); err != nil {
-		ready(nil, err)
-		return err
-	}
+	closeSocket := sync.OnceFunc(func() {
+		l.Close()
+		os.Remove(socket)
+	})
+	defer closeSocket()
 	ready(b, nil)
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	go func() { <-ctx.Done(); l.Close() }()
+	go func() { <-ctx.Done(); closeSocket() }()
 	for {
 		conn, err := l.Accept()
 		if err != nil {
 			b.log.Error("no backup-stop in time: backup aborted", "timeout", timeout)
 			return fmt.Errorf("backup %s aborted: no backup-stop within %v", b.ID(), timeout)
 		}
-		done, err := serveHold(context.WithoutCancel(ctx), b, conn)
+		done, err := serveHold(context.WithoutCancel(ctx), b, conn, closeSocket)
 		if done {
 			return err
 		}
 	}
 }
 
+// listenUnix listens on a unix socket at path, replacing a socket that a
+// dead holder left. A path longer than a socket address can hold is
+// reached through the directory's /proc/self/fd link.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: a holder is already listening", path)
+		}
+		os.Remove(path)
+	}
+	addr, closeDir, err := socketAddr(path)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDir()
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false) // the short name would not unlink the real one
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	spool.Adopt(path)
+	return l, nil
+}
+
+// socketAddr returns an address for the socket at path that fits a
+// sockaddr_un (107 bytes): path itself, or /proc/self/fd/<dir fd>/<name>.
+func socketAddr(path string) (string, func(), error) {
+	if len(path) < 100 {
+		return path, func() {}, nil
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), filepath.Base(path)), func() { d.Close() }, nil
+}
+
 // serveHold answers one request; done reports whether the holder is
-// finished.
-func serveHold(ctx context.Context, b *Backup, conn net.Conn) (done bool, err error) {
+// finished, and then the socket is closed (finish) before the reply.
+func serveHold(ctx context.Context, b *Backup, conn net.Conn, finish func()) (done bool, err error) {
 	defer conn.Close()
 	var req HoldRequest
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
@@ -103,7 +170,7 @@ func serveHold(ctx context.Context, b *Backup, conn net.Conn) (done bool, err er
 			snaps = []string{}
 		}
 		var m *manifest.Manifest
-		m, err = b.End(ctx, &Captured{Payload: ExternalPayload{Orchestrator: req.Orchestrator, Snapshots: snaps}})
+		m, err = b.End(ctx, &Captured{Payload: manifest.ExternalPayload{Orchestrator: req.Orchestrator, Snapshots: snaps}})
 		reply.Status = "complete"
 		if m != nil {
 			reply.StopLSN = m.StopLSN.String()
@@ -116,6 +183,7 @@ func serveHold(ctx context.Context, b *Backup, conn net.Conn) (done bool, err er
 		json.NewEncoder(conn).Encode(HoldReply{ID: b.ID(), Error: fmt.Sprintf("unknown request %q", req.Op)})
 		return false, nil
 	}
+	finish()
 	json.NewEncoder(conn).Encode(reply)
 	return true, err
 }
@@ -125,8 +193,13 @@ var ErrNoHolder = errors.New("no backup in progress (no walsnap backup-start hol
 
 // SendHold sends a request to the holder at socket and returns its reply.
 func SendHold(ctx context.Context, socket string, req HoldRequest) (HoldReply, error) {
+	addr, closeDir, err := socketAddr(socket)
+	if err != nil {
+		return HoldReply{}, fmt.Errorf("%w: %v", ErrNoHolder, err)
+	}
+	defer closeDir()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	conn, err := d.DialContext(ctx, "unix", addr)
 	if err != nil {
 		return HoldReply{}, fmt.Errorf("%w: %v", ErrNoHolder, err)
 	}

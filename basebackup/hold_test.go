@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
@@ -36,7 +36,7 @@ func TestOrchestratorHooks(t *testing.T) {
 	bin := testrig.Walsnap(t)
 	work := testrig.WorkDir(t)
 	repoDir := filepath.Join(work, "repo")
-	cfg := filepath.Join(work, "walsnap.yaml")
+	cfg := filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
 	pg := testrig.NewPG(t, testrig.PGOptions{Conf: map[string]string{
 		"archive_mode":    "on",
 		"archive_command": bin + " --config " + cfg + " wal-push %p",
@@ -84,13 +84,13 @@ func TestOrchestratorHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := manifest.Get(context.Background(), st, id)
+	m, err := repo.New(st).Manifest(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p basebackup.ExternalPayload
+	var p manifest.ExternalPayload
 	json.Unmarshal(m.Payload, &p)
-	if m.Provider != basebackup.ExternalProvider || m.Status != manifest.StatusComplete || p.Orchestrator != "n2w" ||
+	if m.Provider != manifest.ProviderExternal || m.Status != manifest.StatusComplete || p.Orchestrator != "n2w" ||
 		len(p.Snapshots) != 2 || p.Snapshots[1] != "snap-0bbb" || !strings.Contains(m.BackupLabel, "LABEL: walsnap "+id) {
 		t.Fatalf("manifest: %+v payload %+v", m, p)
 	}
@@ -137,7 +137,7 @@ func TestOrchestratorHooks(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := manifest.Get(context.Background(), st, abandoned); err == nil {
+	if _, err := repo.New(st).Manifest(context.Background(), abandoned); err == nil {
 		t.Fatal("an aborted backup has a manifest")
 	}
 	if out, err := run("backup", "--fast"); err != nil {
@@ -160,7 +160,7 @@ func TestOrchestratorHooks(t *testing.T) {
 	cpm := strings.Fields(out)[1]
 	hook("after_walsnap.sh", "1")
 	hook("complete_walsnap.sh")
-	m, err = manifest.Get(context.Background(), st, cpm)
+	m, err = repo.New(st).Manifest(context.Background(), cpm)
 	if err != nil {
 		t.Fatalf("backup of the CPM hooks: %v", err)
 	}
@@ -178,7 +178,7 @@ func TestOrchestratorHooks(t *testing.T) {
 	if out, err := run("backup-stop", "--socket", socket, "--abort"); err != nil || !strings.Contains(out, held+" aborted") {
 		t.Fatalf("backup-stop --abort: %v\n%s", err, out)
 	}
-	if _, err := manifest.Get(context.Background(), st, held); err == nil {
+	if _, err := repo.New(st).Manifest(context.Background(), held); err == nil {
 		t.Fatal("an aborted backup has a manifest")
 	}
 }

@@ -9,8 +9,11 @@ package basebackup
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
+	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/wal"
@@ -19,7 +22,7 @@ import (
 // Provider captures a cluster's data while PostgreSQL is in backup mode.
 type Provider interface {
 	// Name is recorded in the manifest and selects the restore provider.
-	Name() string
+	Name() manifest.Provider
 	// Capture copies or snapshots the data. It runs between backup start
 	// and stop and should return as soon as the data's point in time is
 	// fixed (for snapshots: when the create calls return).
@@ -41,7 +44,7 @@ type Job struct {
 
 // Captured is a provider's result.
 type Captured struct {
-	Payload  any // stored in the manifest as JSON
+	Payload  any // the provider's payload type (manifest package), stored in the manifest
 	BytesIn  int64
 	BytesOut int64
 	// Complete, when set, runs after backup stop to finish the capture
@@ -49,4 +52,35 @@ type Captured struct {
 	// as pending before and as complete or failed after it. It may return
 	// an updated payload (nil keeps Payload).
 	Complete func(ctx context.Context) (payload any, err error)
+}
+
+// ProviderSettings configure the backup providers; backup.provider
+// chooses one (NewProvider).
+type ProviderSettings struct {
+	Codec           compress.Codec // files: codec of the parts
+	Streams         int            // files: concurrent tar streams
+	CommandSnapshot string         // command: command.snapshot
+	// EBS is the ebs provider without its client; NewEC2 makes the client.
+	EBS    EBS
+	NewEC2 func(ctx context.Context) (*ebs.Client, error)
+}
+
+// NewProvider returns the provider called name, one of
+// manifest.Configurable().
+func NewProvider(ctx context.Context, name manifest.Provider, s ProviderSettings) (Provider, error) {
+	switch name {
+	case manifest.ProviderFiles:
+		return &Files{Codec: s.Codec, Streams: s.Streams}, nil
+	case manifest.ProviderCommand:
+		return &Command{Script: s.CommandSnapshot}, nil
+	case manifest.ProviderEBS:
+		client, err := s.NewEC2(ctx)
+		if err != nil {
+			return nil, err
+		}
+		e := s.EBS
+		e.Client = client
+		return &e, nil
+	}
+	return nil, fmt.Errorf("backup.provider %q cannot take backups", name)
 }

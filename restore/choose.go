@@ -11,11 +11,11 @@ import (
 const Latest = "LATEST"
 
 // Choose picks the backup to restore for the target from backups (oldest
-// first, as manifest.List returns them): the named one, or the newest
+// first, as repo.Backups returns them): the named one, or the newest
 // complete backup of this cluster whose consistency point (its stop) is at
 // or before the target. A target earlier than every backup's stop is
 // refused with the earliest reachable point in the message.
-func Choose(backups []*manifest.Manifest, id string, sysID uint64, t *Target) (*manifest.Manifest, error) {
+func Choose(backups []*manifest.Manifest, id string, sysID uint64, t Target) (*manifest.Manifest, error) {
 	var usable []*manifest.Manifest
 	for _, m := range backups {
 		if m.Status == manifest.StatusComplete && (sysID == 0 || m.SystemID == sysID) {
@@ -34,7 +34,7 @@ func Choose(backups []*manifest.Manifest, id string, sysID uint64, t *Target) (*
 				return nil, fmt.Errorf("backup %s is of database system %d, not this repository's %d", id, m.SystemID, sysID)
 			}
 			if !reachable(m, t) {
-				return nil, fmt.Errorf("backup %s is consistent only from %s (LSN %s): it cannot reach the target %s", id, m.StopTime.Format("2006-01-02 15:04:05.999999Z07:00"), m.StopLSN, t.Kind())
+				return nil, fmt.Errorf("backup %s is consistent only from %s (LSN %s): it cannot reach the target %s", id, m.StopTime.Format("2006-01-02 15:04:05.999999Z07:00"), m.StopLSN, t)
 			}
 			return m, nil
 		}
@@ -50,17 +50,17 @@ func Choose(backups []*manifest.Manifest, id string, sysID uint64, t *Target) (*
 	}
 	first := usable[0]
 	return nil, fmt.Errorf("target %s is earlier than every backup: the earliest reachable point is %s (LSN %s, backup %s)",
-		t.Kind(), first.StopTime.Format("2006-01-02 15:04:05.999999Z07:00"), first.StopLSN, first.ID)
+		t, first.StopTime.Format("2006-01-02 15:04:05.999999Z07:00"), first.StopLSN, first.ID)
 }
 
 // reachable reports whether recovery from m can stop at the target: the
 // backup must be consistent (past its stop) before the target.
-func reachable(m *manifest.Manifest, t *Target) bool {
-	switch {
-	case t.Time != "":
-		return !m.StopTime.After(t.time)
-	case t.LSN != "":
-		return m.StopLSN <= t.lsn
+func reachable(m *manifest.Manifest, t Target) bool {
+	switch t.Kind {
+	case TargetTime:
+		return !m.StopTime.After(t.Time)
+	case TargetLSN:
+		return m.StopLSN <= t.LSN
 	}
 	return true
 }

@@ -2,9 +2,7 @@ package restore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/walsnap/walsnap/internal/shellcmd"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/shellcmd"
 )
 
 // Command restores backups taken by the command provider: a shell command
@@ -26,17 +25,10 @@ type Command struct {
 	Log    *slog.Logger
 }
 
-// commandPayload is the command provider's manifest payload (see
-// basebackup.CommandPayload).
-type commandPayload struct {
-	Snapshots []string `json:"snapshots"`
-	Command   string   `json:"command"`
-}
-
-func (c *Command) payload(m *manifest.Manifest) (commandPayload, error) {
-	var p commandPayload
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		return p, fmt.Errorf("backup %s: command payload: %w", m.ID, err)
+func (c *Command) payload(m *manifest.Manifest) (*manifest.CommandPayload, error) {
+	p, err := manifest.PayloadOf[manifest.CommandPayload](m)
+	if err != nil {
+		return nil, err
 	}
 	if len(p.Snapshots) == 0 {
 		return p, fmt.Errorf("backup %s: command payload lists no snapshots", m.ID)

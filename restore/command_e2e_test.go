@@ -143,7 +143,7 @@ func TestCommandProviderBlockSnapshot(t *testing.T) {
 func newClusterOn(t *testing.T, dataDir, extra string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, s3: testrig.S3(t), bin: testrig.Walsnap(t), work: testrig.WorkDir(t)}
-	c.cfg = filepath.Join(c.work, "walsnap.yaml")
+	c.cfg = filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
 	c.pg = testrig.NewPG(t, testrig.PGOptions{
 		Major:   15,
 		DataDir: dataDir,

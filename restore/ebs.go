@@ -3,7 +3,6 @@ package restore
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -77,7 +76,7 @@ type EBS struct {
 // ebsVolume is one volume a restore builds: from snap, mounted at target
 // ("" when the backup recorded no mount point: attached only).
 type ebsVolume struct {
-	snap    ebs.SnapshotRecord
+	snap    manifest.EBSSnapshot
 	spec    ebs.VolumeSpec
 	target  string
 	options string // for Mounter.Mount
@@ -214,9 +213,9 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	if e.Client == nil {
 		return nil, errors.New("ebs: no EC2 client")
 	}
-	var p ebs.Payload
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		return nil, fmt.Errorf("backup %s: ebs payload: %w", m.ID, err)
+	p, err := manifest.PayloadOf[manifest.EBSPayload](m)
+	if err != nil {
+		return nil, err
 	}
 	if len(p.Snapshots) == 0 {
 		return nil, fmt.Errorf("backup %s: ebs payload lists no snapshots", m.ID)
@@ -298,7 +297,7 @@ func (l *ebsLayout) holds(path string, e *EBS) bool {
 
 // volumeSpec is the volume to build from s: the recorded parameters, less
 // those the overridden type does not take, under the overrides.
-func (e *EBS) volumeSpec(backupID string, s ebs.SnapshotRecord, az string) ebs.VolumeSpec {
+func (e *EBS) volumeSpec(backupID string, s manifest.EBSSnapshot, az string) ebs.VolumeSpec {
 	spec := ebs.VolumeSpec{
 		SnapshotID:         s.SnapshotID,
 		AZ:                 az,

@@ -32,7 +32,7 @@ type cluster struct {
 func newCluster(t *testing.T, major int, initdb ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, s3: testrig.S3(t), bin: testrig.Walsnap(t), work: testrig.WorkDir(t)}
-	c.cfg = filepath.Join(c.work, "walsnap.yaml")
+	c.cfg = filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
 	c.pg = testrig.NewPG(t, testrig.PGOptions{
 		Major:      major,
 		InitDBArgs: initdb,

@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/wal"
 )
@@ -42,7 +41,7 @@ type Options struct {
 	// copy restored for inspection does not push its new timeline into the
 	// repository of the cluster it came from.
 	NoArchive bool
-	Providers map[string]Provider
+	Providers map[manifest.Provider]Provider
 	DryRun    bool
 	Log       *slog.Logger
 }
@@ -57,9 +56,6 @@ type Result struct {
 // Run chooses the backup, puts it in place and configures recovery. In a
 // dry run it only returns the plan.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if err := o.Target.Validate(); err != nil {
-		return nil, err
-	}
 	if !strings.Contains(o.RestoreCommand, "%f") || !strings.Contains(o.RestoreCommand, "%p") {
 		return nil, fmt.Errorf("restore_command %q lacks %%f or %%p", o.RestoreCommand)
 	}
@@ -71,16 +67,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	backups, err := manifest.List(ctx, o.Repo.Store())
+	backups, problems, err := o.Repo.Backups(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m, err := Choose(backups, o.BackupID, id.SystemID, &o.Target)
+	for _, p := range problems {
+		o.Log.Warn("skipping a backup whose manifest cannot be used", "backup", p.ID, "err", p.Err)
+	}
+	m, err := Choose(backups, o.BackupID, id.SystemID, o.Target)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkTimeline(ctx, o.Repo, m, o.Target.Timeline); err != nil {
 		return nil, err
+	}
+	info, err := manifest.LookupProvider(m.Provider)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
 	prov, ok := o.Providers[m.Provider]
 	if !ok {
@@ -107,7 +110,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	plan = append([]string{fmt.Sprintf("restore backup %s (%s, %s, stop %s at %s) for target %s",
-		m.ID, m.Provider, humanMajor(m.PGVersion), m.StopLSN, m.StopTime.Format(time.RFC3339), o.Target.Kind())}, plan...)
+		m.ID, m.Provider, humanMajor(m.PGVersion), m.StopLSN, m.StopTime.Format(time.RFC3339), o.Target)}, plan...)
 	signal := "recovery.signal"
 	if o.Standby {
 		signal = "standby.signal"
@@ -119,8 +122,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.DryRun {
 		return res, nil
 	}
-	if ip, ok := prov.(InPlacer); ok && ip.InPlace() {
-		if pid, running := runningPostmaster(pgdata); running {
+	if info.InPlace {
+		if pid, running := pg.RunningPostmaster(pgdata); running {
 			return nil, fmt.Errorf("restore into %s: a PostgreSQL server (pid %d) is running there; stop it first", pgdata, pid)
 		}
 	} else {
@@ -199,7 +202,7 @@ func prepareDir(dir string, force bool) error {
 	if !force {
 		return fmt.Errorf("restore into %s: directory is not empty (use --force to replace its contents)", dir)
 	}
-	if pid, ok := runningPostmaster(dir); ok {
+	if pid, ok := pg.RunningPostmaster(dir); ok {
 		return fmt.Errorf("restore into %s: a PostgreSQL server (pid %d) is running there; stop it first", dir, pid)
 	}
 	for _, e := range ents {
@@ -208,34 +211,6 @@ func prepareDir(dir string, force bool) error {
 		}
 	}
 	return nil
-}
-
-// runningPostmaster reports the live postmaster that runs on dir. A
-// postmaster.pid copied with a snapshot image names another data
-// directory (its second line), so the live process it names, if any, is
-// not running here.
-func runningPostmaster(dir string) (int, bool) {
-	data, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
-	if err != nil {
-		return 0, false
-	}
-	lines := strings.SplitN(string(data), "\n", 3)
-	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
-	if err != nil || pid <= 0 || len(lines) < 2 || !sameDir(strings.TrimSpace(lines[1]), dir) {
-		return 0, false
-	}
-	err = syscall.Kill(pid, 0)
-	return pid, err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// sameDir compares two directory paths after resolving symlinks.
-func sameDir(a, b string) bool {
-	ra, errA := filepath.EvalSymlinks(a)
-	rb, errB := filepath.EvalSymlinks(b)
-	if errA != nil || errB != nil {
-		return filepath.Clean(a) == filepath.Clean(b)
-	}
-	return ra == rb
 }
 
 // finishDataDir applies DESIGN.md rules 3 and 4 to the restored data
@@ -378,16 +353,11 @@ func owner(name string) (int, int, error) {
 	if os.Geteuid() != 0 {
 		return -1, -1, nil
 	}
-	if name == "" {
-		name = "postgres"
-	}
-	u, err := user.Lookup(name)
+	uid, gid, err := pg.OSUser(name)
 	if err != nil {
-		return 0, 0, fmt.Errorf("restore: owner %q: %w (PostgreSQL refuses to run as root; give --owner)", name, err)
+		return 0, 0, fmt.Errorf("restore: %w (PostgreSQL refuses to run as root; give --owner)", err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uid, gid, nil
+	return int(uid), int(gid), nil
 }
 
 func chownTree(dir string, uid, gid int) error {
@@ -415,15 +385,15 @@ func syncFS(dir string) error {
 // checkTimeline refuses a backup that cannot lead to the requested
 // timeline: its timeline must be the target or one of the target's
 // ancestors, left after the backup's stop point.
-func checkTimeline(ctx context.Context, r *repo.Repo, m *manifest.Manifest, timeline string) error {
-	tl, err := strconv.ParseUint(timeline, 10, 32)
-	if err != nil || uint32(tl) == m.Timeline {
+func checkTimeline(ctx context.Context, r *repo.Repo, m *manifest.Manifest, timeline Timeline) error {
+	tl := timeline.Number
+	if timeline.Mode != TimelineNumber || tl == m.Timeline {
 		return nil // latest/current are PostgreSQL's to resolve
 	}
-	if uint32(tl) < m.Timeline {
+	if tl < m.Timeline {
 		return fmt.Errorf("backup %s is on timeline %d, after the target timeline %d", m.ID, m.Timeline, tl)
 	}
-	name := wal.HistoryFileName(uint32(tl))
+	name := wal.HistoryFileName(tl)
 	data, err := r.ReadWAL(ctx, name)
 	if err != nil {
 		return fmt.Errorf("target timeline %d: history file %s: %w", tl, name, err)

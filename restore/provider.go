@@ -2,42 +2,98 @@ package restore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 
+	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/filebackup"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/repo"
 )
 
-// Provider puts a backup's data in place. It is chosen by the manifest's
-// provider name.
+// Provider puts a backup's data in place. The manifest's provider name
+// chooses it (see Providers).
 type Provider interface {
 	// Plan describes, one line per step, what Materialize would do; it
 	// changes nothing (--dry-run).
 	Plan(ctx context.Context, m *manifest.Manifest, dest Destinations) ([]string, error)
 	// Materialize fills dest with the backup's files: the data directory
-	// and every tablespace at its (possibly remapped) location.
+	// and every tablespace at its (possibly remapped) location. For an
+	// in-place provider (manifest.ProviderInfo.InPlace) the data is there
+	// already and Materialize only checks it.
 	Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error
 }
 
-// InPlacer is implemented by providers whose data is already in place when
-// the restore runs (volumes restored and mounted by someone else): the
-// target directories are then expected to hold the data, not to be empty.
-type InPlacer interface {
-	InPlace() bool
+// ProviderSettings configure the restore providers; only the one that the
+// chosen backup names is used (and, for EBS, only then connects to EC2).
+type ProviderSettings struct {
+	Repo           *repo.Repo
+	Concurrency    int                     // files: parts restored at once
+	Progress       func(done, total int64) // files: optional
+	CommandRestore string                  // command: command.restore
+	// EBS is the ebs provider without its client; NewEC2 makes the client
+	// when an ebs backup is restored.
+	EBS    EBS
+	NewEC2 func(ctx context.Context) (*ebs.Client, error)
+	Log    *slog.Logger
+}
+
+// Providers returns the restore provider of every provider in the
+// manifest package's registry.
+func Providers(s ProviderSettings) map[manifest.Provider]Provider {
+	e := s.EBS
+	e.Log = s.Log
+	return map[manifest.Provider]Provider{
+		manifest.ProviderFiles:    &Files{Repo: s.Repo, Concurrency: s.Concurrency, Log: s.Log, Progress: s.Progress},
+		manifest.ProviderCommand:  &Command{Script: s.CommandRestore, Log: s.Log},
+		manifest.ProviderExternal: External{},
+		manifest.ProviderEBS:      &lazyEBS{p: e, newClient: s.NewEC2},
+	}
+}
+
+// lazyEBS creates the EC2 client only when an ebs backup is restored:
+// restores of other backups must not depend on the EC2 API or IMDS.
+type lazyEBS struct {
+	p         EBS
+	newClient func(ctx context.Context) (*ebs.Client, error)
+}
+
+func (l *lazyEBS) provider(ctx context.Context) (*EBS, error) {
+	if l.p.Client == nil {
+		if l.newClient == nil {
+			return nil, fmt.Errorf("ebs restore: no EC2 client")
+		}
+		client, err := l.newClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		l.p.Client = client
+	}
+	return &l.p, nil
+}
+
+func (l *lazyEBS) Plan(ctx context.Context, m *manifest.Manifest, dest Destinations) ([]string, error) {
+	p, err := l.provider(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.Plan(ctx, m, dest)
+}
+
+func (l *lazyEBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error {
+	p, err := l.provider(ctx)
+	if err != nil {
+		return err
+	}
+	return p.Materialize(ctx, m, dest)
 }
 
 // External prepares backups whose snapshots an external orchestrator took
 // (backup-start/backup-stop) and has already restored and mounted at the
 // target: walsnap only turns the crash-consistent image into a recovery.
 type External struct{}
-
-// InPlace implements InPlacer.
-func (External) InPlace() bool { return true }
 
 // Plan implements Provider.
 func (External) Plan(_ context.Context, m *manifest.Manifest, dest Destinations) ([]string, error) {
@@ -73,10 +129,10 @@ type Files struct {
 	Progress    func(done, total int64)
 }
 
-func (f *Files) payload(m *manifest.Manifest) (filebackup.Payload, error) {
-	var p filebackup.Payload
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		return p, fmt.Errorf("backup %s: files payload: %w", m.ID, err)
+func (f *Files) payload(m *manifest.Manifest) (*manifest.FilesPayload, error) {
+	p, err := manifest.PayloadOf[manifest.FilesPayload](m)
+	if err != nil {
+		return nil, err
 	}
 	if len(p.Parts) == 0 {
 		return p, fmt.Errorf("backup %s: files payload lists no parts", m.ID)
@@ -116,7 +172,8 @@ func (f *Files) Materialize(ctx context.Context, m *manifest.Manifest, dest Dest
 		dirs[oid] = dir
 	}
 	return filebackup.Restore(ctx, filebackup.RestoreOptions{
-		Store:       f.Repo.Store(),
+		Repo:        f.Repo,
+		BackupID:    m.ID,
 		Concurrency: f.Concurrency,
 		Log:         f.Log,
 		Progress:    f.Progress,

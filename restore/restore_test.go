@@ -2,6 +2,7 @@ package restore
 
 import (
 	"errors"
+	"github.com/walsnap/walsnap/internal/pg"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,9 +41,12 @@ func TestParseTime(t *testing.T) {
 
 func TestTargetValidateAndSettings(t *testing.T) {
 	yes := true
-	tt := Target{Time: "2026-11-24 15:40:19+00", Action: "promote", Inclusive: &yes, Timeline: "3"}
-	if err := tt.Validate(); err != nil {
+	tt, err := ParseTarget(TargetSpec{Time: "2026-11-24 15:40:19+00", Action: "promote", Inclusive: &yes, Timeline: "3"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if tt.Kind != TargetTime || tt.Timeline != (Timeline{Mode: TimelineNumber, Number: 3}) || tt.Time.Unix() != 1795534819 {
+		t.Fatalf("ParseTarget = %+v", tt)
 	}
 	got := tt.Settings()
 	want := [][2]string{
@@ -59,7 +63,7 @@ func TestTargetValidateAndSettings(t *testing.T) {
 			t.Errorf("setting %d = %v, want %v", i, got[i], want[i])
 		}
 	}
-	for name, bad := range map[string]Target{
+	for name, bad := range map[string]TargetSpec{
 		"two targets":          {Time: "2026-11-24 15:40:19+00", Name: "x"},
 		"bad lsn":              {LSN: "0/XYZ"},
 		"bad xid":              {XID: "abc"},
@@ -70,13 +74,19 @@ func TestTargetValidateAndSettings(t *testing.T) {
 		"long restore point":   {Name: strings.Repeat("n", 64)},
 		"immediate and a time": {Immediate: true, Time: "2026-11-24 15:40:19+00"},
 	} {
-		if err := bad.Validate(); err == nil {
+		if _, err := ParseTarget(bad); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	im := Target{Immediate: true}
-	if err := im.Validate(); err != nil || im.Settings()[0] != [2]string{"recovery_target", "immediate"} {
+	im, err := ParseTarget(TargetSpec{Immediate: true})
+	if err != nil || im.Settings()[0] != [2]string{"recovery_target", "immediate"} {
 		t.Errorf("immediate: %v %v", im.Settings(), err)
+	}
+	for spec, want := range map[string]Timeline{"": {}, "latest": {Mode: TimelineLatest}, "current": {Mode: TimelineCurrent}, "12": {Mode: TimelineNumber, Number: 12}} {
+		tg, err := ParseTarget(TargetSpec{Timeline: spec})
+		if err != nil || tg.Timeline != want || tg.Timeline.String() != spec {
+			t.Errorf("timeline %q: %+v %v", spec, tg.Timeline, err)
+		}
 	}
 }
 
@@ -92,11 +102,12 @@ func TestChoose(t *testing.T) {
 		backup("c", t0.Add(2*time.Hour), 0x3000000, manifest.StatusFailed),
 		backup("d", t0.Add(3*time.Hour), 0x4000000, manifest.StatusComplete),
 	}
-	pick := func(id string, tg Target) (string, error) {
-		if err := tg.Validate(); err != nil {
+	pick := func(id string, spec TargetSpec) (string, error) {
+		tg, err := ParseTarget(spec)
+		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := Choose(list, id, 7, &tg)
+		m, err := Choose(list, id, 7, tg)
 		if err != nil {
 			return "", err
 		}
@@ -104,38 +115,37 @@ func TestChoose(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		id   string
-		tg   Target
+		tg   TargetSpec
 		want string
 	}{
-		{"", Target{}, "d"},
-		{"LATEST", Target{Immediate: true}, "d"},
-		{"", Target{Time: "2026-11-24 12:30:00+00"}, "b"},       // c failed, d too late
-		{"", Target{Time: "2026-11-24 11:00:00+00"}, "b"},       // exactly at b's stop
-		{"", Target{Time: "2026-11-24 10:59:59.9+00"}, "a"},     // just before b's stop
-		{"", Target{LSN: "0/3FFFFFF"}, "b"},                     // by LSN
-		{"a", Target{Time: "2026-11-24 15:00:00+00"}, "a"},      // named, later target
-		{"", Target{Name: "anything", Action: "pause"}, "d"},    // names cannot be placed: newest
-		{"latest", Target{XID: "1234", Action: "promote"}, "d"}, // LATEST in any case
+		{"", TargetSpec{}, "d"},
+		{"LATEST", TargetSpec{Immediate: true}, "d"},
+		{"", TargetSpec{Time: "2026-11-24 12:30:00+00"}, "b"},       // c failed, d too late
+		{"", TargetSpec{Time: "2026-11-24 11:00:00+00"}, "b"},       // exactly at b's stop
+		{"", TargetSpec{Time: "2026-11-24 10:59:59.9+00"}, "a"},     // just before b's stop
+		{"", TargetSpec{LSN: "0/3FFFFFF"}, "b"},                     // by LSN
+		{"a", TargetSpec{Time: "2026-11-24 15:00:00+00"}, "a"},      // named, later target
+		{"", TargetSpec{Name: "anything", Action: "pause"}, "d"},    // names cannot be placed: newest
+		{"latest", TargetSpec{XID: "1234", Action: "promote"}, "d"}, // LATEST in any case
 	} {
 		got, err := pick(tc.id, tc.tg)
 		if err != nil || got != tc.want {
 			t.Errorf("Choose(%q, %+v) = %s, %v; want %s", tc.id, tc.tg, got, err, tc.want)
 		}
 	}
-	if _, err := pick("", Target{Time: "2026-11-24 09:00:00+00"}); err == nil || !strings.Contains(err.Error(), "earliest reachable point is 2026-11-24 10:00:00") {
+	if _, err := pick("", TargetSpec{Time: "2026-11-24 09:00:00+00"}); err == nil || !strings.Contains(err.Error(), "earliest reachable point is 2026-11-24 10:00:00") {
 		t.Errorf("target before every backup: %v", err)
 	}
-	if _, err := pick("d", Target{Time: "2026-11-24 12:00:00+00"}); err == nil || !strings.Contains(err.Error(), "cannot reach") {
+	if _, err := pick("d", TargetSpec{Time: "2026-11-24 12:00:00+00"}); err == nil || !strings.Contains(err.Error(), "cannot reach") {
 		t.Errorf("named backup after the target: %v", err)
 	}
-	if _, err := pick("c", Target{}); err == nil || !strings.Contains(err.Error(), "failed") {
+	if _, err := pick("c", TargetSpec{}); err == nil || !strings.Contains(err.Error(), "failed") {
 		t.Errorf("failed backup chosen by name: %v", err)
 	}
-	if _, err := pick("zzz", Target{}); !errors.Is(err, manifest.ErrNotFound) {
+	if _, err := pick("zzz", TargetSpec{}); !errors.Is(err, manifest.ErrNotFound) {
 		t.Errorf("unknown backup: %v", err)
 	}
-	tg := Target{}
-	if _, err := Choose(list, "", 8, &tg); !errors.Is(err, manifest.ErrNotFound) {
+	if _, err := Choose(list, "", 8, Target{}); !errors.Is(err, manifest.ErrNotFound) {
 		t.Errorf("backups of another system chosen: %v", err)
 	}
 }
@@ -187,7 +197,7 @@ func TestPrepareDir(t *testing.T) {
 	}
 	// A pid file copied from elsewhere (a snapshot image) does not count.
 	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte(strconv.Itoa(os.Getpid())+"\n/srv/other/data\n"), 0o600)
-	if _, running := runningPostmaster(full); running {
+	if _, running := pg.RunningPostmaster(full); running {
 		t.Fatal("a copied postmaster.pid naming another directory counted as running here")
 	}
 	os.WriteFile(filepath.Join(full, "postmaster.pid"), []byte("999999999\n"), 0o600)

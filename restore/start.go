@@ -7,14 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/walsnap/walsnap/internal/pg"
 )
 
 // StartOptions configures starting a restored server and following its
@@ -84,7 +83,7 @@ func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	fmt.Fprintf(o.Out, "server starting (log: %s); recovering to %s\n", o.LogFile, o.Target.Kind())
+	fmt.Fprintf(o.Out, "server starting (log: %s); recovering to %s\n", o.LogFile, o.Target)
 	return follow(ctx, o)
 }
 
@@ -112,26 +111,21 @@ func credential(name string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	if name == "" {
-		name = "postgres"
-	}
-	u, err := user.Lookup(name)
+	uid, gid, err := pg.OSUser(name)
 	if err != nil {
-		return nil, fmt.Errorf("start: user %q: %w", name, err)
+		return nil, fmt.Errorf("start: %w", err)
 	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	return &syscall.Credential{Uid: uid, Gid: gid}, nil
 }
 
 // follow polls the server until recovery has an outcome.
 func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 	out := &Outcome{LogFile: o.LogFile}
 	var lastReport time.Time
-	var conn *pgx.Conn
+	var sess *pg.Session
 	defer func() {
-		if conn != nil {
-			conn.Close(context.Background())
+		if sess != nil {
+			sess.Close(context.Background())
 		}
 	}()
 	// pg_ctl -W returns before the postmaster writes its pid file: the
@@ -139,43 +133,47 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 	seen := false
 	startBy := time.Now().Add(time.Minute)
 	for {
-		_, alive := runningPostmaster(o.PGData)
+		_, alive := pg.RunningPostmaster(o.PGData)
 		seen = seen || alive
 		if !alive && (seen || time.Now().After(startBy)) {
 			// The server is gone: a shutdown at the target, or a failure.
 			time.Sleep(200 * time.Millisecond)
 			log := logTail(o.LogFile, 200)
-			if o.Target.Action == "shutdown" && strings.Contains(log, "recovery stopping") {
+			if o.Target.Action == ActionShutdown && strings.Contains(log, "recovery stopping") {
 				out.State, out.Message = "shutdown", "target reached; the server shut down as asked (--target-action shutdown)"
 				return out, nil
 			}
 			return nil, fmt.Errorf("the server stopped during recovery:\n%s", serverErrors(log))
 		}
-		if conn == nil {
-			conn = connect(ctx, o)
+		if sess == nil {
+			// The restored cluster's roles are the backed-up cluster's:
+			// the connection defaults (PGUSER, else postgres) apply, not the
+			// OS user running walsnap. Not accepting connections yet is
+			// the normal state early in recovery.
+			sess, _ = pg.Connect(ctx, pg.ConnConfig{Host: o.SocketDir, Port: o.Port, ConnectTimeout: 2 * time.Second})
 		}
-		if conn != nil {
-			st, err := recoveryState(ctx, conn)
+		if sess != nil {
+			st, err := sess.Recovery(ctx)
 			if err != nil {
-				conn.Close(context.Background())
-				conn = nil
+				sess.Close(context.Background())
+				sess = nil
 			} else {
-				if st.replay != "" {
-					out.ReplayLSN = st.replay
+				if st.ReplayLSN != "" {
+					out.ReplayLSN = st.ReplayLSN
 				}
 				switch {
-				case !st.inRecovery:
+				case !st.InRecovery:
 					out.State, out.Message = "promoted", "target reached; the server was promoted and accepts writes"
 					return out, nil
-				case st.paused:
+				case st.Paused:
 					out.State, out.Message = "paused", "target reached; recovery is paused: check the data, then run SELECT pg_wal_replay_resume() to promote (or restore again with another target)"
 					return out, nil
-				case o.Standby && o.Target.Kind() == (&Target{}).Kind():
+				case o.Standby && o.Target.Kind == TargetEnd:
 					out.State, out.Message = "standby", "the server runs as a standby, replaying WAL from the repository"
 					return out, nil
 				}
 				if time.Since(lastReport) > 5*time.Second {
-					fmt.Fprintf(o.Out, "recovering: replayed up to %s (target: %s)\n", st.replay, o.Target.Kind())
+					fmt.Fprintf(o.Out, "recovering: replayed up to %s (target: %s)\n", st.ReplayLSN, o.Target)
 					lastReport = time.Now()
 				}
 			}
@@ -186,59 +184,6 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-}
-
-// connect returns a connection to the recovering server, or nil while it
-// does not accept connections yet.
-func connect(ctx context.Context, o StartOptions) *pgx.Conn {
-	host := o.SocketDir
-	if host == "" {
-		host = "/var/run/postgresql"
-	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil
-	}
-	// The restored cluster's roles are the backed-up cluster's: connect as
-	// PGUSER when set, else as postgres (not as the OS user running us).
-	cfg.Host, cfg.Database = host, "postgres"
-	if os.Getenv("PGUSER") == "" {
-		cfg.User = "postgres"
-	}
-	if o.Port != 0 {
-		cfg.Port = uint16(o.Port)
-	}
-	cfg.ConnectTimeout = 2 * time.Second
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil
-	}
-	return c
-}
-
-type state struct {
-	inRecovery, paused bool
-	replay             string
-}
-
-func recoveryState(ctx context.Context, c *pgx.Conn) (state, error) {
-	var s state
-	var replay *string
-	err := c.QueryRow(ctx, `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
-		CASE WHEN current_setting('server_version_num')::int >= 140000
-		     THEN (SELECT pg_get_wal_replay_pause_state() = 'paused')
-		     ELSE pg_is_wal_replay_paused() END`).Scan(&s.inRecovery, &replay, &s.paused)
-	if replay != nil {
-		s.replay = *replay
-	}
-	if err != nil && !s.inRecovery {
-		// pg_is_wal_replay_paused() fails outside recovery on old majors.
-		err2 := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&s.inRecovery)
-		if err2 == nil && !s.inRecovery {
-			return s, nil
-		}
-	}
-	return s, err
 }
 
 // logTail returns the last n lines of the server log.

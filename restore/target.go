@@ -15,10 +15,11 @@ import (
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
-// Target is a recovery target: at most one of Time, LSN, XID, Name or
-// Immediate; none means "replay all archived WAL".
-type Target struct {
-	Time      string // as the user wrote it; see ParseTime
+// TargetSpec is a recovery target as the user wrote it: at most one of
+// Time, LSN, XID, Name or Immediate; none means "replay all archived WAL".
+// ParseTarget turns it into a Target.
+type TargetSpec struct {
+	Time      string // see ParseTime
 	LSN       string
 	XID       string
 	Name      string
@@ -26,9 +27,68 @@ type Target struct {
 	Action    string // pause, promote or shutdown; "" = PostgreSQL's default (pause)
 	Inclusive *bool  // nil = PostgreSQL's default (true)
 	Timeline  string // "latest", "current" or a timeline number; "" = PostgreSQL's default (latest)
+}
 
-	time time.Time
-	lsn  wal.LSN
+// TargetKind is what a recovery target stops at.
+type TargetKind int
+
+// Target kinds.
+const (
+	TargetEnd       TargetKind = iota // the end of archived WAL
+	TargetTime                        // recovery_target_time
+	TargetLSN                         // recovery_target_lsn
+	TargetXID                         // recovery_target_xid
+	TargetName                        // recovery_target_name (a restore point)
+	TargetImmediate                   // recovery_target = immediate: the backup's consistency point
+)
+
+// Target actions (recovery_target_action).
+const (
+	ActionPause    = "pause"
+	ActionPromote  = "promote"
+	ActionShutdown = "shutdown"
+)
+
+// Timeline is recovery_target_timeline.
+type Timeline struct {
+	Mode   TimelineMode
+	Number uint32 // with TimelineNumber
+}
+
+// TimelineMode says which timeline recovery follows.
+type TimelineMode int
+
+// Timeline modes.
+const (
+	TimelineDefault TimelineMode = iota // not set: PostgreSQL's default (latest)
+	TimelineLatest                      // the newest timeline in the archive
+	TimelineCurrent                     // the backup's timeline
+	TimelineNumber                      // Timeline.Number
+)
+
+// String is the setting's value ("" for the default).
+func (tl Timeline) String() string {
+	switch tl.Mode {
+	case TimelineLatest:
+		return "latest"
+	case TimelineCurrent:
+		return "current"
+	case TimelineNumber:
+		return strconv.FormatUint(uint64(tl.Number), 10)
+	}
+	return ""
+}
+
+// Target is a parsed recovery target.
+type Target struct {
+	Kind      TargetKind
+	Time      time.Time // TargetTime
+	LSN       wal.LSN   // TargetLSN
+	XID       uint64    // TargetXID
+	Name      string    // TargetName
+	Action    string    // "" (PostgreSQL's default: pause), or an Action* constant
+	Inclusive *bool     // nil: PostgreSQL's default (true)
+	Timeline  Timeline
 }
 
 // timeLayouts are the forms accepted for --target-time, most specific
@@ -67,89 +127,104 @@ func ParseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("target time %q: want a timestamp such as 2026-11-24 15:04:05+00 or 2026-11-24T15:04:05Z", s)
 }
 
-// Validate checks the target and parses its time or LSN.
-func (t *Target) Validate() error {
+// ParseTarget checks a target as given and parses it.
+func ParseTarget(s TargetSpec) (Target, error) {
+	var t Target
 	n := 0
-	for _, set := range []bool{t.Time != "", t.LSN != "", t.XID != "", t.Name != "", t.Immediate} {
+	for _, set := range []bool{s.Time != "", s.LSN != "", s.XID != "", s.Name != "", s.Immediate} {
 		if set {
 			n++
 		}
 	}
 	if n > 1 {
-		return errors.New("give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate")
+		return t, errors.New("give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate")
 	}
 	var err error
 	switch {
-	case t.Time != "":
-		t.time, err = ParseTime(t.Time)
-	case t.LSN != "":
-		t.lsn, err = wal.ParseLSN(t.LSN)
-	case t.XID != "":
-		if x, perr := strconv.ParseUint(t.XID, 10, 64); perr != nil || x < 3 {
-			err = fmt.Errorf("target xid %q: want a transaction id (a number of 3 or more)", t.XID)
+	case s.Time != "":
+		t.Kind = TargetTime
+		t.Time, err = ParseTime(s.Time)
+	case s.LSN != "":
+		t.Kind = TargetLSN
+		t.LSN, err = wal.ParseLSN(s.LSN)
+	case s.XID != "":
+		t.Kind = TargetXID
+		if t.XID, err = strconv.ParseUint(s.XID, 10, 64); err != nil || t.XID < 3 {
+			err = fmt.Errorf("target xid %q: want a transaction id (a number of 3 or more)", s.XID)
 		}
-	case t.Name != "":
-		if len(t.Name) >= 64 {
-			err = fmt.Errorf("target name %q: restore point names are at most 63 bytes", t.Name)
+	case s.Name != "":
+		t.Kind, t.Name = TargetName, s.Name
+		if len(s.Name) >= 64 {
+			err = fmt.Errorf("target name %q: restore point names are at most 63 bytes", s.Name)
 		}
+	case s.Immediate:
+		t.Kind = TargetImmediate
 	}
 	if err != nil {
-		return err
+		return Target{}, err
 	}
-	switch t.Action {
-	case "", "pause", "promote", "shutdown":
+	switch s.Action {
+	case "", ActionPause, ActionPromote, ActionShutdown:
+		t.Action = s.Action
 	default:
-		return fmt.Errorf("target action %q: want pause, promote or shutdown", t.Action)
+		return Target{}, fmt.Errorf("target action %q: want pause, promote or shutdown", s.Action)
 	}
-	if t.Action != "" && n == 0 {
-		return errors.New("--target-action needs a recovery target")
+	if t.Action != "" && t.Kind == TargetEnd {
+		return Target{}, errors.New("--target-action needs a recovery target")
 	}
-	if t.Inclusive != nil && t.Time == "" && t.LSN == "" && t.XID == "" {
-		return errors.New("--target-inclusive applies to --target-time, --target-lsn and --target-xid only")
+	if s.Inclusive != nil && t.Kind != TargetTime && t.Kind != TargetLSN && t.Kind != TargetXID {
+		return Target{}, errors.New("--target-inclusive applies to --target-time, --target-lsn and --target-xid only")
 	}
-	switch t.Timeline {
-	case "", "latest", "current":
+	t.Inclusive = s.Inclusive
+	switch s.Timeline {
+	case "":
+	case "latest":
+		t.Timeline.Mode = TimelineLatest
+	case "current":
+		t.Timeline.Mode = TimelineCurrent
 	default:
-		if tl, err := strconv.ParseUint(t.Timeline, 10, 32); err != nil || tl == 0 {
-			return fmt.Errorf("target timeline %q: want latest, current or a timeline number", t.Timeline)
+		tl, err := strconv.ParseUint(s.Timeline, 10, 32)
+		if err != nil || tl == 0 {
+			return Target{}, fmt.Errorf("target timeline %q: want latest, current or a timeline number", s.Timeline)
 		}
+		t.Timeline = Timeline{Mode: TimelineNumber, Number: uint32(tl)}
 	}
-	return nil
+	return t, nil
 }
 
-// Kind names the target for messages: "time 2026-…", "immediate", "end of WAL"...
-func (t *Target) Kind() string {
-	switch {
-	case t.Time != "":
+// String names the target for messages: "time 2026-…", "immediate", "end of WAL"...
+func (t Target) String() string {
+	switch t.Kind {
+	case TargetTime:
 		return "time " + t.formatTime()
-	case t.LSN != "":
-		return "LSN " + t.lsn.String()
-	case t.XID != "":
-		return "xid " + t.XID
-	case t.Name != "":
+	case TargetLSN:
+		return "LSN " + t.LSN.String()
+	case TargetXID:
+		return "xid " + strconv.FormatUint(t.XID, 10)
+	case TargetName:
 		return "restore point " + strconv.Quote(t.Name)
-	case t.Immediate:
+	case TargetImmediate:
 		return "immediate (end of the backup)"
 	}
 	return "end of archived WAL"
 }
 
-func (t *Target) formatTime() string { return t.time.Format("2006-01-02 15:04:05.999999-07:00") }
+func (t Target) formatTime() string { return t.Time.Format("2006-01-02 15:04:05.999999-07:00") }
 
 // Settings returns the recovery_target_* settings for postgresql.auto.conf,
 // in a stable order.
-func (t *Target) Settings() [][2]string {
+func (t Target) Settings() [][2]string {
 	var s [][2]string
-	switch {
-	case t.Time != "":
+	switch t.Kind {
+	case TargetTime:
 		s = append(s, [2]string{"recovery_target_time", t.formatTime()})
-	case t.LSN != "":
-		s = append(s, [2]string{"recovery_target_lsn", t.lsn.String()})
-	case t.XID != "":
-		s = append(s, [2]string{"recovery_target_xid", t.XID})
-	case t.Name != "":
+	case TargetLSN:
+		s = append(s, [2]string{"recovery_target_lsn", t.LSN.String()})
+	case TargetXID:
+		s = append(s, [2]string{"recovery_target_xid", strconv.FormatUint(t.XID, 10)})
+	case TargetName:
 		s = append(s, [2]string{"recovery_target_name", t.Name})
-	case t.Immediate:
+	case TargetImmediate:
 		s = append(s, [2]string{"recovery_target", "immediate"})
 	}
 	if t.Inclusive != nil {
@@ -158,8 +233,8 @@ func (t *Target) Settings() [][2]string {
 	if t.Action != "" {
 		s = append(s, [2]string{"recovery_target_action", t.Action})
 	}
-	if t.Timeline != "" {
-		s = append(s, [2]string{"recovery_target_timeline", t.Timeline})
+	if v := t.Timeline.String(); v != "" {
+		s = append(s, [2]string{"recovery_target_timeline", v})
 	}
 	return s
 }

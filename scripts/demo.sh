@@ -23,6 +23,10 @@ id postgres >/dev/null 2>&1 || die "no postgres user: run make setup"
 work=$(mktemp -d /tmp/walsnap-demo.XXXXXX)
 chmod 0755 "$work"
 chown postgres:postgres "$work"
+# The config lives outside $work: walsnap, run as root for backup and
+# restore, refuses a config in a directory the postgres user could change.
+etc=$(mktemp -d /tmp/walsnap-demo-etc.XXXXXX)
+chmod 0755 "$etc"
 as_pg() { runuser -u postgres -- "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -32,7 +36,7 @@ cleanup() {
 	for d in "$restored" "$primary"; do
 		[ -f "$d/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
 	done
-	rm -rf "$work"
+	rm -rf "$work" "$etc"
 }
 trap cleanup EXIT
 
@@ -41,14 +45,14 @@ go build -o "$work/walsnap" ./cmd/walsnap
 chmod 0755 "$work/walsnap"
 
 port=$(free_port)
-cat >"$work/walsnap.yaml" <<YAML
+cat >"$etc/walsnap.yaml" <<YAML
 repo: file://$work/repo
 pg:
   host: $work
   port: $port
 YAML
-chmod 0644 "$work/walsnap.yaml"
-walsnap="$work/walsnap --config $work/walsnap.yaml"
+chmod 0644 "$etc/walsnap.yaml"
+walsnap="$work/walsnap --config $etc/walsnap.yaml"
 
 psql() { as_pg "$pgbin/psql" -X -q -h "$work" -p "$1" -d postgres -v ON_ERROR_STOP=1 -At "${@:2}"; }
 

@@ -10,11 +10,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/walsnap/walsnap/basebackup"
-	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
+	"github.com/walsnap/walsnap/internal/repo"
 )
 
 func backupCommand() *cli.Command {
@@ -37,7 +37,7 @@ func backupCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
-				return usageError{"backup takes no arguments"}
+				return usageError{msg: "backup takes no arguments"}
 			}
 			cfg, err := loadConfig(c)
 			if err != nil {
@@ -53,23 +53,12 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 	if err != nil {
 		return err
 	}
-	provider, err := backupProvider(ctx, cfg)
+	provider, err := basebackup.NewProvider(ctx, cfg.Backup.Provider, backupProviderSettings(cfg))
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	m, err := basebackup.Run(ctx, basebackup.Options{
-		Repo:       r,
-		Conn:       connConfig(cfg),
-		PGData:     cfg.PGData,
-		Provider:   provider,
-		Fast:       fast,
-		Label:      label,
-		LockTTL:    cfg.Backup.LockTTL,
-		WALTimeout: cfg.Backup.WALTimeout,
-		Log:        newLogger(cfg, "backup"),
-		Progress:   newProgress(os.Stderr, "copied"),
-	})
+	m, err := basebackup.Run(ctx, backupOptions(cfg, r, provider, fast, label, "backup"))
 	if err != nil {
 		return err
 	}
@@ -88,21 +77,35 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 	return nil
 }
 
-// backupProvider is the provider backup.provider selects (validated).
-func backupProvider(ctx context.Context, cfg config.Config) (basebackup.Provider, error) {
-	switch cfg.Backup.Provider {
-	case basebackup.CommandProvider:
-		return &basebackup.Command{Script: cfg.Command.Snapshot}, nil
-	case basebackup.EBSProvider:
-		client, err := ebsClient(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return &basebackup.EBS{Client: client, InstanceID: cfg.EBS.InstanceID, Volumes: cfg.EBS.Volumes,
-			Freeze: cfg.EBS.Freeze, WaitTimeout: cfg.EBS.WaitTimeout}, nil
+// backupOptions are the settings of one backup (or backup-start holder).
+func backupOptions(cfg config.Config, r *repo.Repo, p basebackup.Provider, fast bool, label, command string) basebackup.Options {
+	o := basebackup.Options{
+		Repo:       r,
+		Conn:       connConfig(cfg),
+		PGData:     cfg.PGData,
+		SpoolDir:   cfg.SpoolDir,
+		Provider:   p,
+		Fast:       fast,
+		Label:      label,
+		LockTTL:    cfg.Backup.LockTTL,
+		WALTimeout: cfg.Backup.WALTimeout,
+		Log:        newLogger(cfg, command),
 	}
-	codec, _ := compress.Parse(cfg.Compression) // validated
-	return &basebackup.Files{Codec: codec, Streams: cfg.Backup.Streams}, nil
+	if p != nil {
+		o.Progress = newProgress(os.Stderr, "copied")
+	}
+	return o
+}
+
+func backupProviderSettings(cfg config.Config) basebackup.ProviderSettings {
+	return basebackup.ProviderSettings{
+		Codec:           cfg.Compression,
+		Streams:         cfg.Backup.Streams,
+		CommandSnapshot: cfg.Command.Snapshot,
+		EBS: basebackup.EBS{InstanceID: cfg.EBS.InstanceID, Volumes: cfg.EBS.Volumes,
+			Freeze: cfg.EBS.Freeze, WaitTimeout: cfg.EBS.WaitTimeout},
+		NewEC2: func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
+	}
 }
 
 func ebsClient(ctx context.Context, cfg config.Config) (*ebs.Client, error) {
@@ -127,9 +130,12 @@ func backupListCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ms, err := manifest.List(c.Context, r.Store())
+			ms, problems, err := r.Backups(c.Context)
 			if err != nil {
 				return err
+			}
+			for _, p := range problems {
+				fmt.Fprintf(os.Stderr, "walsnap: backup %s is not listed: %v\n", p.ID, p.Err)
 			}
 			if c.Bool("json") {
 				if ms == nil {

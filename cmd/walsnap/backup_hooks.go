@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,23 +12,31 @@ import (
 
 	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/internal/detach"
+	"github.com/walsnap/walsnap/internal/spool"
 )
 
 // holdFlags are shared by backup-start and the holder it starts.
 func holdFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "socket", Usage: "holder socket (default: <tmp>/walsnap-backup-<pg.port>.sock)"},
+		&cli.StringFlag{Name: "socket", Usage: "holder socket (default: backup.sock in the cluster's run directory, pg_wal/.walsnap/run)"},
 		&cli.DurationFlag{Name: "timeout", Value: time.Hour, Usage: "abort the backup if backup-stop does not come within this long"},
 		&cli.StringFlag{Name: "label", Usage: "backup label (default: walsnap <id>)"},
 		&cli.BoolFlag{Name: "fast", Usage: "start with an immediate checkpoint"},
 	}
 }
 
-func holdSocket(c *cli.Context, cfg config.Config) string {
+// holderFiles are the holder's socket (--socket, else the default in the
+// cluster's run directory) and log.
+func holderFiles(c *cli.Context, cfg config.Config) (basebackup.HolderFiles, error) {
+	f, err := basebackup.Holder(c.Context, connConfig(cfg), cfg.SpoolDir, cfg.PGData)
 	if s := c.String("socket"); s != "" {
-		return s
+		f.Socket, err = s, nil
+		if f.Log == "" {
+			f.Log = strings.TrimSuffix(s, ".sock") + ".log"
+		}
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("walsnap-backup-%d.sock", cfg.PG.Port))
+	return f, err
 }
 
 func backupStartCommand() *cli.Command {
@@ -41,7 +47,9 @@ func backupStartCommand() *cli.Command {
 			"pg_backup_start and returns once the backup is started (exit 0), or with the\n" +
 			"reason it could not (exit 1). Take the snapshots, then run walsnap backup-stop\n" +
 			"(the after-hook). A holder not told to stop within --timeout aborts the backup.\n" +
-			"The holder logs to <tmp>/walsnap-backup-<pg.port>.log.",
+			"The holder's socket and log (backup-hold.log) are in the cluster's run\n" +
+			"directory, pg_wal/.walsnap/run (spool_dir/run), which only the cluster's owner\n" +
+			"and root can use.",
 		Flags: holdFlags(),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
@@ -53,41 +61,32 @@ func backupStartCommand() *cli.Command {
 	}
 }
 
-// startHolder runs "walsnap backup-hold" detached and waits for the line
-// it writes on a pipe once the backup has started (or failed to).
+// startHolder runs "walsnap backup-hold" detached and waits for its
+// report that the backup has started (or failed to).
 func startHolder(c *cli.Context, cfg config.Config) error {
-	socket := holdSocket(c, cfg)
-	logPath := strings.TrimSuffix(socket, ".sock") + ".log"
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	files, err := holderFiles(c, cfg)
+	if err != nil {
+		return err
+	}
+	if err := spool.MkdirAll(filepath.Dir(files.Log)); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(files.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	args := []string{"backup-hold", "--socket", socket, "--timeout", c.Duration("timeout").String(), "--label", c.String("label")}
+	spool.Adopt(files.Log)
+	args := []string{"backup-hold", "--socket", files.Socket, "--timeout", c.Duration("timeout").String(), "--label", c.String("label")}
 	if c.Bool("fast") {
 		args = append(args, "--fast")
 	}
-	pid, err := spawnDetached(cfg, args, logFile, pw) // fd 3: readiness
-	pw.Close()
+	pid, report, err := detach.StartReady(args, childEnv(cfg), logFile)
 	if err != nil {
-		pr.Close()
 		return err
 	}
-	line, _ := bufio.NewReader(pr).ReadString('\n')
-	pr.Close()
-	status, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
-	switch status {
-	case "ok":
-		fmt.Printf("backup %s started (holder pid %d, socket %s); run walsnap backup-stop within %v\n", rest, pid, socket, c.Duration("timeout"))
-		return nil
-	case "error":
-		return errors.New(rest)
-	}
-	return fmt.Errorf("the backup holder exited without starting the backup; see %s", logPath)
+	fmt.Printf("backup %s started (holder pid %d, socket %s); run walsnap backup-stop within %v\n", report, pid, files.Socket, c.Duration("timeout"))
+	return nil
 }
 
 func backupHoldCommand() *cli.Command {
@@ -99,29 +98,21 @@ func backupHoldCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := resolvedConfig()
 			if err != nil {
+				detach.Ready("", err)
 				return err
 			}
 			r, err := openRepo(c.Context, cfg)
 			if err != nil {
+				detach.Ready("", err)
 				return err
 			}
-			ready := os.NewFile(3, "ready")
-			return basebackup.Hold(c.Context, basebackup.Options{
-				Repo:       r,
-				Conn:       connConfig(cfg),
-				PGData:     cfg.PGData,
-				Fast:       c.Bool("fast"),
-				Label:      c.String("label"),
-				LockTTL:    cfg.Backup.LockTTL,
-				WALTimeout: cfg.Backup.WALTimeout,
-				Log:        newLogger(cfg, "backup-hold"),
-			}, c.String("socket"), c.Duration("timeout"), func(b *basebackup.Backup, err error) {
+			o := backupOptions(cfg, r, nil, c.Bool("fast"), c.String("label"), "backup-hold")
+			return basebackup.Hold(c.Context, o, c.String("socket"), c.Duration("timeout"), func(b *basebackup.Backup, err error) {
 				if err != nil {
-					fmt.Fprintf(ready, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+					detach.Ready("", err)
 				} else {
-					fmt.Fprintf(ready, "ok %s %s\n", b.ID(), b.StartLSN())
+					detach.Ready(b.ID()+" "+b.StartLSN().String(), nil)
 				}
-				ready.Close()
 			})
 		},
 	}
@@ -136,7 +127,7 @@ func backupStopCommand() *cli.Command {
 			"given (--snapshot-id, repeatable). --abort abandons the backup instead.\n" +
 			"Exit 0 only when the backup is complete.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "socket", Usage: "holder socket (default: <tmp>/walsnap-backup-<pg.port>.sock)"},
+			&cli.StringFlag{Name: "socket", Usage: "holder socket (default: backup.sock in the cluster's run directory, pg_wal/.walsnap/run)"},
 			&cli.StringSliceFlag{Name: "snapshot-id", Usage: "a snapshot the orchestrator took (repeatable)"},
 			&cli.StringFlag{Name: "orchestrator", Usage: "who took the snapshots, recorded in the manifest (e.g. n2w, dlm)"},
 			&cli.BoolFlag{Name: "abort", Usage: "abandon the backup: no manifest is written"},
@@ -153,7 +144,11 @@ func backupStopCommand() *cli.Command {
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
-			reply, err := basebackup.SendHold(ctx, holdSocket(c, cfg), req)
+			files, err := holderFiles(c, cfg)
+			if err != nil {
+				return err
+			}
+			reply, err := basebackup.SendHold(ctx, files.Socket, req)
 			if err != nil {
 				return err
 			}

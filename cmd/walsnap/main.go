@@ -72,7 +72,11 @@ func exitCode(err error) int {
 	return 1
 }
 
-// usageError is a command-line mistake.
-type usageError struct{ msg string }
+// usageError is a command-line mistake; err, when set, is the cause.
+type usageError struct {
+	msg string
+	err error
+}
 
 func (e usageError) Error() string { return e.msg }
+func (e usageError) Unwrap() error { return e.err }

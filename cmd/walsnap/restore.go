@@ -9,9 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/config"
-	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/restore"
 )
 
@@ -67,39 +66,40 @@ func restoreCommand() *cli.Command {
 
 func runRestore(c *cli.Context) error {
 	if c.NArg() != 0 {
-		return usageError{"restore takes no arguments; use --pgdata and --target-*"}
+		return usageError{msg: "restore takes no arguments; use --pgdata and --target-*"}
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
 	if cfg.PGData == "" {
-		return usageError{"restore needs --pgdata (the directory to restore into)"}
+		return usageError{msg: "restore needs --pgdata (the directory to restore into)"}
 	}
-	t := restore.Target{
+	spec := restore.TargetSpec{
 		Time: c.String("target-time"), LSN: c.String("target-lsn"), XID: c.String("target-xid"),
 		Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
 		Action: c.String("target-action"), Timeline: c.String("target-timeline"),
 	}
 	if c.IsSet("target-inclusive") {
 		v := c.Bool("target-inclusive")
-		t.Inclusive = &v
+		spec.Inclusive = &v
 	}
-	if err := t.Validate(); err != nil {
-		return usageError{err.Error()}
+	t, err := restore.ParseTarget(spec)
+	if err != nil {
+		return usageError{err.Error(), err}
 	}
 	tsmap := map[string]string{}
 	for _, kv := range c.StringSlice("tablespace-map") {
 		old, nw, ok := strings.Cut(kv, "=")
 		if !ok || !filepath.IsAbs(old) || !filepath.IsAbs(nw) {
-			return usageError{fmt.Sprintf("--tablespace-map %q: want OLD=NEW with absolute paths", kv)}
+			return usageError{msg: fmt.Sprintf("--tablespace-map %q: want OLD=NEW with absolute paths", kv)}
 		}
 		tsmap[filepath.Clean(old)] = filepath.Clean(nw)
 	}
 	if am := c.String("archive-mode"); am != "preserve" && am != "off" {
-		return usageError{fmt.Sprintf("--archive-mode %q: want preserve or off", am)}
+		return usageError{msg: fmt.Sprintf("--archive-mode %q: want preserve or off", am)}
 	}
-	rc, err := restoreCommandLine(c, cfg)
+	rc, err := restoreCommandLine(c)
 	if err != nil {
 		return err
 	}
@@ -121,14 +121,17 @@ func runRestore(c *cli.Context) error {
 		NoArchive:      c.String("archive-mode") == "off",
 		DryRun:         c.Bool("dry-run"),
 		Log:            log,
-		Providers: map[string]restore.Provider{
-			"files":                     &restore.Files{Repo: r, Concurrency: cfg.Backup.Streams, Log: log, Progress: newProgress(os.Stderr, "restored")},
-			"command":                   &restore.Command{Script: cfg.Command.Restore, Log: log},
-			basebackup.ExternalProvider: restore.External{},
-			basebackup.EBSProvider: &lazyEBS{cfg: cfg, p: restore.EBS{InstanceID: c.String("instance-id"), AZ: c.String("availability-zone"),
+		Providers: restore.Providers(restore.ProviderSettings{
+			Repo:           r,
+			Concurrency:    cfg.Backup.Streams,
+			Progress:       newProgress(os.Stderr, "restored"),
+			CommandRestore: cfg.Command.Restore,
+			EBS: restore.EBS{InstanceID: c.String("instance-id"), AZ: c.String("availability-zone"),
 				VolumeType: c.String("volume-type"), IOPS: int32(c.Int("iops")), Throughput: int32(c.Int("throughput")),
-				InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root"), Log: log}},
-		},
+				InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root")},
+			NewEC2: func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
+			Log:    log,
+		}),
 	})
 	if err != nil {
 		return err
@@ -142,7 +145,7 @@ func runRestore(c *cli.Context) error {
 		fmt.Printf("restore_command = %s\n", restore.QuoteConf(rc))
 		return nil
 	}
-	fmt.Printf("restored backup %s into %s; recovery target: %s\n", res.Backup.ID, res.Dest.PGData, t.Kind())
+	fmt.Printf("restored backup %s into %s; recovery target: %s\n", res.Backup.ID, res.Dest.PGData, t)
 	if !c.Bool("start") {
 		fmt.Printf("start the server (as its owner) to recover: pg_ctl -D %s start\n", res.Dest.PGData)
 		return nil
@@ -163,89 +166,28 @@ func runRestore(c *cli.Context) error {
 	return nil
 }
 
-// restoreCommandLine builds the restore_command for the restored server:
-// this executable with the same repository settings. Settings that came
-// from the environment or flags are written out as flags, because the
-// server will not have this shell's environment.
-func restoreCommandLine(c *cli.Context, cfg config.Config) (string, error) {
+// restoreCommandLine is the restore_command for the restored server: this
+// executable with the same repository settings. Settings that came from
+// the environment or flags are passed as flags, because the server will
+// not have this shell's environment.
+func restoreCommandLine(c *cli.Context) (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", err
 	}
-	parts := []string{exe}
-	if path := c.String("config"); path != "" {
-		abs, err := filepath.Abs(path)
-		if err != nil {
+	configFile := c.String("config")
+	if configFile != "" {
+		if configFile, err = filepath.Abs(configFile); err != nil {
 			return "", err
 		}
-		parts = append(parts, "--config", abs)
 	} else if config.FileExists(defaultConfigPath) {
-		parts = append(parts, "--config", defaultConfigPath)
+		configFile = defaultConfigPath
 	}
+	var flags []string
 	for _, k := range config.Keys {
-		if !c.IsSet(k.Flag()) || !fetchRelevant(k.Name) {
-			continue
-		}
-		parts = append(parts, "--"+k.Flag()+"="+fmt.Sprint(c.Value(k.Flag())))
-	}
-	parts = append(parts, "wal-fetch", "%f", "%p")
-	for i, p := range parts {
-		parts[i] = shellQuote(p)
-	}
-	return strings.Join(parts, " "), nil
-}
-
-// fetchRelevant reports whether a setting matters to wal-fetch.
-func fetchRelevant(key string) bool {
-	return key == "repo" || key == "spool_dir" || key == "compression" ||
-		strings.HasPrefix(key, "s3.") || strings.HasPrefix(key, "fetch.") || strings.HasPrefix(key, "log.")
-}
-
-// shellQuote quotes s for /bin/sh unless it is plainly safe.
-func shellQuote(s string) string {
-	safe := s != ""
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("%/-_.=:,+@", r)) {
-			safe = false
-			break
+		if c.IsSet(k.Flag()) && k.UsedByFetch() {
+			flags = append(flags, "--"+k.Flag()+"="+fmt.Sprint(c.Value(k.Flag())))
 		}
 	}
-	if safe {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// lazyEBS creates the EC2 client only when the chosen backup is an EBS
-// one: restores of other backups must not depend on the EC2 API or IMDS.
-type lazyEBS struct {
-	cfg config.Config
-	p   restore.EBS
-}
-
-func (l *lazyEBS) provider(ctx context.Context) (*restore.EBS, error) {
-	if l.p.Client == nil {
-		client, err := ebsClient(ctx, l.cfg)
-		if err != nil {
-			return nil, err
-		}
-		l.p.Client = client
-	}
-	return &l.p, nil
-}
-
-func (l *lazyEBS) Plan(ctx context.Context, m *manifest.Manifest, dest restore.Destinations) ([]string, error) {
-	p, err := l.provider(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return p.Plan(ctx, m, dest)
-}
-
-func (l *lazyEBS) Materialize(ctx context.Context, m *manifest.Manifest, dest restore.Destinations) error {
-	p, err := l.provider(ctx)
-	if err != nil {
-		return err
-	}
-	return p.Materialize(ctx, m, dest)
+	return restore.CommandLine(exe, configFile, flags), nil
 }

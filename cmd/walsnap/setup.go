@@ -4,10 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -45,8 +44,12 @@ func globalFlags() []cli.Flag {
 }
 
 // loadConfig resolves the settings: defaults < config file < env < flags.
-func loadConfig(c *cli.Context) (config.Config, error) {
-	cfg := config.Default()
+// It warns (on stderr, one line each) about WALSNAP_* environment variables
+// that are no setting, such as a misspelt one, which would otherwise be
+// ignored without a word.
+func loadConfig(c *cli.Context) (cfg config.Config, err error) {
+	defer func() { warnUnknownEnv(cfg, c.Command.Name, os.Environ()) }()
+	cfg = config.Default()
 	if path := c.String("config"); path != "" {
 		if err := cfg.LoadFile(path); err != nil {
 			return cfg, err
@@ -61,10 +64,41 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 			continue
 		}
 		if err := cfg.Set(k.Name, fmt.Sprint(c.Value(k.Flag()))); err != nil {
-			return cfg, usageError{err.Error()}
+			return cfg, usageError{err.Error(), err}
 		}
 	}
 	return cfg, cfg.Validate()
+}
+
+// warnUnknownEnv logs one warning per unknown WALSNAP_* variable in
+// environ, in the configured log format, whatever the log level. It runs
+// even when the settings are refused, as a misspelt variable may be why.
+// Under archive_command and restore_command the lines go to PostgreSQL's
+// log, which is where such a mistake has to be seen.
+func warnUnknownEnv(cfg config.Config, command string, environ []string) {
+	unknown := config.UnknownEnv(environ)
+	if len(unknown) == 0 {
+		return
+	}
+	log := newLoggerLevel(cfg, command, min(configuredLevel(cfg), slog.LevelWarn))
+	for _, u := range unknown {
+		if u.Near != "" {
+			log.Warn("unknown environment variable ignored", "var", u.Name, "did_you_mean", u.Near)
+		} else {
+			log.Warn("unknown environment variable ignored", "var", u.Name)
+		}
+	}
+}
+
+// childEnv hands a detached walsnap helper (the prefetcher, the backup
+// holder) this process's resolved settings, so that it uses exactly the
+// same repository and options.
+func childEnv(cfg config.Config) []string {
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		panic(err) // a Config always marshals
+	}
+	return []string{resolvedConfigEnv + "=" + string(data)}
 }
 
 // resolvedConfig reads the settings handed down by a parent walsnap.
@@ -79,47 +113,31 @@ func resolvedConfig() (config.Config, error) {
 // newLogger logs to stderr, which PostgreSQL keeps in its server log for
 // archive and restore commands. Timestamps are left to that log.
 func newLogger(cfg config.Config, command string) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	return newLoggerLevel(cfg, command, configuredLevel(cfg))
+}
+
+// configuredLevel is cfg's log level.
+func configuredLevel(cfg config.Config) slog.Level { return slog.Level(cfg.Log.Level) }
+
+// logOutput is where loggers write; a variable for tests.
+var logOutput io.Writer = os.Stderr
+
+// newLoggerLevel is newLogger at the given level.
+func newLoggerLevel(cfg config.Config, command string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 		if len(groups) == 0 && a.Key == slog.TimeKey {
 			return slog.Attr{}
 		}
 		return a
 	}}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-	if cfg.Log.Format == "json" {
-		h = slog.NewJSONHandler(os.Stderr, opts)
+	var h slog.Handler = slog.NewTextHandler(logOutput, opts)
+	if cfg.Log.Format == config.LogJSON {
+		h = slog.NewJSONHandler(logOutput, opts)
 	}
 	return slog.New(h).With("cmd", command)
 }
 
 // openRepo opens the configured repository.
 func openRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
-	return repo.Open(ctx, cfg)
-}
-
-// spawnDetached starts this very executable (resolved, not os.Args[0],
-// which may be relative to a directory the child does not share) with args,
-// in its own session, handing it the resolved settings, and does not wait
-// for it. The child's stdout and stderr go to out; extra become fds 3...
-func spawnDetached(cfg config.Config, args []string, out *os.File, extra ...*os.File) (pid int, err error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		return 0, err
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), resolvedConfigEnv+"="+string(data))
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	pid = cmd.Process.Pid
-	return pid, cmd.Process.Release()
+	return repo.Open(ctx, cfg.Repo, cfg.S3)
 }

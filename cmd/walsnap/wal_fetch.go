@@ -9,8 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/walsnap/walsnap/archive"
-	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/internal/detach"
 )
 
 // Exit statuses of wal-fetch, PostgreSQL's restore_command contract.
@@ -32,7 +32,7 @@ func walFetchCommand() *cli.Command {
 			"which makes PostgreSQL abort recovery instead of ending it on a wrong timeline.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return withCode(fetchFailed, usageError{"wal-fetch takes two arguments: NAME (%f) and DEST (%p)"})
+				return withCode(fetchFailed, usageError{msg: "wal-fetch takes two arguments: NAME (%f) and DEST (%p)"})
 			}
 			cfg, err := loadConfig(c)
 			if err != nil {
@@ -64,10 +64,9 @@ func newFetcher(ctx context.Context, cfg config.Config, command string) (*archiv
 	if err != nil {
 		return nil, err
 	}
-	codec, _ := compress.Parse(cfg.Compression) // validated
 	return &archive.Fetcher{
 		Repo:        r,
-		Codec:       codec,
+		Codec:       cfg.Compression,
 		Prefetch:    cfg.Fetch.Prefetch,
 		Concurrency: cfg.Fetch.Concurrency,
 		SpoolDir:    cfg.SpoolDir,
@@ -83,7 +82,7 @@ func startPrefetcher(cfg config.Config, after, walDir string) error {
 	if err != nil {
 		return err
 	}
-	_, err = spawnDetached(cfg, []string{"wal-prefetch", after, walDir}, os.Stderr)
+	_, err = detach.Start([]string{"wal-prefetch", after, walDir}, childEnv(cfg), os.Stderr)
 	return err
 }
 
@@ -95,7 +94,7 @@ func walPrefetchCommand() *cli.Command {
 		Hidden:    true,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return usageError{"wal-prefetch takes NAME and WALDIR"}
+				return usageError{msg: "wal-prefetch takes NAME and WALDIR"}
 			}
 			cfg, err := resolvedConfig()
 			if err != nil {

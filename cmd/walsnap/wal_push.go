@@ -6,7 +6,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/walsnap/walsnap/archive"
-	"github.com/walsnap/walsnap/internal/compress"
 )
 
 func walPushCommand() *cli.Command {
@@ -22,7 +21,7 @@ func walPushCommand() *cli.Command {
 			"Exit status: 0 archived, 1 not archived (PostgreSQL retries), 2 bad usage.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return usageError{"wal-push takes one argument: the WAL file path (%p)"}
+				return usageError{msg: "wal-push takes one argument: the WAL file path (%p)"}
 			}
 			cfg, err := loadConfig(c)
 			if err != nil {
@@ -34,10 +33,9 @@ func walPushCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			codec, _ := compress.Parse(cfg.Compression) // validated
 			p := &archive.Pusher{
 				Repo:        r,
-				Codec:       codec,
+				Codec:       cfg.Compression,
 				Concurrency: cfg.Push.Concurrency,
 				Ahead:       cfg.Push.Ahead,
 				SpoolDir:    cfg.SpoolDir,

@@ -78,6 +78,19 @@ func (c Codec) String() string {
 	return c.name
 }
 
+// MarshalText writes the codec spec (for config files and JSON).
+func (c Codec) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText parses a codec spec (see Parse).
+func (c *Codec) UnmarshalText(b []byte) error {
+	parsed, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*c = parsed
+	return nil
+}
+
 // Suffix is the key suffix objects written with this codec carry.
 func (c Codec) Suffix() string { return suffixOf(c.name) }
 

@@ -9,10 +9,12 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/manifest"
 )
 
 // DefaultPath is read when no --config is given and the file exists.
@@ -31,18 +34,18 @@ const DefaultPath = "/etc/walsnap/walsnap.yaml"
 
 // Config is the resolved configuration shared by every command.
 type Config struct {
-	Repo        string  `yaml:"repo" json:"repo"`
-	S3          S3      `yaml:"s3" json:"s3"`
-	Compression string  `yaml:"compression" json:"compression"`
-	PGData      string  `yaml:"pgdata" json:"pgdata"`
-	SpoolDir    string  `yaml:"spool_dir" json:"spool_dir"`
-	Push        Push    `yaml:"push" json:"push"`
-	Fetch       Fetch   `yaml:"fetch" json:"fetch"`
-	Log         Log     `yaml:"log" json:"log"`
-	PG          PG      `yaml:"pg" json:"pg"`
-	Backup      Backup  `yaml:"backup" json:"backup"`
-	Command     Command `yaml:"command" json:"command"`
-	EBS         EBS     `yaml:"ebs" json:"ebs"`
+	Repo        Location       `yaml:"repo" json:"repo"`
+	S3          S3             `yaml:"s3" json:"s3"`
+	Compression compress.Codec `yaml:"compression" json:"compression"`
+	PGData      string         `yaml:"pgdata" json:"pgdata"`
+	SpoolDir    string         `yaml:"spool_dir" json:"spool_dir"`
+	Push        Push           `yaml:"push" json:"push"`
+	Fetch       Fetch          `yaml:"fetch" json:"fetch"`
+	Log         Log            `yaml:"log" json:"log"`
+	PG          PG             `yaml:"pg" json:"pg"`
+	Backup      Backup         `yaml:"backup" json:"backup"`
+	Command     Command        `yaml:"command" json:"command"`
+	EBS         EBS            `yaml:"ebs" json:"ebs"`
 }
 
 // EBS configures the ebs provider: snapshots of the EBS volumes that hold
@@ -65,6 +68,10 @@ type Command struct {
 
 // PG says how backups reach the PostgreSQL server. The password comes only
 // from PGPASSWORD or ~/.pgpass.
+//
+// An empty (zero) setting takes the libpq environment variable (PGHOST,
+// PGPORT, PGUSER, PGDATABASE), then PostgreSQL's usual default; package pg
+// applies them.
 type PG struct {
 	Host     string `yaml:"host" json:"host"`
 	Port     int    `yaml:"port" json:"port"`
@@ -74,23 +81,23 @@ type PG struct {
 
 // Backup configures base backups and restores.
 type Backup struct {
-	Provider   string        `yaml:"provider" json:"provider"`
-	Streams    int           `yaml:"streams" json:"streams"`
-	LockTTL    time.Duration `yaml:"lock_ttl" json:"lock_ttl"`
-	WALTimeout time.Duration `yaml:"wal_timeout" json:"wal_timeout"`
+	Provider   manifest.Provider `yaml:"provider" json:"provider"`
+	Streams    int               `yaml:"streams" json:"streams"`
+	LockTTL    time.Duration     `yaml:"lock_ttl" json:"lock_ttl"`
+	WALTimeout time.Duration     `yaml:"wal_timeout" json:"wal_timeout"`
 }
 
 // S3 configures the S3 (or S3-compatible) repository backend.
 type S3 struct {
-	Endpoint     string `yaml:"endpoint" json:"endpoint"`
-	Region       string `yaml:"region" json:"region"`
-	PathStyle    bool   `yaml:"path_style" json:"path_style"`
-	SSE          string `yaml:"sse" json:"sse"`
-	SSEKMSKeyID  string `yaml:"sse_kms_key_id" json:"sse_kms_key_id"`
-	StorageClass string `yaml:"storage_class" json:"storage_class"`
-	Checksums    string `yaml:"checksums" json:"checksums"`
-	CAFile       string `yaml:"ca_file" json:"ca_file"`
-	MaxAttempts  int    `yaml:"max_attempts" json:"max_attempts"`
+	Endpoint     string    `yaml:"endpoint" json:"endpoint"`
+	Region       string    `yaml:"region" json:"region"`
+	PathStyle    bool      `yaml:"path_style" json:"path_style"`
+	SSE          SSE       `yaml:"sse" json:"sse"`
+	SSEKMSKeyID  string    `yaml:"sse_kms_key_id" json:"sse_kms_key_id"`
+	StorageClass string    `yaml:"storage_class" json:"storage_class"`
+	Checksums    Checksums `yaml:"checksums" json:"checksums"`
+	CAFile       string    `yaml:"ca_file" json:"ca_file"`
+	MaxAttempts  int       `yaml:"max_attempts" json:"max_attempts"`
 }
 
 // Push configures wal-push.
@@ -109,20 +116,19 @@ type Fetch struct {
 
 // Log configures logging to stderr.
 type Log struct {
-	Level  string `yaml:"level" json:"level"`
-	Format string `yaml:"format" json:"format"`
+	Level  LogLevel  `yaml:"level" json:"level"`
+	Format LogFormat `yaml:"format" json:"format"`
 }
 
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Compression: compress.Default.String(),
-		S3:          S3{Checksums: "when_supported", MaxAttempts: 5},
+		Compression: compress.Default,
+		S3:          S3{Checksums: ChecksumsWhenSupported, MaxAttempts: 5},
 		Push:        Push{Concurrency: 4, Ahead: 16, Timeout: 5 * time.Minute},
 		Fetch:       Fetch{Prefetch: 8, Concurrency: 4, Timeout: 5 * time.Minute},
-		Log:         Log{Level: "info", Format: "text"},
-		PG:          PG{Host: "/var/run/postgresql", Port: 5432, User: "postgres", Database: "postgres"},
-		Backup:      Backup{Provider: "files", Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
+		Log:         Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
+		Backup:      Backup{Provider: manifest.ProviderFiles, Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
 		EBS:         EBS{WaitTimeout: 6 * time.Hour},
 	}
 }
@@ -148,6 +154,13 @@ type Key struct {
 // Flag is the command-line flag name of the key: "s3-path-style".
 func (k Key) Flag() string {
 	return strings.NewReplacer(".", "-", "_", "-").Replace(k.Name)
+}
+
+// UsedByFetch reports whether wal-fetch (and its prefetcher) reads the
+// setting: a restore passes these on in the restore_command it writes.
+func (k Key) UsedByFetch() bool {
+	return k.Name == "repo" || k.Name == "spool_dir" || k.Name == "compression" ||
+		strings.HasPrefix(k.Name, "s3.") || strings.HasPrefix(k.Name, "fetch.") || strings.HasPrefix(k.Name, "log.")
 }
 
 // Env is the environment variable of the key: "WALSNAP_S3_PATH_STYLE".
@@ -178,10 +191,10 @@ var Keys = []Key{
 	{"fetch.timeout", Duration, "wal-fetch: deadline for one call"},
 	{"log.level", String, "log level: debug, info, warn, error"},
 	{"log.format", String, "log format: text or json"},
-	{"pg.host", String, "PostgreSQL host or unix socket directory, for backups"},
-	{"pg.port", Int, "PostgreSQL port"},
-	{"pg.user", String, "PostgreSQL user for backups (superuser or pg_backup_start/stop rights); password from PGPASSWORD or ~/.pgpass"},
-	{"pg.database", String, "database to connect to"},
+	{"pg.host", String, "PostgreSQL host or unix socket directory, for backups (default: $PGHOST, else /var/run/postgresql)"},
+	{"pg.port", Int, "PostgreSQL port (default: $PGPORT, else 5432)"},
+	{"pg.user", String, "PostgreSQL user for backups (superuser or pg_backup_start/stop rights; default: $PGUSER, else postgres); password from PGPASSWORD or ~/.pgpass"},
+	{"pg.database", String, "database to connect to (default: $PGDATABASE, else postgres)"},
 	{"backup.provider", String, "backup provider: files, ebs or command"},
 	{"backup.streams", Int, "files provider: concurrent copy streams (backup and restore)"},
 	{"backup.lock_ttl", Duration, "how long a crashed backup's repository lock can block others"},
@@ -208,10 +221,12 @@ func (c *Config) Set(key, value string) error {
 		}
 		v = f
 	}
+	if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		// Typed values parse themselves, and their errors name the setting.
+		return u.UnmarshalText([]byte(value))
+	}
 	var err error
 	switch p := v.Addr().Interface().(type) {
-	case *string:
-		*p = value
 	case *bool:
 		*p, err = strconv.ParseBool(value)
 	case *int:
@@ -226,7 +241,10 @@ func (c *Config) Set(key, value string) error {
 			}
 		}
 	default:
-		return fmt.Errorf("setting %q is not a single value", key)
+		if v.Kind() != reflect.String {
+			return fmt.Errorf("setting %q is not a single value", key)
+		}
+		v.SetString(value)
 	}
 	if err != nil {
 		return fmt.Errorf("setting %s=%q: %w", key, value, err)
@@ -248,29 +266,30 @@ func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
-// ErrInsecureFile is returned when a config file may be changed by users
-// other than its owner: anyone who can edit it can redirect the archive.
-var ErrInsecureFile = errors.New("config file is writable by group or others")
-
 // LoadFile reads a YAML config file over c. Unknown keys are errors, so a
-// typo cannot silently leave a default in place.
+// typo cannot silently leave a default in place; so is a second YAML
+// document, which would be ignored. The file must be one that only root and
+// the user running walsnap can change (see readConfigFile). On error c is
+// unchanged.
 func (c *Config) LoadFile(path string) error {
-	fi, err := os.Stat(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("config %s (mode %v): %w; run chmod go-w on it", path, fi.Mode().Perm(), ErrInsecureFile)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+	next := *c
+	if err := dec.Decode(&next); err != nil {
+		if errors.Is(err, io.EOF) { // empty, or only comments
+			return nil
+		}
 		return fmt.Errorf("config %s: %w", path, err)
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, ErrMultipleDocuments)
+	}
+	*c = next
 	return nil
 }
 
@@ -282,27 +301,23 @@ var (
 
 // Validate checks the settings and returns the first problem found.
 func (c *Config) Validate() error {
-	if c.Repo == "" {
+	if c.Repo.IsZero() {
 		return ErrNoRepo
 	}
-	if _, _, err := ParseRepo(c.Repo); err != nil {
+	if err := CheckEndpoint("s3.endpoint", c.S3.Endpoint); err != nil {
 		return err
 	}
-	if _, err := compress.Parse(c.Compression); err != nil {
+	if err := CheckEndpoint("ebs.endpoint", c.EBS.Endpoint); err != nil {
 		return err
 	}
-	switch c.S3.SSE {
-	case "", "AES256", "aws:kms":
-	default:
-		return fmt.Errorf("s3.sse %q: want AES256 or aws:kms", c.S3.SSE)
+	if c.Compression.Name() == "" {
+		return errors.New("compression: not set")
 	}
-	if c.S3.SSEKMSKeyID != "" && c.S3.SSE != "aws:kms" {
+	if c.S3.SSEKMSKeyID != "" && c.S3.SSE != SSEKMS {
 		return errors.New("s3.sse_kms_key_id requires s3.sse: aws:kms")
 	}
-	switch c.S3.Checksums {
-	case "when_required", "when_supported":
-	default:
-		return fmt.Errorf("s3.checksums %q: want when_required or when_supported", c.S3.Checksums)
+	if c.S3.Checksums == "" {
+		return errors.New("s3.checksums: not set")
 	}
 	for _, n := range []struct {
 		name string
@@ -323,33 +338,22 @@ func (c *Config) Validate() error {
 	if c.Push.Timeout <= 0 || c.Fetch.Timeout <= 0 || c.Backup.LockTTL <= 0 || c.Backup.WALTimeout <= 0 {
 		return errors.New("push.timeout, fetch.timeout, backup.lock_ttl and backup.wal_timeout must be positive")
 	}
-	if c.PG.Port < 1 || c.PG.Port > 65535 {
+	if c.PG.Port < 0 || c.PG.Port > 65535 {
 		return fmt.Errorf("pg.port %d: want 1-65535", c.PG.Port)
 	}
-	switch c.Backup.Provider {
-	case "files":
-	case "command":
-		if c.Command.Snapshot == "" {
-			return errors.New("backup.provider command needs command.snapshot")
-		}
-	case "ebs":
-	default:
-		return fmt.Errorf("backup.provider %q: want files, ebs or command", c.Backup.Provider)
+	if _, err := manifest.ParseConfigurable(string(c.Backup.Provider)); err != nil {
+		return err
+	}
+	if c.Backup.Provider == manifest.ProviderCommand && c.Command.Snapshot == "" {
+		return errors.New("backup.provider command needs command.snapshot")
 	}
 	for _, v := range c.EBS.Volumes {
 		if !strings.HasPrefix(v, "vol-") {
 			return fmt.Errorf("ebs.volumes: %q is not a volume id (vol-...)", v)
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
-	}
-	switch c.Log.Format {
-	case "text", "json":
-	default:
-		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	if c.Log.Format == "" {
+		return errors.New("log.format: not set")
 	}
 	for _, p := range []struct{ name, v string }{{"pgdata", c.PGData}, {"spool_dir", c.SpoolDir}, {"s3.ca_file", c.S3.CAFile}} {
 		if p.v != "" && !filepath.IsAbs(p.v) {
@@ -360,31 +364,65 @@ func (c *Config) Validate() error {
 }
 
 // ParseRepo splits a repository URL into its scheme ("s3" or "file") and
-// location: bucket/prefix for s3, an absolute directory for file.
+// location: bucket/prefix for s3, an absolute directory for file. Its
+// errors show the URL only as Redact shows it.
 func ParseRepo(repo string) (scheme, location string, err error) {
+	shown := Redact(repo)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w %q: "+format, append([]any{ErrBadRepo, shown}, args...)...)
+	}
 	u, err := url.Parse(repo)
 	if err != nil {
-		return "", "", fmt.Errorf("%w %q: %v", ErrBadRepo, repo, err)
+		// The parser's message quotes parts of the URL.
+		if shown != repo {
+			return "", "", bad("not a valid URL; credentials, query parameters and fragments do not belong in it")
+		}
+		return "", "", bad("%v", errors.Unwrap(err))
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(u.Opaque, "@") {
+		return "", "", bad("credentials, query parameters and fragments do not belong in the URL " +
+			"(credentials come from the AWS SDK's default chain)")
 	}
 	switch u.Scheme {
 	case "s3":
 		if u.Host == "" {
-			return "", "", fmt.Errorf("%w %q: missing bucket (want s3://bucket/prefix)", ErrBadRepo, repo)
-		}
-		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return "", "", fmt.Errorf("%w %q: credentials, query parameters and fragments do not belong in the URL", ErrBadRepo, repo)
+			return "", "", bad("missing bucket (want s3://bucket/prefix)")
 		}
 		if u.Port() != "" {
-			return "", "", fmt.Errorf("%w %q: a bucket has no port; set s3.endpoint for the server", ErrBadRepo, repo)
+			return "", "", bad("a bucket has no port; set s3.endpoint for the server")
 		}
 		return "s3", u.Host + "/" + strings.Trim(u.Path, "/"), nil
 	case "file":
 		if u.Host != "" || !filepath.IsAbs(u.Path) {
-			return "", "", fmt.Errorf("%w %q: want file:///absolute/path", ErrBadRepo, repo)
+			return "", "", bad("want file:///absolute/path")
 		}
 		return "file", filepath.Clean(u.Path), nil
 	}
-	return "", "", fmt.Errorf("%w %q: scheme must be s3:// or file://", ErrBadRepo, repo)
+	return "", "", bad("scheme must be s3:// or file://")
+}
+
+// CheckEndpoint checks the endpoint URL of setting name (s3.endpoint,
+// ebs.endpoint): empty, or http(s)://host[:port][/path] without
+// credentials, query or fragment. Its errors show the URL only as Redact
+// shows it.
+func CheckEndpoint(name, endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	shown := Redact(endpoint)
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil && shown != endpoint:
+		return fmt.Errorf("%s %q: not a valid URL; credentials, query parameters and fragments do not belong in it", name, shown)
+	case err != nil:
+		return fmt.Errorf("%s %q: %v", name, shown, errors.Unwrap(err))
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(u.Opaque, "@"):
+		return fmt.Errorf("%s %q: credentials, query parameters and fragments do not belong in the URL "+
+			"(credentials come from the AWS SDK's default chain)", name, shown)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("%s %q: want http://host[:port] or https://host[:port]", name, shown)
+	}
+	return nil
 }
 
 // FileExists reports whether the default config file is present.

@@ -44,7 +44,7 @@ fetch:
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Repo != "s3://bucket/prod/db1" || !c.S3.PathStyle || c.S3.SSE != "aws:kms" || c.Compression != "zstd:3" ||
+	if c.Repo.String() != "s3://bucket/prod/db1" || c.Repo.Bucket != "bucket" || c.Repo.Prefix != "prod/db1" || !c.S3.PathStyle || c.S3.SSE != SSEKMS || c.Compression.String() != "zstd:3" ||
 		c.Push.Concurrency != 8 || c.Push.Timeout != 90*time.Second || c.Fetch.Prefetch != 0 {
 		t.Fatalf("unexpected config: %+v", c)
 	}
@@ -63,8 +63,11 @@ func TestLoadFileRejects(t *testing.T) {
 		"unknown key":    {"repo: file:///x\ncompresion: zstd\n", 0o600, "compresion"},
 		"nested unknown": {"s3:\n  endpont: x\n", 0o600, "endpont"},
 		"bad type":       {"push:\n  concurrency: many\n", 0o600, "many"},
-		"world writable": {"repo: file:///x\n", 0o666, "writable"},
-		"group writable": {"repo: file:///x\n", 0o620, "writable"},
+		"world writable": {"repo: file:///x\n", 0o666, "insecure config file: mode -rw-rw-rw- makes it writable by group or others; run chmod go-w on it"},
+		"group writable": {"repo: file:///x\n", 0o620, "insecure config file: mode -rw--w---- makes it writable by group or others"},
+		"two documents":  {"repo: s3://bucket/db1\n---\nrepo: file:///tmp/evil\n", 0o600, "more than one YAML document"},
+		"empty first":    {"---\n---\nrepo: file:///tmp/evil\n", 0o600, "more than one YAML document"},
+		"trailing ---":   {"repo: s3://bucket/db1\n---\n", 0o600, "more than one YAML document"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := Default()
@@ -84,12 +87,31 @@ func TestLoadFileRejects(t *testing.T) {
 }
 
 func TestEmptyFileKeepsDefaults(t *testing.T) {
+	for _, body := range []string{"", "# nothing yet\n", "---\n"} {
+		c := Default()
+		if err := c.LoadFile(writeFile(t, body, 0o600)); err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		if !reflect.DeepEqual(c, Default()) {
+			t.Fatalf("%q changed settings: %+v", body, c)
+		}
+	}
+}
+
+// TestSecondDocumentRefused: a second YAML document would be ignored, so a
+// file with one is refused whole, and nothing of it is applied.
+func TestSecondDocumentRefused(t *testing.T) {
 	c := Default()
-	if err := c.LoadFile(writeFile(t, "", 0o600)); err != nil {
-		t.Fatal(err)
+	err := c.LoadFile(writeFile(t, "repo: s3://bucket/db1\ncompression: gzip\n---\nrepo: file:///tmp/evil\n", 0o600))
+	if !errors.Is(err, ErrMultipleDocuments) {
+		t.Fatalf("LoadFile = %v, want ErrMultipleDocuments", err)
 	}
 	if !reflect.DeepEqual(c, Default()) {
-		t.Fatalf("empty file changed settings: %+v", c)
+		t.Fatalf("a refused file changed settings: %+v", c)
+	}
+	// One document with explicit markers is fine.
+	if err := c.LoadFile(writeFile(t, "---\nrepo: s3://bucket/db1\n...\n", 0o600)); err != nil || c.Repo.String() != "s3://bucket/db1" {
+		t.Fatalf("one marked document: %v, repo %q", err, c.Repo)
 	}
 }
 
@@ -102,6 +124,11 @@ func TestKeysCoverSet(t *testing.T) {
 		seen[k.Name] = true
 		c := Default()
 		val := map[Kind]string{String: "x", Int: "3", Bool: "true", Duration: "7s"}[k.Kind]
+		// Typed values take only what they can parse.
+		if v, ok := map[string]string{"repo": "s3://b/p", "s3.sse": "AES256", "s3.checksums": "when_required",
+			"compression": "s2", "log.level": "debug", "log.format": "json", "backup.provider": "ebs"}[k.Name]; ok {
+			val = v
+		}
 		if err := c.Set(k.Name, val); err != nil {
 			t.Errorf("Set(%s): %v", k.Name, err)
 		}
@@ -134,34 +161,41 @@ func TestKeysCoverSet(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := func() Config { c := Default(); c.Repo = "file:///var/lib/walsnap"; return c }
+	ok := func() Config { c := Default(); c.Set("repo", "file:///var/lib/walsnap"); return c }
 	if c := ok(); c.Validate() != nil {
 		t.Fatal(c.Validate())
 	}
 	for name, tc := range map[string]struct {
-		mut  func(*Config)
+		mut  func(*Config) error
 		want error
 		msg  string
 	}{
-		"no repo":         {func(c *Config) { c.Repo = "" }, ErrNoRepo, ""},
-		"relative file":   {func(c *Config) { c.Repo = "file://rel/path" }, ErrBadRepo, ""},
-		"ftp":             {func(c *Config) { c.Repo = "ftp://x/y" }, ErrBadRepo, ""},
-		"s3 no bucket":    {func(c *Config) { c.Repo = "s3:///prefix" }, ErrBadRepo, ""},
-		"s3 creds in url": {func(c *Config) { c.Repo = "s3://key:secret@bucket/p" }, ErrBadRepo, ""},
-		"s3 port":         {func(c *Config) { c.Repo = "s3://bucket:9000/p" }, ErrBadRepo, "s3.endpoint"},
-		"s3 fragment":     {func(c *Config) { c.Repo = "s3://bucket/p#x" }, ErrBadRepo, ""},
-		"codec":           {func(c *Config) { c.Compression = "lzma" }, nil, "unknown codec"},
-		"sse":             {func(c *Config) { c.S3.SSE = "aes" }, nil, "s3.sse"},
-		"kms without sse": {func(c *Config) { c.S3.SSEKMSKeyID = "k" }, nil, "requires"},
-		"checksums":       {func(c *Config) { c.S3.Checksums = "always" }, nil, "checksums"},
-		"concurrency":     {func(c *Config) { c.Push.Concurrency = 0 }, nil, "push.concurrency"},
-		"timeout":         {func(c *Config) { c.Fetch.Timeout = 0 }, nil, "timeout"},
-		"log level":       {func(c *Config) { c.Log.Level = "loud" }, nil, "log.level"},
-		"relative pgdata": {func(c *Config) { c.PGData = "data" }, nil, "absolute"},
+		"no repo":         {func(c *Config) error { return c.Set("repo", "") }, ErrNoRepo, ""},
+		"relative file":   {func(c *Config) error { return c.Set("repo", "file://rel/path") }, ErrBadRepo, ""},
+		"ftp":             {func(c *Config) error { return c.Set("repo", "ftp://x/y") }, ErrBadRepo, ""},
+		"s3 no bucket":    {func(c *Config) error { return c.Set("repo", "s3:///prefix") }, ErrBadRepo, ""},
+		"s3 creds in url": {func(c *Config) error { return c.Set("repo", "s3://key:secret@bucket/p") }, ErrBadRepo, ""},
+		"s3 port":         {func(c *Config) error { return c.Set("repo", "s3://bucket:9000/p") }, ErrBadRepo, "s3.endpoint"},
+		"s3 fragment":     {func(c *Config) error { return c.Set("repo", "s3://bucket/p#x") }, ErrBadRepo, ""},
+		"codec":           {func(c *Config) error { return c.Set("compression", "lzma") }, nil, "unknown codec"},
+		"sse":             {func(c *Config) error { return c.Set("s3.sse", "aes") }, nil, "s3.sse"},
+		"kms without sse": {func(c *Config) error { c.S3.SSEKMSKeyID = "k"; return nil }, nil, "requires"},
+		"checksums":       {func(c *Config) error { return c.Set("s3.checksums", "always") }, nil, "checksums"},
+		"concurrency":     {func(c *Config) error { c.Push.Concurrency = 0; return nil }, nil, "push.concurrency"},
+		"timeout":         {func(c *Config) error { c.Fetch.Timeout = 0; return nil }, nil, "timeout"},
+		"log level":       {func(c *Config) error { return c.Set("log.level", "loud") }, nil, "log.level"},
+		"relative pgdata": {func(c *Config) error { c.PGData = "data"; return nil }, nil, "absolute"},
+		"file query":      {func(c *Config) error { return c.Set("repo", "file:///var/lib/walsnap?x=1") }, ErrBadRepo, "query"},
+		"endpoint scheme": {func(c *Config) error { c.S3.Endpoint = "127.0.0.1:9000"; return nil }, nil, "s3.endpoint"},
+		"endpoint ftp":    {func(c *Config) error { c.S3.Endpoint = "ftp://minio:9000"; return nil }, nil, "want http://host[:port] or https://host[:port]"},
+		"endpoint creds":  {func(c *Config) error { c.S3.Endpoint = "http://k:s@minio:9000"; return nil }, nil, "s3.endpoint \"http://REDACTED@minio:9000\": credentials"},
+		"ebs endpoint":    {func(c *Config) error { c.EBS.Endpoint = "http://moto:5000?x=1"; return nil }, nil, "ebs.endpoint"},
 	} {
 		c := ok()
-		tc.mut(&c)
-		err := c.Validate()
+		err := tc.mut(&c)
+		if err == nil {
+			err = c.Validate()
+		}
 		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: Validate() = %v", name, err)
 		}
@@ -174,10 +208,29 @@ func TestParseRepo(t *testing.T) {
 		"s3://bucket/a/b/":        {"s3", "bucket/a/b"},
 		"file:///var/lib/walsnap": {"file", "/var/lib/walsnap"},
 		"file:///a/../b/":         {"file", "/b"},
+		"file:///srv/pg@15/repo":  {"file", "/srv/pg@15/repo"},
+		"s3://bucket/a@b":         {"s3", "bucket/a@b"},
 	} {
 		s, l, err := ParseRepo(in)
 		if err != nil || s != want[0] || l != want[1] {
 			t.Errorf("ParseRepo(%q) = %q %q %v", in, s, l, err)
+		}
+	}
+}
+
+func TestUsedByFetch(t *testing.T) {
+	used := map[string]bool{}
+	for _, k := range Keys {
+		used[k.Name] = k.UsedByFetch()
+	}
+	for _, name := range []string{"repo", "s3.endpoint", "s3.ca_file", "compression", "spool_dir", "fetch.prefetch", "log.level"} {
+		if !used[name] {
+			t.Errorf("%s is not passed to wal-fetch", name)
+		}
+	}
+	for _, name := range []string{"pg.host", "backup.provider", "push.ahead", "command.restore", "ebs.region"} {
+		if used[name] {
+			t.Errorf("%s is passed to wal-fetch", name)
 		}
 	}
 }

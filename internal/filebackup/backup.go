@@ -22,17 +22,15 @@ import (
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/repo"
-	"github.com/walsnap/walsnap/internal/storage"
 )
 
 // BackupOptions configures Backup.
 type BackupOptions struct {
-	Store storage.Store
-	// Prefix is "" or ends with "/", e.g. "backups/20261124T153012Z/";
-	// parts are stored under Prefix+"data/".
-	Prefix string
-	Codec  compress.Codec // zero value: compress.Default
+	Repo     *repo.Repo
+	BackupID string         // the parts are stored as this backup's payload
+	Codec    compress.Codec // zero value: compress.Default
 	// Streams is the number of tar streams written at once; 0 means
 	// DefaultStreams.
 	Streams int
@@ -55,10 +53,10 @@ type BackupOptions struct {
 
 // Result is what Backup stored.
 type Result struct {
-	Parts    []Part // sorted by key
-	Files    int    // regular files stored
-	BytesIn  int64  // bytes read from files
-	BytesOut int64  // bytes stored (sum of the parts' StoredSize)
+	Parts    []manifest.Part // sorted by key
+	Files    int             // regular files stored
+	BytesIn  int64           // bytes read from files
+	BytesOut int64           // bytes stored (sum of the parts' StoredSize)
 }
 
 // testHookBeforeOpen, when set by a test, is called with a file's path
@@ -66,7 +64,7 @@ type Result struct {
 var testHookBeforeOpen func(path string)
 
 // Backup stores the files of sources (see the package documentation) as
-// parts under o.Prefix+"data/". Sources are stored one after the other, each
+// parts of backup o.BackupID. Sources are stored one after the other, each
 // by o.Streams workers that take files from a shared queue, largest first.
 // If Backup fails, it deletes the parts it stored.
 func Backup(ctx context.Context, o BackupOptions, sources []Source) (Result, error) {
@@ -113,7 +111,7 @@ func Backup(ctx context.Context, o BackupOptions, sources []Source) (Result, err
 	}
 
 	res := Result{Parts: b.parts, BytesIn: b.bytesIn.Load()}
-	slices.SortFunc(res.Parts, func(a, b Part) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(res.Parts, func(a, b manifest.Part) int { return strings.Compare(a.Key, b.Key) })
 	for _, p := range res.Parts {
 		res.BytesOut += p.StoredSize
 	}
@@ -155,11 +153,11 @@ func sourceRoots(sources []Source) (map[uint32]fs.FileInfo, error) {
 }
 
 func (o *BackupOptions) normalize() error {
-	if o.Store == nil {
-		return errors.New("file backup: no store")
+	if o.Repo == nil {
+		return errors.New("file backup: no repository")
 	}
-	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
-		return fmt.Errorf("file backup: prefix %q does not end with /", o.Prefix)
+	if err := repo.CheckBackupID(o.BackupID); err != nil {
+		return fmt.Errorf("file backup: %w", err)
 	}
 	if o.Codec.Name() == "" {
 		o.Codec = compress.Default
@@ -217,7 +215,7 @@ type backup struct {
 	bytesIn atomic.Int64
 
 	mu    sync.Mutex
-	parts []Part
+	parts []manifest.Part
 }
 
 // store runs the workers over the items of tablespace ts until the queue
@@ -246,7 +244,7 @@ func (b *backup) deleteParts(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	for _, p := range b.parts {
-		if err := b.o.Store.Delete(ctx, p.Key); err != nil {
+		if err := b.o.Repo.DeletePart(ctx, b.o.BackupID, p.Key); err != nil {
 			b.o.Log.Warn("file backup: could not delete a part of the failed backup", "key", p.Key, "err", err)
 		}
 	}
@@ -472,13 +470,8 @@ func (w *worker) finish(ctx context.Context) error {
 	if err := w.enc.Close(); err != nil {
 		return fmt.Errorf("finish part: %w", err)
 	}
-	dir := "base"
-	if w.ts != 0 {
-		dir = strconv.FormatUint(uint64(w.ts), 10)
-	}
 	o := w.b.o
-	p := Part{
-		Key:        fmt.Sprintf("%sdata/%s/part-%02d-%04d.tar%s", o.Prefix, dir, w.id, w.seq, o.Codec.Suffix()),
+	p := manifest.Part{
 		Tablespace: w.ts,
 		Files:      w.files,
 		RawSize:    w.raw,
@@ -486,16 +479,15 @@ func (w *worker) finish(ctx context.Context) error {
 		SHA256:     hex.EncodeToString(w.hash.Sum(nil)),
 		Codec:      o.Codec.Name(),
 	}
+	name := fmt.Sprintf("part-%02d-%04d.tar%s", w.id, w.seq, o.Codec.Suffix())
 	w.seq++
 	start := time.Now()
-	meta := map[string]string{
-		repo.MetaSHA256:  p.SHA256,
-		repo.MetaRawSize: strconv.FormatInt(p.RawSize, 10),
-		repo.MetaCodec:   p.Codec,
-	}
-	if err := o.Store.PutIfAbsent(ctx, p.Key, w.buf.NewReader(), p.StoredSize, meta); err != nil {
+	meta := repo.ObjectMeta{SHA256: p.SHA256, RawSize: p.RawSize, Codec: o.Codec}
+	key, err := o.Repo.PutPart(ctx, o.BackupID, w.ts, name, w.buf.NewReader(), p.StoredSize, meta)
+	if err != nil {
 		return fmt.Errorf("upload part: %w", err)
 	}
+	p.Key = key
 	w.b.mu.Lock()
 	w.b.parts = append(w.b.parts, p)
 	w.b.mu.Unlock()

@@ -2,6 +2,7 @@ package filebackup
 
 import (
 	"fmt"
+	"github.com/walsnap/walsnap/internal/repo"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,7 +97,7 @@ func BenchmarkBackup(b *testing.B) {
 					settle(b, root)
 					b.StartTimer()
 					var err error
-					res, err = Backup(b.Context(), BackupOptions{Store: s, Prefix: fmt.Sprintf("b%d/", i)}, []Source{{0, root}})
+					res, err = Backup(b.Context(), BackupOptions{Repo: repo.New(s), BackupID: fmt.Sprintf("b%d", i)}, []Source{{0, root}})
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -122,7 +123,7 @@ func BenchmarkRestore(b *testing.B) {
 	for _, st := range benchStores {
 		b.Run(st.name, func(b *testing.B) {
 			s := st.new(b)
-			res, err := Backup(b.Context(), BackupOptions{Store: s, Prefix: "b/"}, []Source{{0, root}})
+			res, err := Backup(b.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, root}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -132,7 +133,7 @@ func BenchmarkRestore(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				dest := filepath.Join(dir, fmt.Sprint(i))
-				if err := Restore(b.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: dest}); err != nil {
+				if err := Restore(b.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, res.Parts, map[uint32]string{0: dest}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()

@@ -39,14 +39,14 @@
 // # Format
 //
 // Each part is a tar stream (USTAR, PAX where needed) compressed with the
-// backup's codec, stored at
-// <Prefix>data/<"base" or tablespace OID>/part-<worker>-<seq>.tar<suffix>
-// and never overwritten. Entry names are relative slash paths. A file
+// backup's codec, stored as a payload part of the backup named
+// part-<worker>-<seq>.tar<suffix> (the repository decides where) and never
+// overwritten. Entry names are relative slash paths. A file
 // larger than PartSize is split into pieces of at most PartSize bytes, each a
 // tar entry of its own with the PAX records WALSNAP.offset (where the piece
 // starts) and WALSNAP.size (the file's size); Restore reassembles them.
 // Every part object carries the repository's checksum metadata (SHA-256 and
-// size of the raw tar bytes, codec), which the Part record repeats.
+// size of the raw tar bytes, codec), which the manifest.Part record repeats.
 //
 // Restore resolves every path with openat2(2) confined below its
 // destination, so it needs Linux 5.6 or later.
@@ -63,17 +63,6 @@ import (
 type Source struct {
 	Tablespace uint32
 	Root       string
-}
-
-// Part is one stored, compressed tar stream.
-type Part struct {
-	Key        string `json:"key"`
-	Tablespace uint32 `json:"tablespace"`
-	Files      int    `json:"files"`       // regular-file entries (pieces of split files count each)
-	RawSize    int64  `json:"raw_size"`    // tar bytes
-	StoredSize int64  `json:"stored_size"` // compressed bytes in the repository
-	SHA256     string `json:"sha256"`      // of the raw tar bytes
-	Codec      string `json:"codec"`
 }
 
 // PAX records of a piece of a split file.

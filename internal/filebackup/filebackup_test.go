@@ -165,7 +165,8 @@ func checkCluster(t *testing.T, dir string) {
 
 // checkParts checks the parts of a backup against the store and the
 // options it was made with.
-func checkParts(t *testing.T, s storage.Store, res Result, prefix string, partSize int64) {
+func checkParts(t *testing.T, s storage.Store, res Result, id string, partSize int64) {
+	prefix := "backups/" + id + "/" // where the repository keeps the backup's parts
 	t.Helper()
 	var out int64
 	for _, p := range res.Parts {
@@ -179,12 +180,12 @@ func checkParts(t *testing.T, s storage.Store, res Result, prefix string, partSi
 		if p.RawSize > partSize+4096 {
 			t.Errorf("part %s: %d raw bytes, more than the part size %d", p.Key, p.RawSize, partSize)
 		}
-		info, err := s.Head(t.Context(), p.Key)
+		rc, info, err := repo.New(s).OpenPart(t.Context(), id, p.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Size != p.StoredSize || info.Metadata[repo.MetaSHA256] != p.SHA256 ||
-			info.Metadata[repo.MetaRawSize] != fmt.Sprint(p.RawSize) || info.Metadata[repo.MetaCodec] != p.Codec {
+		rc.Close()
+		if info.Size != p.StoredSize || info.SHA256 != p.SHA256 || info.RawSize != p.RawSize || info.Codec.Name() != p.Codec {
 			t.Errorf("part %+v: stored as %+v", p, info)
 		}
 		out += p.StoredSize
@@ -235,15 +236,14 @@ func TestRoundTrip(t *testing.T) {
 			}
 			var mu sync.Mutex
 			var done, total int64
-			prefix := "backups/b1/"
 			res, err := Backup(t.Context(), BackupOptions{
-				Store: s, Prefix: prefix, Codec: codec, Streams: tc.streams, PartSize: testPartSize,
+				Repo: repo.New(s), BackupID: "b1", Codec: codec, Streams: tc.streams, PartSize: testPartSize,
 				Progress: func(d, tot int64) { mu.Lock(); done, total = d, tot; mu.Unlock() },
 			}, []Source{{Tablespace: 0, Root: src}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkParts(t, s, res, prefix, testPartSize)
+			checkParts(t, s, res, "b1", testPartSize)
 			if len(res.Parts) < 5 {
 				t.Errorf("%d parts, want at least 5 (a 3 MiB file and 3 MiB of small files, 1 MiB parts)", len(res.Parts))
 			}
@@ -257,7 +257,7 @@ func TestRoundTrip(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "restored")
 			var rdone, rtotal int64
 			err = Restore(t.Context(), RestoreOptions{
-				Store: s, Concurrency: tc.concurrency,
+				Repo: repo.New(s), BackupID: "b1", Concurrency: tc.concurrency,
 				Progress: func(d, tot int64) { mu.Lock(); rdone, rtotal = d, tot; mu.Unlock() },
 			}, res.Parts, map[uint32]string{0: dest})
 			if err != nil {
@@ -276,13 +276,13 @@ func TestRoundTripS3(t *testing.T) {
 	s := newS3Store(t)
 	src := filepath.Join(t.TempDir(), "pgdata")
 	makeCluster(t, src)
-	res, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "backups/b1/", PartSize: testPartSize}, []Source{{0, src}})
+	res, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b1", PartSize: testPartSize}, []Source{{0, src}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkParts(t, s, res, "backups/b1/", testPartSize)
+	checkParts(t, s, res, "b1", testPartSize)
 	dest := filepath.Join(t.TempDir(), "restored")
-	if err := Restore(t.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: dest}); err != nil {
+	if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b1"}, res.Parts, map[uint32]string{0: dest}); err != nil {
 		t.Fatal(err)
 	}
 	diffSnapshots(t, snapshot(t, dest), expectedCluster(t, src))
@@ -293,7 +293,7 @@ func TestRoundTripS3(t *testing.T) {
 	data, meta := readObject(t, s, p.Key)
 	data[len(data)/2] ^= 0x40
 	replaceObject(t, s, p.Key, data, meta)
-	err = Restore(t.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: t.TempDir()})
+	err = Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b1"}, res.Parts, map[uint32]string{0: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), p.Key) {
 		t.Errorf("Restore of a damaged part = %v, want an error naming %s", err, p.Key)
 	}
@@ -320,13 +320,13 @@ func TestTablespaces(t *testing.T) {
 
 	s := newFSStore(t)
 	sources := []Source{{0, pgdata.root}, {16390, ts1.root}, {16391, ts2.root}, {16392, pgdata.path("inside")}}
-	res, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "b/", PartSize: testPartSize}, sources)
+	res, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", PartSize: testPartSize}, sources)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkParts(t, s, res, "b/", testPartSize)
+	checkParts(t, s, res, "b", testPartSize)
 	dest := map[uint32]string{0: filepath.Join(dir, "r0"), 16390: filepath.Join(dir, "r1"), 16391: filepath.Join(dir, "r2"), 16392: filepath.Join(dir, "r3")}
-	if err := Restore(t.Context(), RestoreOptions{Store: s, Concurrency: 3}, res.Parts, dest); err != nil {
+	if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b", Concurrency: 3}, res.Parts, dest); err != nil {
 		t.Fatal(err)
 	}
 
@@ -357,12 +357,12 @@ func TestWALSymlink(t *testing.T) {
 	pgdata.symlink("pg_stat_tmp", filepath.Join(dir, "nowhere")) // dangling
 
 	s := newFSStore(t)
-	res, err := Backup(t.Context(), BackupOptions{Store: s}, []Source{{0, pgdata.root}})
+	res, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, pgdata.root}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(dir, "restored")
-	if err := Restore(t.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: dest}); err != nil {
+	if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, res.Parts, map[uint32]string{0: dest}); err != nil {
 		t.Fatal(err)
 	}
 	diffSnapshots(t, snapshot(t, dest), map[string]string{
@@ -429,7 +429,7 @@ func TestChangingFiles(t *testing.T) {
 		}
 	})
 	s := newFSStore(t)
-	res, err := Backup(t.Context(), BackupOptions{Store: s, PartSize: testPartSize, Streams: 1}, []Source{{0, src.root}})
+	res, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", PartSize: testPartSize, Streams: 1}, []Source{{0, src.root}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestChangingFiles(t *testing.T) {
 		t.Errorf("Result.Files = %d, want 5 (all but vanish)", res.Files)
 	}
 	dest := filepath.Join(dir, "restored")
-	if err := Restore(t.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: dest}); err != nil {
+	if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, res.Parts, map[uint32]string{0: dest}); err != nil {
 		t.Fatal(err)
 	}
 	check := func(name string, want []byte) {
@@ -495,7 +495,7 @@ func TestFileBecameDirectory(t *testing.T) {
 		}
 	})
 	s := newFSStore(t)
-	_, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "b/", PartSize: testPartSize, Streams: 1}, []Source{{0, src.root}})
+	_, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", PartSize: testPartSize, Streams: 1}, []Source{{0, src.root}})
 	if err == nil || !strings.Contains(err.Error(), src.path("base/1/changes")) {
 		t.Fatalf("Backup = %v, want an error naming base/1/changes", err)
 	}
@@ -524,7 +524,7 @@ func TestReadError(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	_, err := Backup(t.Context(), BackupOptions{Store: newFSStore(t)}, []Source{{0, src.root}})
+	_, err := Backup(t.Context(), BackupOptions{Repo: repo.New(newFSStore(t)), BackupID: "b"}, []Source{{0, src.root}})
 	if err == nil || !strings.Contains(err.Error(), src.path("base/1/bad")) || !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("Backup = %v, want EINVAL naming base/1/bad", err)
 	}
@@ -539,12 +539,13 @@ func TestBackupOptions(t *testing.T) {
 		o       BackupOptions
 		sources []Source
 	}{
-		{"no store", BackupOptions{}, []Source{{0, src}}},
-		{"prefix without slash", BackupOptions{Store: s, Prefix: "b"}, []Source{{0, src}}},
-		{"tablespace twice", BackupOptions{Store: s}, []Source{{0, src}, {0, src}}},
-		{"missing root", BackupOptions{Store: s}, []Source{{0, filepath.Join(src, "nope")}}},
-		{"same root twice", BackupOptions{Store: s}, []Source{{0, src}, {16390, src + "/."}}},
-		{"root is a file", BackupOptions{Store: s}, []Source{{0, "/etc/hostname"}}},
+		{"no repository", BackupOptions{BackupID: "b"}, []Source{{0, src}}},
+		{"no backup id", BackupOptions{Repo: repo.New(s)}, []Source{{0, src}}},
+		{"backup id with a slash", BackupOptions{Repo: repo.New(s), BackupID: "../b"}, []Source{{0, src}}},
+		{"tablespace twice", BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, src}, {0, src}}},
+		{"missing root", BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, filepath.Join(src, "nope")}}},
+		{"same root twice", BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, src}, {16390, src + "/."}}},
+		{"root is a file", BackupOptions{Repo: repo.New(s), BackupID: "b"}, []Source{{0, "/etc/hostname"}}},
 	} {
 		if _, err := Backup(t.Context(), tc.o, tc.sources); err == nil {
 			t.Errorf("%s: Backup succeeded", tc.name)
@@ -552,13 +553,13 @@ func TestBackupOptions(t *testing.T) {
 			t.Logf("%s: %v", tc.name, err)
 		}
 	}
-	// The same prefix twice: parts are never overwritten.
+	// The same backup id twice: parts are never overwritten.
 	newTree(t, src).file("PG_VERSION", []byte("15\n"), 0o600)
-	if _, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "b/", Streams: 1}, []Source{{0, src}}); err != nil {
+	if _, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", Streams: 1}, []Source{{0, src}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "b/", Streams: 1}, []Source{{0, src}}); !errors.Is(err, storage.ErrExists) {
-		t.Errorf("second Backup to the same prefix = %v, want ErrExists", err)
+	if _, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", Streams: 1}, []Source{{0, src}}); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("second Backup with the same id = %v, want ErrExists", err)
 	}
 }
 

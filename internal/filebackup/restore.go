@@ -24,13 +24,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/compress"
-	"github.com/walsnap/walsnap/internal/storage"
+	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/repo"
 )
 
 // RestoreOptions configures Restore.
 type RestoreOptions struct {
-	Store       storage.Store
-	Concurrency int // parts restored at once; 0 means DefaultConcurrency
+	Repo        *repo.Repo
+	BackupID    string // the backup whose parts these are
+	Concurrency int    // parts restored at once; 0 means DefaultConcurrency
 	Log         *slog.Logger
 	// Progress, if set, is called as raw tar bytes are extracted, with the
 	// bytes done so far and the sum of the parts' RawSize. Calls are
@@ -48,16 +50,16 @@ type RestoreOptions struct {
 // the entry. Restore finishes with syncfs(2) on each destination, so that
 // the restored files are durable. After an error the destinations hold an
 // incomplete copy and must be discarded.
-func Restore(ctx context.Context, o RestoreOptions, parts []Part, dest map[uint32]string) error {
+func Restore(ctx context.Context, o RestoreOptions, parts []manifest.Part, dest map[uint32]string) error {
 	if err := restore(ctx, o, parts, dest); err != nil {
 		return fmt.Errorf("file restore: %w", err)
 	}
 	return nil
 }
 
-func restore(ctx context.Context, o RestoreOptions, parts []Part, dest map[uint32]string) error {
-	if o.Store == nil {
-		return errors.New("no store")
+func restore(ctx context.Context, o RestoreOptions, parts []manifest.Part, dest map[uint32]string) error {
+	if o.Repo == nil || o.BackupID == "" {
+		return errors.New("no repository or backup id")
 	}
 	if o.Concurrency == 0 {
 		o.Concurrency = DefaultConcurrency
@@ -91,7 +93,7 @@ func restore(ctx context.Context, o RestoreOptions, parts []Part, dest map[uint3
 	}
 
 	start := time.Now()
-	queue := slices.SortedFunc(slices.Values(parts), func(a, b Part) int { return cmp.Compare(b.RawSize, a.RawSize) })
+	queue := slices.SortedFunc(slices.Values(parts), func(a, b manifest.Part) int { return cmp.Compare(b.RawSize, a.RawSize) })
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var next atomic.Int64
@@ -145,7 +147,7 @@ type assembly struct {
 }
 
 // part downloads, checks and extracts one part.
-func (r *restorer) part(ctx context.Context, p Part, buf []byte) error {
+func (r *restorer) part(ctx context.Context, p manifest.Part, buf []byte) error {
 	start := time.Now()
 	if err := r.extractPart(ctx, p, buf); err != nil {
 		return fmt.Errorf("part %s: %w", p.Key, err)
@@ -155,9 +157,9 @@ func (r *restorer) part(ctx context.Context, p Part, buf []byte) error {
 	return nil
 }
 
-func (r *restorer) extractPart(ctx context.Context, p Part, buf []byte) error {
+func (r *restorer) extractPart(ctx context.Context, p manifest.Part, buf []byte) error {
 	codec, _ := compress.Parse(p.Codec) // checked by restore
-	body, info, err := r.o.Store.Get(ctx, p.Key)
+	body, info, err := r.o.Repo.OpenPart(ctx, r.o.BackupID, p.Key)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/walsnap/walsnap/internal/manifest"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func backupSmall(t *testing.T, s storage.Store, codec string) (Result, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Backup(t.Context(), BackupOptions{Store: s, Prefix: "b/", Codec: c, Streams: 1}, []Source{{0, src.root}})
+	res, err := Backup(t.Context(), BackupOptions{Repo: repo.New(s), BackupID: "b", Codec: c, Streams: 1}, []Source{{0, src.root}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +42,9 @@ func backupSmall(t *testing.T, s storage.Store, codec string) (Result, string) {
 
 // wantRestoreError restores parts into a fresh directory and checks that
 // it fails with an error that names key and every one of words.
-func wantRestoreError(t *testing.T, s storage.Store, parts []Part, key string, words ...string) error {
+func wantRestoreError(t *testing.T, s storage.Store, parts []manifest.Part, key string, words ...string) error {
 	t.Helper()
-	err := Restore(t.Context(), RestoreOptions{Store: s}, parts, map[uint32]string{0: filepath.Join(t.TempDir(), "dest")})
+	err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, parts, map[uint32]string{0: filepath.Join(t.TempDir(), "dest")})
 	if err == nil {
 		t.Fatalf("Restore succeeded, want an error naming %s", key)
 	}
@@ -72,7 +73,7 @@ func TestRestoreDamagedPart(t *testing.T) {
 				data[i] ^= 0x01
 				replaceObject(t, s, p.Key, data, meta)
 				dest := filepath.Join(t.TempDir(), "dest")
-				err := Restore(t.Context(), RestoreOptions{Store: s}, res.Parts, map[uint32]string{0: dest})
+				err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, res.Parts, map[uint32]string{0: dest})
 				switch {
 				case err == nil:
 					t.Logf("byte %d of %d: decoded stream unchanged", i, len(data))
@@ -124,15 +125,15 @@ func TestRestoreOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, tc := range map[string]struct {
-		parts []Part
+		parts []manifest.Part
 		dest  map[uint32]string
 	}{
 		"no destination":        {res.Parts, map[uint32]string{16390: t.TempDir()}},
-		"unknown codec":         {[]Part{{Key: "b/x", Codec: "lzma"}}, map[uint32]string{0: t.TempDir()}},
+		"unknown codec":         {[]manifest.Part{{Key: "b/x", Codec: "lzma"}}, map[uint32]string{0: t.TempDir()}},
 		"part twice":            {append(res.Parts, res.Parts...), map[uint32]string{0: t.TempDir()}},
 		"destination in a file": {res.Parts, map[uint32]string{0: filepath.Join(file, "dest")}},
 	} {
-		if err := Restore(t.Context(), RestoreOptions{Store: s}, tc.parts, tc.dest); err == nil {
+		if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, tc.parts, tc.dest); err == nil {
 			t.Errorf("%s: Restore succeeded", name)
 		} else {
 			t.Logf("%s: %v", name, err)
@@ -146,9 +147,9 @@ type craftEntry struct {
 	data string
 }
 
-// craftPart stores a tar stream of entries under key, with correct
-// checksums, and returns its Part.
-func craftPart(t *testing.T, s storage.Store, key string, entries ...craftEntry) Part {
+// craftPart stores a tar stream of entries as part name of backup "b",
+// with correct checksums, and returns its record.
+func craftPart(t *testing.T, s storage.Store, name string, entries ...craftEntry) manifest.Part {
 	t.Helper()
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
@@ -175,9 +176,10 @@ func craftPart(t *testing.T, s storage.Store, key string, entries ...craftEntry)
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(raw.Bytes())
-	p := Part{Key: key, RawSize: int64(raw.Len()), StoredSize: int64(len(stored)), SHA256: hex.EncodeToString(sum[:]), Codec: "zstd"}
-	meta := map[string]string{repo.MetaSHA256: p.SHA256, repo.MetaRawSize: fmt.Sprint(p.RawSize), repo.MetaCodec: p.Codec}
-	if err := s.PutIfAbsent(t.Context(), key, bytes.NewReader(stored), p.StoredSize, meta); err != nil {
+	p := manifest.Part{RawSize: int64(raw.Len()), StoredSize: int64(len(stored)), SHA256: hex.EncodeToString(sum[:]), Codec: "zstd"}
+	meta := repo.ObjectMeta{SHA256: p.SHA256, RawSize: p.RawSize, Codec: compress.Default}
+	p.Key, err = repo.New(s).PutPart(t.Context(), "b", 0, name, bytes.NewReader(stored), p.StoredSize, meta)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -234,9 +236,9 @@ func TestRestoreRefusesEntries(t *testing.T) {
 				e.hdr.Linkname = strings.ReplaceAll(e.hdr.Linkname, "OUTSIDE", outside)
 				entries = append(entries, e)
 			}
-			p := craftPart(t, s, "b/data/base/part-00-0000.tar.zst", entries...)
+			p := craftPart(t, s, "part-00-0000.tar.zst", entries...)
 			dest := filepath.Join(dir, "dest")
-			err := Restore(t.Context(), RestoreOptions{Store: s}, []Part{p}, map[uint32]string{0: dest})
+			err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, []manifest.Part{p}, map[uint32]string{0: dest})
 			if err == nil {
 				t.Fatal("Restore succeeded")
 			}
@@ -260,10 +262,10 @@ func TestRestoreRefusesEntries(t *testing.T) {
 // and entries below directories that have no entry of their own.
 func TestRestoreCrafted(t *testing.T) {
 	s := newFSStore(t)
-	p1 := craftPart(t, s, "b/1.tar.zst", piece("a/b/big", "6789", 6, 10), reg("a/c/small", "hello"), symlink("a/l", "../x"))
-	p2 := craftPart(t, s, "b/2.tar.zst", piece("a/b/big", "012345", 0, 10), craftEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "a/b/"}})
+	p1 := craftPart(t, s, "1.tar.zst", piece("a/b/big", "6789", 6, 10), reg("a/c/small", "hello"), symlink("a/l", "../x"))
+	p2 := craftPart(t, s, "2.tar.zst", piece("a/b/big", "012345", 0, 10), craftEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "a/b/"}})
 	dest := filepath.Join(t.TempDir(), "dest")
-	if err := Restore(t.Context(), RestoreOptions{Store: s}, []Part{p1, p2}, map[uint32]string{0: dest}); err != nil {
+	if err := Restore(t.Context(), RestoreOptions{Repo: repo.New(s), BackupID: "b"}, []manifest.Part{p1, p2}, map[uint32]string{0: dest}); err != nil {
 		t.Fatal(err)
 	}
 	diffSnapshots(t, snapshot(t, dest), map[string]string{

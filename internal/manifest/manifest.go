@@ -1,22 +1,17 @@
-// Package manifest is the record of one base backup, stored at
-// backups/<id>/manifest.json and written last: a backup exists only once its
-// manifest does. Every provider (files, ebs, command) shares this record;
-// what is particular to a provider is in Payload.
+// Package manifest is the format of the record of one base backup, which
+// the repository stores last: a backup exists only once its manifest does.
+// Every provider shares this record; what is particular to a provider is
+// its payload, whose type is declared once, in providers.go, with the
+// provider's name.
 package manifest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"path"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/walsnap/walsnap/internal/storage"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -41,7 +36,7 @@ type Tablespace struct {
 type Manifest struct {
 	FormatVersion int          `json:"format_version"`
 	ID            string       `json:"id"`
-	Provider      string       `json:"provider"`
+	Provider      Provider     `json:"provider"`
 	Status        string       `json:"status"`
 	Label         string       `json:"label"`
 	StartLSN      wal.LSN      `json:"start_lsn"`
@@ -71,12 +66,6 @@ type Manifest struct {
 // PGMajor is the PostgreSQL major version of the backup.
 func (m *Manifest) PGMajor() int { return m.PGVersion / 10000 }
 
-// Key is the object key of a backup's manifest.
-func Key(id string) string { return "backups/" + id + "/manifest.json" }
-
-// Prefix is the key prefix of everything stored for a backup.
-func Prefix(id string) string { return "backups/" + id + "/" }
-
 // NewID returns a backup id for a backup started at t: sortable, readable,
 // safe in keys and tags ("20261124T153012Z").
 func NewID(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
@@ -100,60 +89,8 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-// Put writes the manifest. Manifests are never overwritten, except that a
-// pending one may be replaced by its final state (Finish).
-func Put(ctx context.Context, st storage.Store, m *Manifest) error {
-	m.FormatVersion = FormatVersion
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if err := st.PutIfAbsent(ctx, Key(m.ID), bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		return fmt.Errorf("write manifest of backup %s: %w", m.ID, err)
-	}
-	return nil
-}
-
-// Finish replaces a pending manifest with its final state (complete or
-// failed). The pending one is removed first, so a crash in between leaves
-// no manifest: the backup then does not exist, which is the safe side.
-func Finish(ctx context.Context, st storage.Store, m *Manifest) error {
-	old, err := Get(ctx, st, m.ID)
-	if err != nil {
-		return err
-	}
-	if old.Status != StatusPending {
-		return fmt.Errorf("backup %s is %s, not pending", m.ID, old.Status)
-	}
-	if err := st.Delete(ctx, Key(m.ID)); err != nil {
-		return fmt.Errorf("replace manifest of backup %s: %w", m.ID, err)
-	}
-	return Put(ctx, st, m)
-}
-
 // ErrNotFound means there is no such backup.
 var ErrNotFound = errors.New("no such backup")
-
-// Get reads one manifest.
-func Get(ctx context.Context, st storage.Store, id string) (*Manifest, error) {
-	rc, _, err := st.Get(ctx, Key(id))
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil, fmt.Errorf("backup %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read manifest of backup %s: %w", id, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read manifest of backup %s: %w", id, err)
-	}
-	return Parse(data)
-}
 
 // Parse decodes and validates a manifest.
 func Parse(data []byte) (*Manifest, error) {
@@ -165,31 +102,4 @@ func Parse(data []byte) (*Manifest, error) {
 		return nil, err
 	}
 	return &m, nil
-}
-
-// List reads every manifest in the repository, oldest first. Backups
-// without a manifest (still running, or abandoned) are not listed.
-func List(ctx context.Context, st storage.Store) ([]*Manifest, error) {
-	objs, err := st.List(ctx, "backups/")
-	if err != nil {
-		return nil, fmt.Errorf("list backups: %w", err)
-	}
-	var out []*Manifest
-	for _, o := range objs {
-		if path.Base(o.Key) != "manifest.json" || strings.Count(o.Key, "/") != 2 {
-			continue
-		}
-		m, err := Get(ctx, st, strings.Split(o.Key, "/")[1])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].StopTime.Equal(out[j].StopTime) {
-			return out[i].StopTime.Before(out[j].StopTime)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, nil
 }

@@ -2,14 +2,10 @@ package manifest
 
 import (
 	"bytes"
-	"context"
-	"errors"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/walsnap/walsnap/internal/storage"
-	"github.com/walsnap/walsnap/internal/storage/fs"
 )
 
 func sample(id string, stop time.Time, status string) *Manifest {
@@ -21,68 +17,13 @@ func sample(id string, stop time.Time, status string) *Manifest {
 	}
 }
 
-func TestPutGetListFinish(t *testing.T) {
-	ctx := context.Background()
-	st, err := fs.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
-	for _, m := range []*Manifest{sample("B2", t0.Add(time.Hour), StatusComplete), sample("B1", t0, StatusComplete), sample("B3", t0.Add(2*time.Hour), StatusPending)} {
-		if err := Put(ctx, st, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Never overwritten.
-	if err := Put(ctx, st, sample("B1", t0, StatusComplete)); !errors.Is(err, storage.ErrExists) {
-		t.Fatalf("second Put of B1: %v", err)
-	}
-	// A payload object without a manifest is not a backup.
-	st.PutIfAbsent(ctx, "backups/B9/data/base/part-00-0000.tar.zst", bytes.NewReader([]byte("x")), 1, nil)
-	list, err := List(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, m := range list {
-		ids = append(ids, m.ID)
-	}
-	if strings.Join(ids, ",") != "B1,B2,B3" {
-		t.Fatalf("List order = %v", ids)
-	}
-	got, err := Get(ctx, st, "B2")
-	if err != nil || got.StopLSN != 0x2000100 || got.SystemID != 7301234567890123456 || got.PGMajor() != 15 {
-		t.Fatalf("Get = %+v, %v", got, err)
-	}
-	if _, err := Get(ctx, st, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Get missing: %v", err)
-	}
-	// Only a pending manifest may be finished.
-	done := sample("B3", t0.Add(2*time.Hour), StatusComplete)
-	if err := Finish(ctx, st, done); err != nil {
-		t.Fatal(err)
-	}
-	if m, _ := Get(ctx, st, "B3"); m.Status != StatusComplete {
-		t.Fatalf("B3 after Finish: %s", m.Status)
-	}
-	if err := Finish(ctx, st, sample("B1", t0, StatusFailed)); err == nil {
-		t.Fatal("Finish replaced a complete manifest")
-	}
-	var table bytes.Buffer
-	if err := WriteTable(&table, list); err != nil {
-		t.Fatal(err)
-	}
-	if lines := strings.Split(strings.TrimSpace(table.String()), "\n"); len(lines) != 4 || !strings.Contains(lines[1], "0/2000028") || !strings.Contains(lines[0], "STOP LSN") {
-		t.Fatalf("table:\n%s", table.String())
-	}
-}
-
 func TestValidate(t *testing.T) {
 	t0 := time.Now()
 	for name, mut := range map[string]func(*Manifest){
 		"format":       func(m *Manifest) { m.FormatVersion = 9 },
 		"id slash":     func(m *Manifest) { m.ID = "a/b" },
 		"provider":     func(m *Manifest) { m.Provider = "" },
+		"id dots":      func(m *Manifest) { m.ID = ".." },
 		"status":       func(m *Manifest) { m.Status = "done" },
 		"lsn order":    func(m *Manifest) { m.StopLSN = 1 },
 		"no label":     func(m *Manifest) { m.BackupLabel = "" },
@@ -101,5 +42,58 @@ func TestValidate(t *testing.T) {
 	}
 	if NewID(time.Date(2026, 11, 24, 15, 30, 12, 0, time.FixedZone("x", 3600))) != "20261124T143012Z" {
 		t.Error("NewID is not UTC")
+	}
+}
+
+func TestTable(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	var table bytes.Buffer
+	if err := WriteTable(&table, []*Manifest{sample("B1", t0, StatusComplete), sample("B2", t0.Add(time.Hour), StatusPending)}); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(table.String()), "\n"); len(lines) != 3 || !strings.Contains(lines[1], "0/2000028") || !strings.Contains(lines[0], "STOP LSN") {
+		t.Fatalf("table:\n%s", table.String())
+	}
+}
+
+func TestProviders(t *testing.T) {
+	for _, name := range Configurable() {
+		if p, err := ParseConfigurable(string(name)); err != nil || p != name {
+			t.Errorf("ParseConfigurable(%s) = %s, %v", name, p, err)
+		}
+	}
+	if _, err := ParseConfigurable("external"); err == nil || !strings.Contains(err.Error(), "want files, ebs or command") {
+		t.Errorf("external is not configurable: %v", err)
+	}
+	if _, err := ParseConfigurable("tar"); err == nil {
+		t.Error("an unknown provider was accepted")
+	}
+	m := sample("B", time.Now(), StatusComplete)
+	m.Provider = ProviderCommand
+	if err := m.SetPayload(CommandPayload{Snapshots: []string{"s1"}, Command: "snap"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := PayloadOf[CommandPayload](m)
+	if err != nil || p.Snapshots[0] != "s1" || p.Command != "snap" {
+		t.Fatalf("PayloadOf = %+v, %v", p, err)
+	}
+	if _, err := PayloadOf[FilesPayload](m); err == nil {
+		t.Error("a command payload decoded as a files payload")
+	}
+	if err := m.SetPayload(&FilesPayload{}); err == nil {
+		t.Error("SetPayload accepted another provider's payload type")
+	}
+	m.Provider = "zfs"
+	if _, err := m.DecodePayload(); err == nil || !strings.Contains(err.Error(), "unknown backup provider") {
+		t.Errorf("DecodePayload of an unknown provider: %v", err)
+	}
+	// The payload types' JSON is the manifest format.
+	m.Provider = ProviderExternal
+	if err := m.SetPayload(ExternalPayload{Snapshots: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if json.Unmarshal(m.Payload, &raw) != nil || raw["snapshots"] == nil {
+		t.Fatalf("external payload JSON: %s", m.Payload)
 	}
 }

@@ -9,9 +9,11 @@
 package pg
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +29,8 @@ import (
 // MinMajor is the oldest PostgreSQL major Connect accepts.
 const MinMajor = 12
 
-// Defaults applied to a zero ConnConfig field.
+// Defaults applied to a zero ConnConfig field when the libpq environment
+// (PGHOST, PGPORT, PGUSER, PGDATABASE) does not set it.
 const (
 	DefaultHost           = "/var/run/postgresql"
 	DefaultPort           = 5432
@@ -48,11 +51,15 @@ const cancelGrace = 10 * time.Second
 // password field: a password comes only from PGPASSWORD or ~/.pgpass (pgx
 // reads both), so it never appears in configuration dumps, errors or logs.
 // Other libpq variables pgx understands (PGSSLMODE, PGSSLROOTCERT, ...) apply.
+//
+// This is the one place that knows the connection defaults: a zero field
+// takes the libpq environment variable, as every PostgreSQL tool does,
+// then the built-in default.
 type ConnConfig struct {
-	Host           string        // unix socket directory, or host name/IP; "" = DefaultHost
-	Port           int           // 0 = DefaultPort
-	User           string        // "" = DefaultUser
-	Database       string        // "" = DefaultDatabase
+	Host           string        // unix socket directory, or host name/IP; "" = $PGHOST, else DefaultHost
+	Port           int           // 0 = $PGPORT, else DefaultPort
+	User           string        // "" = $PGUSER, else DefaultUser
+	Database       string        // "" = $PGDATABASE, else DefaultDatabase
 	ConnectTimeout time.Duration // 0 = DefaultConnectTimeout
 
 	// OnNotice, when set, receives the server's notices and warnings, such
@@ -62,18 +69,15 @@ type ConnConfig struct {
 }
 
 func (c ConnConfig) withDefaults() ConnConfig {
-	if c.Host == "" {
-		c.Host = DefaultHost
+	c.Host = cmp.Or(c.Host, os.Getenv("PGHOST"), DefaultHost)
+	if c.Port == 0 {
+		c.Port, _ = strconv.Atoi(os.Getenv("PGPORT"))
 	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
-	if c.User == "" {
-		c.User = DefaultUser
-	}
-	if c.Database == "" {
-		c.Database = DefaultDatabase
-	}
+	c.User = cmp.Or(c.User, os.Getenv("PGUSER"), DefaultUser)
+	c.Database = cmp.Or(c.Database, os.Getenv("PGDATABASE"), DefaultDatabase)
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -280,4 +284,33 @@ func (s *Session) Setting(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("read setting %s: %w", name, err)
 	}
 	return v, nil
+}
+
+// RecoveryState is where a recovering server is.
+type RecoveryState struct {
+	InRecovery bool
+	Paused     bool   // replay paused (at a target with action pause, or by hand)
+	ReplayLSN  string // last replayed location; "" when not known
+}
+
+// Recovery reads the server's recovery state.
+func (s *Session) Recovery(ctx context.Context) (RecoveryState, error) {
+	var st RecoveryState
+	var replay *string
+	q := "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused()"
+	if s.Major() >= 14 {
+		q = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_get_wal_replay_pause_state() = 'paused'"
+	}
+	err := s.conn.QueryRow(ctx, q).Scan(&st.InRecovery, &replay, &st.Paused)
+	if replay != nil {
+		st.ReplayLSN = *replay
+	}
+	if err != nil {
+		// pg_is_wal_replay_paused() fails outside recovery on old majors.
+		if err2 := s.conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&st.InRecovery); err2 == nil && !st.InRecovery {
+			return RecoveryState{}, nil
+		}
+		return st, fmt.Errorf("read the recovery state: %w", err)
+	}
+	return st, nil
 }

@@ -429,6 +429,9 @@ func TestStandby(t *testing.T) {
 func TestConnConfigString(t *testing.T) {
 	const pw = "s3cr3t-Pa55"
 	t.Setenv("PGPASSWORD", pw)
+	for _, v := range []string{"PGHOST", "PGPORT", "PGUSER", "PGDATABASE"} {
+		t.Setenv(v, "")
+	}
 	for _, tc := range []struct {
 		c    ConnConfig
 		want string
@@ -466,6 +469,47 @@ func TestConnConfigString(t *testing.T) {
 	}
 	if _, err := Connect(context.Background(), ConnConfig{Port: 70000}); err == nil {
 		t.Error("Connect with port 70000 succeeded")
+	}
+}
+
+// TestLibpqEnvironment: the libpq variables are the defaults beneath
+// walsnap's own settings, as for every PostgreSQL tool (issue 12).
+func TestLibpqEnvironment(t *testing.T) {
+	t.Setenv("PGHOST", "/tmp")
+	t.Setenv("PGPORT", "5499")
+	t.Setenv("PGUSER", "backup")
+	t.Setenv("PGDATABASE", "app")
+	if got := (ConnConfig{}).String(); got != "host=/tmp port=5499 user=backup dbname=app" {
+		t.Errorf("from the environment: %s", got)
+	}
+	if got := (ConnConfig{Host: "db1", Port: 5432, User: "u", Database: "d"}).String(); got != "host=db1 port=5432 user=u dbname=d" {
+		t.Errorf("settings above the environment: %s", got)
+	}
+}
+
+func TestLocalServer(t *testing.T) {
+	dir := t.TempDir()
+	if _, ok := RunningPostmaster(dir); ok {
+		t.Fatal("no postmaster.pid, yet running")
+	}
+	// A live process, but the pid file names another data directory (a
+	// copy taken with a snapshot): not running here.
+	os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(fmt.Sprintf("%d\n/elsewhere\n", os.Getpid())), 0o600)
+	if _, ok := RunningPostmaster(dir); ok {
+		t.Fatal("a postmaster.pid of another directory counted")
+	}
+	os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(fmt.Sprintf("%d\n%s\n", os.Getpid(), dir)), 0o600)
+	if pid, ok := RunningPostmaster(dir); !ok || pid != os.Getpid() {
+		t.Fatal("a live postmaster of this directory not seen")
+	}
+	if ProcessAlive(0) || !ProcessAlive(1) {
+		t.Error("ProcessAlive")
+	}
+	if _, _, err := OSUser("no-such-user-walsnap"); err == nil {
+		t.Error("OSUser of a missing user")
+	}
+	if uid, _, err := OSUser("root"); err != nil || uid != 0 {
+		t.Errorf("OSUser(root) = %d, %v", uid, err)
 	}
 }
 

@@ -3,7 +3,6 @@ package repo
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/storage"
@@ -11,43 +10,43 @@ import (
 	"github.com/walsnap/walsnap/internal/storage/s3"
 )
 
-// Open connects to the repository that cfg names.
-func Open(ctx context.Context, cfg config.Config) (*Repo, error) {
-	scheme, loc, err := config.ParseRepo(cfg.Repo)
-	if err != nil {
-		return nil, err
-	}
-	var st storage.Store
-	switch scheme {
+// Open connects to the repository at loc; s3 configures the S3 backend
+// (unused for a file:// repository).
+func Open(ctx context.Context, loc config.Location, s3opts config.S3) (*Repo, error) {
+	switch loc.Scheme {
 	case "file":
-		st, err = fs.New(loc)
+		st, err := fs.New(loc.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
+		return New(st), nil
 	case "s3":
-		bucket, prefix, _ := strings.Cut(loc, "/")
+		// The SDK's own errors would quote a bad endpoint whole.
+		if err := config.CheckEndpoint("s3.endpoint", s3opts.Endpoint); err != nil {
+			return nil, err
+		}
 		opts := s3.Options{
-			Bucket:       bucket,
-			Prefix:       prefix,
-			Endpoint:     cfg.S3.Endpoint,
-			Region:       cfg.S3.Region,
-			PathStyle:    cfg.S3.PathStyle,
-			SSE:          cfg.S3.SSE,
-			SSEKMSKeyID:  cfg.S3.SSEKMSKeyID,
-			StorageClass: cfg.S3.StorageClass,
-			Checksums:    cfg.S3.Checksums,
-			MaxAttempts:  cfg.S3.MaxAttempts,
-			CAFile:       cfg.S3.CAFile,
+			Bucket:       loc.Bucket,
+			Prefix:       loc.Prefix,
+			Endpoint:     s3opts.Endpoint,
+			Region:       s3opts.Region,
+			PathStyle:    s3opts.PathStyle,
+			SSE:          string(s3opts.SSE),
+			SSEKMSKeyID:  s3opts.SSEKMSKeyID,
+			StorageClass: s3opts.StorageClass,
+			Checksums:    string(s3opts.Checksums),
+			MaxAttempts:  s3opts.MaxAttempts,
+			CAFile:       s3opts.CAFile,
 		}
 		// Connected on first use: a wal-fetch served from the prefetch
 		// spool never needs the SDK client or the CA pool.
-		st = storage.Lazy(s3.Name(bucket, prefix), func(ctx context.Context) (storage.Store, error) {
+		return New(storage.Lazy(s3.Name(loc.Bucket, loc.Prefix), func(ctx context.Context) (storage.Store, error) {
 			s, err := s3.New(ctx, opts)
 			if err != nil {
 				return nil, fmt.Errorf("open repository: %w", err)
 			}
 			return s, nil
-		})
+		})), nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open repository: %w", err)
-	}
-	return New(st), nil
+	return nil, fmt.Errorf("open repository: %w %q", config.ErrBadRepo, loc.String())
 }

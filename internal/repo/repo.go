@@ -1,22 +1,28 @@
-// Package repo is the walsnap repository layout on top of a storage.Store:
-// where WAL files, history files and backups live, the repository identity
-// (walsnap.json), and the metadata every WAL object carries.
+// Package repo is the walsnap repository: the only code that knows where
+// things live in the store and the only user of storage.Store above the
+// backends. Everything above it speaks in repository terms (the identity,
+// WAL files by name, backups by id, their manifests and payload parts, the
+// backup lease) and never in keys or prefixes.
+//
+// Layout (DESIGN.md):
+//
+//	walsnap.json                          the identity: system id, segment size, PG major, format
+//	wal/<TLI>/<segment|.partial|.backup>  WAL files, codec suffix appended
+//	wal/<TLI>.history                     timeline history files, codec suffix appended
+//	backups/<id>/manifest.json            written last: a backup exists once its manifest does
+//	backups/<id>/data/<base|OID>/<part>   payload parts of the files provider
+//	locks/backup-<generation>.json        the backup lease
 package repo
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/storage"
 	"github.com/walsnap/walsnap/internal/wal"
 )
@@ -26,13 +32,6 @@ const FormatVersion = 1
 
 // IdentityKey is the key of the repository identity object.
 const IdentityKey = "walsnap.json"
-
-// Metadata keys carried by every WAL object.
-const (
-	MetaSHA256  = "walsnap-sha256"   // hex SHA-256 of the raw (uncompressed) bytes
-	MetaRawSize = "walsnap-raw-size" // raw size in bytes
-	MetaCodec   = "walsnap-codec"    // codec name
-)
 
 // Identity ties a repository to one PostgreSQL cluster.
 type Identity struct {
@@ -50,9 +49,6 @@ type Repo struct {
 
 // New wraps a store as a repository.
 func New(s storage.Store) *Repo { return &Repo{store: s} }
-
-// Store returns the underlying store.
-func (r *Repo) Store() storage.Store { return r.store }
 
 // String names the repository for logs (no credentials).
 func (r *Repo) String() string { return r.store.String() }
@@ -131,141 +127,4 @@ func (id Identity) CheckSame(want Identity) error {
 		return fmt.Errorf("repository holds WAL segments of %d bytes, not %d", id.SegmentSize, want.SegmentSize)
 	}
 	return nil
-}
-
-// WALKey is the object key of a WAL file (segment, .partial, .backup or
-// .history) stored with the codec suffix: history files at
-// wal/<name><suffix>, the rest under their timeline at
-// wal/<TLI>/<name><suffix>.
-func WALKey(name, suffix string) string {
-	if strings.HasSuffix(name, ".history") {
-		return "wal/" + name + suffix
-	}
-	return "wal/" + name[:8] + "/" + name + suffix
-}
-
-// WALObject describes a stored WAL file.
-type WALObject struct {
-	Key     string
-	Codec   compress.Codec
-	SHA256  string
-	RawSize int64
-}
-
-// walObject reads the metadata of a WAL object.
-func walObject(info storage.ObjectInfo) (WALObject, error) {
-	_, codec := compress.FromKey(info.Key)
-	o := WALObject{Key: info.Key, Codec: codec, SHA256: info.Metadata[MetaSHA256]}
-	n, err := strconv.ParseInt(info.Metadata[MetaRawSize], 10, 64)
-	if err != nil || len(o.SHA256) != 64 || n < 0 {
-		return WALObject{}, fmt.Errorf("%s: object has no valid walsnap checksum metadata", info.Key)
-	}
-	o.RawSize = n
-	return o, nil
-}
-
-// WALMeta builds the metadata for a WAL object.
-func WALMeta(sha256hex string, rawSize int, codec compress.Codec) map[string]string {
-	return map[string]string{MetaSHA256: sha256hex, MetaRawSize: strconv.Itoa(rawSize), MetaCodec: codec.Name()}
-}
-
-// PutWAL stores the encoded bytes of the WAL file name (compressed with
-// codec; sha256hex and rawSize describe the raw bytes) unless the
-// repository already has an object at its key: then it returns the key and
-// an error matching ErrExists, and the stored object is untouched.
-func (r *Repo) PutWAL(ctx context.Context, name string, codec compress.Codec, enc []byte, sha256hex string, rawSize int) (string, error) {
-	key := WALKey(name, codec.Suffix())
-	return key, r.store.PutIfAbsent(ctx, key, bytes.NewReader(enc), int64(len(enc)), WALMeta(sha256hex, rawSize, codec))
-}
-
-// HeadWAL returns the metadata of the WAL object at key.
-func (r *Repo) HeadWAL(ctx context.Context, key string) (WALObject, error) {
-	info, err := r.store.Head(ctx, key)
-	if err != nil {
-		return WALObject{}, err
-	}
-	return walObject(info)
-}
-
-// OpenWAL opens a WAL file by name, trying the preferred codec's key first
-// and then any other codec. It returns an error matching storage.ErrNotExist
-// when the repository has no such file.
-func (r *Repo) OpenWAL(ctx context.Context, name string, preferred compress.Codec) (io.ReadCloser, WALObject, error) {
-	key := WALKey(name, preferred.Suffix())
-	rc, info, err := r.store.Get(ctx, key)
-	if errors.Is(err, storage.ErrNotExist) {
-		key, err = r.findWAL(ctx, name)
-		if err != nil {
-			return nil, WALObject{}, err
-		}
-		rc, info, err = r.store.Get(ctx, key)
-	}
-	if err != nil {
-		return nil, WALObject{}, err
-	}
-	if info.Key == "" {
-		info.Key = key
-	}
-	o, err := walObject(info)
-	if err != nil {
-		rc.Close()
-		return nil, WALObject{}, err
-	}
-	return rc, o, nil
-}
-
-// findWAL lists the keys a WAL file could have under any codec.
-func (r *Repo) findWAL(ctx context.Context, name string) (string, error) {
-	base := WALKey(name, "")
-	objs, err := r.store.List(ctx, base)
-	if err != nil {
-		return "", err
-	}
-	for _, suffix := range compress.Suffixes() {
-		for _, o := range objs {
-			if o.Key == base+suffix {
-				return o.Key, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("%s: %w", name, storage.ErrNotExist)
-}
-
-// CopyWAL writes the WAL file name, decompressed, to w and verifies it
-// against its recorded size and SHA-256. On a mismatch w has received
-// unverified bytes and must be discarded. A missing file yields an error
-// matching storage.ErrNotExist.
-func (r *Repo) CopyWAL(ctx context.Context, name string, preferred compress.Codec, w io.Writer) (WALObject, error) {
-	rc, obj, err := r.OpenWAL(ctx, name, preferred)
-	if err != nil {
-		return obj, err
-	}
-	defer rc.Close()
-	dec, err := obj.Codec.NewReader(rc)
-	if err != nil {
-		return obj, fmt.Errorf("%s: %w", obj.Key, err)
-	}
-	defer dec.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, h), dec)
-	if err != nil {
-		return obj, fmt.Errorf("%s: read/decompress: %w", obj.Key, err)
-	}
-	if n != obj.RawSize {
-		return obj, fmt.Errorf("%s: %d bytes after decompression, metadata says %d", obj.Key, n, obj.RawSize)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != obj.SHA256 {
-		return obj, fmt.Errorf("%s: checksum mismatch: sha256 %s, metadata says %s", obj.Key, got, obj.SHA256)
-	}
-	return obj, nil
-}
-
-// ReadWAL reads a small WAL file (a timeline history or backup history
-// file) whole, verified.
-func (r *Repo) ReadWAL(ctx context.Context, name string) ([]byte, error) {
-	var buf bytes.Buffer
-	if _, err := r.CopyWAL(ctx, name, compress.Default, &buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -47,7 +48,7 @@ func TestIdentity(t *testing.T) {
 		t.Fatal("CheckSame accepted another segment size")
 	}
 	// The system id is stored as a JSON string (it exceeds 2^53).
-	rc, _, err := r.Store().Get(ctx, IdentityKey)
+	rc, _, err := r.store.Get(ctx, IdentityKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +91,7 @@ func TestOpenWALAnyCodec(t *testing.T) {
 	raw := []byte("1\t0/3000000\tno recovery target specified\n")
 	s2, _ := compress.Parse("s2")
 	enc, _ := s2.Encode(nil, raw)
-	meta := WALMeta("0000000000000000000000000000000000000000000000000000000000000000", len(raw), s2)
-	if err := r.Store().PutIfAbsent(ctx, WALKey("00000002.history", s2.Suffix()), bytes.NewReader(enc), int64(len(enc)), meta); err != nil {
+	if _, err := r.PutWAL(ctx, "00000002.history", s2, enc, "0000000000000000000000000000000000000000000000000000000000000000", len(raw)); err != nil {
 		t.Fatal(err)
 	}
 	// Stored with s2, asked for with zstd preferred: found by listing.
@@ -107,10 +107,15 @@ func TestOpenWALAnyCodec(t *testing.T) {
 		t.Fatalf("absent file: %v", err)
 	}
 	// An object without walsnap metadata is an error, never served.
-	if err := r.Store().PutIfAbsent(ctx, WALKey("00000004.history", ".zst"), bytes.NewReader(enc), int64(len(enc)), nil); err != nil {
+	if err := r.store.PutIfAbsent(ctx, WALKey("00000004.history", ".zst"), bytes.NewReader(enc), int64(len(enc)), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := r.OpenWAL(ctx, "00000004.history", compress.Default); err == nil || errors.Is(err, storage.ErrNotExist) {
 		t.Fatalf("object without checksum metadata: %v", err)
 	}
+}
+
+func jsonIndent(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	return append(data, '\n'), err
 }

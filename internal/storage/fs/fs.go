@@ -14,10 +14,24 @@
 //
 // A file whose size is not 20+N+P, or whose header does not parse, is
 // reported as corrupt. Objects are written to a temporary file (".tmp-*")
-// in the destination directory, fsynced, and hard-linked to their final name,
-// which fails if the name exists: an object is never overwritten and never
-// visible half-written. Temporary files that a crash leaves behind are not
-// objects: List skips them, and keys may not name them.
+// in root/.tmp-work, fsynced, and hard-linked to their final name, which
+// fails if the name exists: an object is never overwritten and never
+// visible half-written. Names starting with ".tmp-" are reserved: keys may
+// not name them and List skips them.
+//
+// A writer holds an exclusive flock(2) on its temporary file from just
+// after creating it until the file is unlinked, so a temporary that is not
+// locked belongs to a writer that died (SIGKILL, crash) and is junk. Every
+// put first sweeps root/.tmp-work (a directory holding only the temporaries
+// of writes in progress, so this costs one small directory read): each
+// temporary that is older than a minute and whose lock it can take is
+// removed while that lock is held. A writer that finds its new temporary
+// already unlinked (swept between its creation and its lock) starts over
+// with another, so a live writer's temporary is never lost. List removes
+// temporaries it passes in object directories (left there by earlier
+// versions, which wrote them next to the object, or when the object
+// directory is on another filesystem) once they are an hour old and
+// unlocked.
 package fs
 
 import (
@@ -26,7 +40,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/walsnap/walsnap/internal/ctxio"
 	"io"
 	iofs "io/fs"
 	"os"
@@ -34,7 +47,9 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/walsnap/walsnap/internal/ctxio"
 	"github.com/walsnap/walsnap/internal/storage"
 )
 
@@ -46,6 +61,19 @@ const (
 	// maxMetaLen bounds the metadata JSON; S3 allows 2 KiB of user metadata.
 	maxMetaLen = 64 << 10
 	tmpPrefix  = ".tmp-"
+	// workDir (in root) holds the temporaries of puts in progress.
+	workDir = tmpPrefix + "work"
+)
+
+// Temporaries whose writer is provably gone (no lock on them) are swept
+// once they are this old: in the work directory, where every writer locks
+// its temporary, the age only keeps sweepers off files being created; in
+// object directories, where writers of earlier versions left unlocked
+// temporaries, it is well beyond any call's deadline (push.timeout, default
+// 5 minutes).
+var (
+	workTempAge   = time.Minute
+	legacyTempAge = time.Hour
 )
 
 // Store is a repository in a local directory.
@@ -115,18 +143,35 @@ func (s *Store) put(ctx context.Context, key string, r io.ReadSeeker, size int64
 	if err != nil {
 		return err
 	}
+	path := s.path(key)
+	dir := filepath.Dir(path)
+	work := filepath.Join(s.root, workDir)
+	sweepTemps(work, workTempAge)
+	err = s.putVia(ctx, work, path, hdr, r, size)
+	if errors.Is(err, syscall.EXDEV) {
+		// The object directory is on another filesystem than the root
+		// (a mount inside the repository): write next to the object.
+		err = s.putVia(ctx, dir, path, hdr, r, size)
+	}
+	return err
+}
+
+// putVia writes the object through a locked temporary file in tmpDir and
+// links it to path.
+func (s *Store) putVia(ctx context.Context, tmpDir, path string, hdr []byte, r io.ReadSeeker, size int64) error {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("rewind source: %w", err)
 	}
-	path := s.path(key)
-	dir := filepath.Dir(path)
-	tmp, err := s.createTemp(ctx, dir)
+	tmp, err := s.createTemp(ctx, tmpDir)
 	if err != nil {
 		return err
 	}
 	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // on error paths; after the link it is gone already
+	// The lock on tmp lasts until it is closed, after the unlink below
+	// (or on an error path): the temporary is never seen unlocked while
+	// this writer lives.
 	defer tmp.Close()
+	defer os.Remove(tmpName) // on error paths; after the link it is gone already
 	if _, err := tmp.Write(hdr); err != nil {
 		return err
 	}
@@ -140,13 +185,11 @@ func (s *Store) put(ctx context.Context, key string, r io.ReadSeeker, size int64
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := os.Link(tmpName, path); err != nil {
+	dir := filepath.Dir(path)
+	if err := s.link(tmpName, path); err != nil {
 		if !errors.Is(err, iofs.ErrExist) {
 			return err
 		}
@@ -158,36 +201,130 @@ func (s *Store) put(ctx context.Context, key string, r io.ReadSeeker, size int64
 	if err := os.Remove(tmpName); err != nil {
 		return err
 	}
-	return syncDir(dir) // makes the link and the unlink durable together
+	// Makes the link durable (and, when the temporary was in dir, its
+	// unlink with it). A temporary whose unlink in the work directory is
+	// lost in a crash is swept like any dead writer's.
+	return syncDir(dir)
 }
 
-// createTemp creates a temporary file in dir, creating dir and its parents
-// as needed. It retries when a concurrent Delete prunes them meanwhile.
-func (s *Store) createTemp(ctx context.Context, dir string) (*os.File, error) {
+// link links tmp to path, creating path's directory and its parents as
+// needed. It retries when a concurrent Delete prunes them meanwhile.
+func (s *Store) link(tmp, path string) error {
+	dir := filepath.Dir(path)
 	for attempt := 1; ; attempt++ {
+		if err := s.mkdirAll(dir); err != nil && (!errors.Is(err, iofs.ErrNotExist) || attempt == 4) {
+			return err
+		}
+		err := os.Link(tmp, path)
+		if err == nil || !errors.Is(err, iofs.ErrNotExist) || attempt == 4 {
+			return err
+		}
+	}
+}
+
+// createTemp creates a temporary file in dir (creating dir and its parents
+// as needed) and locks it. It retries when a concurrent Delete prunes dir
+// meanwhile, and when a sweeper removed the new file before it was locked.
+func (s *Store) createTemp(ctx context.Context, dir string) (*os.File, error) {
+	for attempt := 1; ; {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		err := s.mkdirAll(dir)
-		if err == nil {
-			f, err := os.CreateTemp(dir, tmpPrefix+"*") // O_EXCL, mode 0600
-			if err == nil {
-				if err := s.own(f.Name()); err != nil {
-					f.Close()
-					os.Remove(f.Name())
-					return nil, err
-				}
-				return f, nil
-			}
-			if !errors.Is(err, iofs.ErrNotExist) || attempt == 4 {
-				return nil, err
-			}
-			continue
-		}
-		if !errors.Is(err, iofs.ErrNotExist) || attempt == 4 {
+		f, err := s.tryCreateTemp(dir)
+		switch {
+		case err == nil:
+			return f, nil
+		case errors.Is(err, errTempSwept):
+			// Only with a sweeper in the instant between create and lock.
+		case !errors.Is(err, iofs.ErrNotExist) || attempt == 4:
 			return nil, err
+		default:
+			attempt++
 		}
 	}
+}
+
+var errTempSwept = errors.New("temporary file removed before it was locked")
+
+// testHookTempCreated, when set by a test, runs between a temporary's
+// creation and its lock.
+var testHookTempCreated func(path string)
+
+func (s *Store) tryCreateTemp(dir string) (*os.File, error) {
+	if err := s.mkdirAll(dir); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, tmpPrefix+"*") // O_EXCL, mode 0600
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	if err := s.own(f.Name()); err != nil {
+		return fail(err)
+	}
+	if testHookTempCreated != nil {
+		testHookTempCreated(f.Name())
+	}
+	// Blocks only while a sweeper holds the lock to unlink the file.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fail(fmt.Errorf("lock %s: %w", f.Name(), err))
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink == 0 {
+		f.Close()
+		return nil, errTempSwept
+	}
+	return f, nil
+}
+
+// sweepTemps removes the temporaries in dir left by dead writers: older
+// than minAge and not locked. Errors are ignored: sweeping never fails a
+// call.
+func sweepTemps(dir string, minAge time.Duration) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tmpPrefix) && e.Type().IsRegular() {
+			sweepTemp(filepath.Join(dir, e.Name()), minAge)
+		}
+	}
+}
+
+// sweepTemp removes the temporary file path if it is older than minAge and
+// no process holds a lock on it. The removal happens under the sweeper's
+// own exclusive lock, so no writer can lock it meanwhile, and a writer
+// that created it just before checks after locking that it still exists.
+// A file the sweeper cannot open (another user's) is left alone.
+func sweepTemp(path string, minAge time.Duration) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || time.Since(fi.ModTime()) < minAge {
+		return false
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false // a live writer's
+	}
+	// The name must still be the file that was locked.
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(now, fi) {
+		return false
+	}
+	if ffi, err := f.Stat(); err != nil || !os.SameFile(ffi, fi) {
+		return false
+	}
+	return os.Remove(path) == nil
 }
 
 // mkdirAll creates dir (inside root) and its missing parents with mode 0700,
@@ -355,13 +492,20 @@ func (s *Store) list(ctx context.Context, prefix string) ([]storage.ObjectInfo, 
 		}
 		key := filepath.ToSlash(rel)
 		if d.IsDir() {
-			// Descend only where keys can match the prefix.
-			if key == "." || strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
+			// Descend only where keys can match the prefix, never into the
+			// work directory.
+			if key == "." || !strings.HasPrefix(d.Name(), tmpPrefix) && (strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/")) {
 				return nil
 			}
 			return filepath.SkipDir
 		}
-		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tmpPrefix) || !strings.HasPrefix(key, prefix) {
+		if strings.HasPrefix(d.Name(), tmpPrefix) {
+			if d.Type().IsRegular() {
+				sweepTemp(path, legacyTempAge)
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		f, err := os.Open(path)

@@ -1,0 +1,89 @@
+// Package detach starts walsnap helper processes that outlive the command
+// that starts them (the prefetcher, the backup holder), and carries the
+// one-line readiness report a helper sends back once it is up.
+package detach
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Start runs this very executable (resolved, not os.Args[0], which may be
+// relative to a directory the child does not share) with args, in its own
+// session, with env added to this process's environment, and does not
+// wait for it. The child's stdout and stderr go to out; extra become its
+// file descriptors 3, 4, ...
+func Start(args, env []string, out *os.File, extra ...*os.File) (pid int, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid = cmd.Process.Pid
+	return pid, cmd.Process.Release()
+}
+
+// readyFD is the file descriptor on which StartReady's child reports.
+const readyFD = 3
+
+// StartReady is Start for a helper that reports with Ready once it is up
+// (or could not get up): it waits for that report and returns its text,
+// or the helper's error. A helper that exits without reporting is an
+// error that points at out.
+func StartReady(args, env []string, out *os.File) (pid int, report string, err error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return 0, "", err
+	}
+	pid, err = Start(args, env, out, pw)
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return 0, "", err
+	}
+	line, _ := bufio.NewReader(pr).ReadString('\n')
+	pr.Close()
+	status, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	switch status {
+	case "ok":
+		return pid, rest, nil
+	case "error":
+		return pid, "", errors.New(rest)
+	}
+	return pid, "", fmt.Errorf("the helper (pid %d) exited without reporting; see %s", pid, out.Name())
+}
+
+var readyOnce sync.Once
+
+// Ready is the helper's side of StartReady: it reports err, or success
+// with report, once. Later calls do nothing (the descriptor is closed and
+// its number may belong to another file by then).
+func Ready(report string, err error) {
+	readyOnce.Do(func() { ready(report, err) })
+}
+
+func ready(report string, err error) {
+	f := os.NewFile(readyFD, "ready")
+	if f == nil {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(f, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	} else {
+		fmt.Fprintf(f, "ok %s\n", strings.ReplaceAll(report, "\n", " "))
+	}
+	f.Close()
+}

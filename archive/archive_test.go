@@ -15,6 +15,7 @@ import (
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 	"github.com/walsnap/walsnap/internal/wal"
 )
@@ -245,7 +246,7 @@ func TestFetchAbsentAndCorrupt(t *testing.T) {
 	if b, _ := os.ReadFile(dest); string(b) != "untouched" {
 		t.Fatal("DEST was modified by a failed fetch")
 	}
-	if left, _ := filepath.Glob(filepath.Join(e.walDir, SpoolDirName, "prefetch", "*fetch-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(e.walDir, spool.DirName, "prefetch", "*fetch-*")); len(left) != 0 {
 		t.Fatalf("temporary files left behind: %v", left)
 	}
 }
@@ -266,7 +267,7 @@ func TestPushAhead(t *testing.T) {
 	if len(objs) != 7 {
 		t.Fatalf("after one call with ahead=6: %d objects, want 7", len(objs))
 	}
-	pushed := filepath.Join(e.walDir, SpoolDirName, "pushed")
+	pushed := filepath.Join(e.walDir, spool.DirName, "pushed")
 	recs, _ := os.ReadDir(pushed)
 	if len(recs) != 6 {
 		t.Fatalf("%d push-ahead records, want 6", len(recs))
@@ -358,7 +359,7 @@ func TestPrefetch(t *testing.T) {
 	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
 		t.Fatal(err)
 	}
-	pdir := filepath.Join(e.walDir, SpoolDirName, "prefetch")
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
 	for no := uint64(2); no <= 5; no++ {
 		if _, err := os.Stat(filepath.Join(pdir, name(1, no))); err != nil {
 			t.Fatalf("segment %d not prefetched: %v", no, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -56,12 +57,12 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	if fi, err := os.Stat(walDir); err != nil || !fi.IsDir() {
 		return fileError(name, fmt.Errorf("destination directory %s: not an existing directory", walDir))
 	}
-	spool := spoolDir(f.SpoolDir, walDir)
-	pdir := filepath.Join(spool, "prefetch")
-	own := ownerOf(walDir)
+	sdir := spool.Dir(f.SpoolDir, walDir)
+	pdir := filepath.Join(sdir, "prefetch")
+	own := spool.OwnerOf(walDir)
 	if kind == wal.KindSegment {
 		if rec, ok := f.takePrefetched(ctx, pdir, name, dest); ok {
-			own.chown(dest)
+			own.Chown(dest)
 			f.Log.Info("restored (prefetched)", "file", name, "ms", time.Since(start).Milliseconds())
 			if fn, err := wal.ParseFileName(name, rec.SegmentSize); err == nil {
 				sweepPassed(pdir, fn.Segment, rec.SegmentSize)
@@ -77,10 +78,10 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	// directory: wal-push or the prefetcher remove that one when recovery
 	// ends, which is when PostgreSQL still fetches the parent timeline's
 	// history file.
-	if err := own.mkdirAll(spool, spool); err != nil {
+	if err := own.MkdirAll(sdir, sdir); err != nil {
 		return fileError(name, err)
 	}
-	tmp, err := own.createTemp(spool, name+".fetch-*")
+	tmp, err := own.CreateTemp(sdir, name+".fetch-*")
 	if err != nil {
 		return fileError(name, err)
 	}
@@ -102,7 +103,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		os.Remove(tmp.Name())
 		return fileError(name, err)
 	}
-	own.chown(dest) // in case the move had to copy
+	own.Chown(dest) // in case the move had to copy
 	f.Log.Info("restored", "file", name, "bytes_in", obj.RawSize, "ms", time.Since(start).Milliseconds())
 	if kind == wal.KindSegment && id.SegmentSize != 0 {
 		if fn, err := wal.ParseFileName(name, id.SegmentSize); err == nil {
@@ -243,7 +244,7 @@ func (f *Fetcher) checkPrefetched(path, name string, recData []byte) (prefetchRe
 	if err := json.Unmarshal(recData, &rec); err != nil {
 		return rec, fmt.Errorf("unreadable record: %w", err)
 	}
-	if rec.Repo != f.Repo.String() || rec.Key != "" && !strings.HasPrefix(rec.Key, repo.WALKey(name, "")) {
+	if rec.Repo != f.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
 		return rec, fmt.Errorf("record is for %s %s, not this repository", rec.Repo, rec.Key)
 	}
 	fn, err := wal.ParseFileName(name, rec.SegmentSize)
@@ -323,20 +324,20 @@ func (f *Fetcher) maybePrefetch(pdir string, seg wal.Segment, segSize uint64) {
 // RunPrefetch then stops (it checks before it starts and every
 // recoveryPoll while it runs) and removes the prefetch directory.
 func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
-	spool := spoolDir(f.SpoolDir, walDir)
-	pdir := filepath.Join(spool, "prefetch")
+	sdir := spool.Dir(f.SpoolDir, walDir)
+	pdir := filepath.Join(sdir, "prefetch")
 	dataDir := dataDirOf(walDir)
 	if recoveryEnded(dataDir) {
-		removePrefetchSpool(spool)
+		removePrefetchSpool(sdir)
 		return nil
 	}
-	sweepSpoolTop(spool)
-	own := ownerOf(walDir)
-	if err := own.mkdirAll(spool, pdir); err != nil {
+	sweepSpoolTop(sdir)
+	own := spool.OwnerOf(walDir)
+	if err := own.MkdirAll(sdir, pdir); err != nil {
 		return err
 	}
 	lockPath := filepath.Join(pdir, ".lock")
-	if err := own.ensureFile(lockPath); err != nil {
+	if err := own.EnsureFile(lockPath); err != nil {
 		return err
 	}
 	lock, err := fsutil.TryLock(lockPath)
@@ -371,7 +372,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	err = f.prefetchAfter(ctx, own, pdir, name)
 	if ended.Load() || recoveryEnded(dataDir) {
 		f.Log.Info("recovery has ended: prefetch stopped, prefetch directory removed")
-		removePrefetchSpool(spool)
+		removePrefetchSpool(sdir)
 		return nil
 	}
 	return err
@@ -382,7 +383,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 var recoveryPoll = 500 * time.Millisecond
 
 // prefetchAfter downloads the Prefetch segments after name into pdir.
-func (f *Fetcher) prefetchAfter(ctx context.Context, own spoolOwner, pdir, name string) error {
+func (f *Fetcher) prefetchAfter(ctx context.Context, own spool.Owner, pdir, name string) error {
 	id, err := f.Repo.Identity(ctx)
 	if err != nil {
 		return err
@@ -423,13 +424,13 @@ func (f *Fetcher) prefetchAfter(ctx context.Context, own spoolOwner, pdir, name 
 	return nil
 }
 
-func (f *Fetcher) prefetchOne(ctx context.Context, own spoolOwner, pdir, name string, id repo.Identity) error {
+func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name string, id repo.Identity) error {
 	path := filepath.Join(pdir, name)
 	part := path + ".part"
-	fd, err := own.createExcl(part)
+	fd, err := own.CreateExcl(part)
 	if fi, serr := os.Stat(part); errors.Is(err, os.ErrExist) && serr == nil && orphaned(pdir, filepath.Base(part), fi) {
 		os.Remove(part) // left by a prefetcher that died
-		fd, err = own.createExcl(part)
+		fd, err = own.CreateExcl(part)
 	}
 	if err != nil {
 		return nil // someone else is on it
@@ -461,7 +462,7 @@ func (f *Fetcher) prefetchOne(ctx context.Context, own spoolOwner, pdir, name st
 		rec := prefetchRecord{Repo: f.Repo.String(), Key: obj.Key, SystemID: id.SystemID, SegmentSize: id.SegmentSize,
 			Size: obj.RawSize, SHA256: obj.SHA256, CRC32C: h.Sum32(), Stat: statOf(fi)}
 		// Not fsynced: a record lost in a crash only costs a download.
-		err = own.writeRecord(path+recordSuffix, mustJSON(rec))
+		err = own.WriteRecord(path+recordSuffix, mustJSON(rec))
 	}
 	if err != nil {
 		os.Remove(part)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -88,9 +89,9 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 		return err
 	}
 	walDir := filepath.Dir(path)
-	spool := spoolDir(p.SpoolDir, walDir)
-	pushedDir := filepath.Join(spool, "pushed")
-	p.sweepSpool(walDir, spool)
+	sdir := spool.Dir(p.SpoolDir, walDir)
+	pushedDir := filepath.Join(sdir, "pushed")
+	p.sweepSpool(walDir, sdir)
 
 	if done, err := p.pushedAhead(ctx, pushedDir, path, name); err != nil {
 		return err
@@ -331,7 +332,7 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 	}
 	os.Remove(recPath)
 	var rec pushedRecord
-	if json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !strings.HasPrefix(rec.Key, repo.WALKey(name, "")) {
+	if json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
 		return false, nil
 	}
 	fi, err := os.Stat(path)
@@ -363,8 +364,8 @@ func (p *Pusher) recordAhead(walDir, pushedDir string, results []pushResult) {
 	if len(results) == 0 {
 		return
 	}
-	own := ownerOf(walDir)
-	if own.mkdirAll(filepath.Dir(pushedDir), pushedDir) != nil {
+	own := spool.OwnerOf(walDir)
+	if own.MkdirAll(filepath.Dir(pushedDir), pushedDir) != nil {
 		return
 	}
 	for _, r := range results {
@@ -373,7 +374,7 @@ func (p *Pusher) recordAhead(walDir, pushedDir string, results []pushResult) {
 		}
 		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
 		// Not fsynced: a record lost in a crash only costs a re-push.
-		own.writeRecord(filepath.Join(pushedDir, r.name), mustJSON(rec))
+		own.WriteRecord(filepath.Join(pushedDir, r.name), mustJSON(rec))
 	}
 }
 
@@ -416,8 +417,8 @@ func readyFiles(walDir, current string, limit int, pushedDir string) []string {
 // or that are a day old, and the prefetch directory once recovery has
 // ended (while it goes on, as on a standby archiving with
 // archive_mode=always, only prefetched files that recovery left behind).
-func (p *Pusher) sweepSpool(walDir, spool string) {
-	sweep(filepath.Join(spool, "pushed"), func(name string, fi os.FileInfo) bool {
+func (p *Pusher) sweepSpool(walDir, sdir string) {
+	sweep(filepath.Join(sdir, "pushed"), func(name string, fi os.FileInfo) bool {
 		if inProgress(name) { // a record being written, or a dead writer's
 			return olderThan(fi, orphanAge)
 		}
@@ -427,10 +428,10 @@ func (p *Pusher) sweepSpool(walDir, spool string) {
 		_, err := os.Stat(filepath.Join(walDir, name))
 		return errorsIsNotExist(err)
 	})
-	if !tidySpool(walDir, spool) {
-		sweepPrefetch(filepath.Join(spool, "prefetch"), 10*time.Minute)
+	if !tidySpool(walDir, sdir) {
+		sweepPrefetch(filepath.Join(sdir, "prefetch"), 10*time.Minute)
 	}
 	// Earlier versions cached the repository identity here; the
 	// repository is the only source of it now.
-	os.Remove(filepath.Join(spool, "identity.json"))
+	os.Remove(filepath.Join(sdir, "identity.json"))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/walsnap/walsnap/internal/spool"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ func TestPrefetchedTamperNeverServed(t *testing.T) {
 	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
 		t.Fatal(err)
 	}
-	pdir := filepath.Join(e.walDir, SpoolDirName, "prefetch")
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
 	flip := func(no uint64, off int64) func(string) {
 		return func(path string) {
 			fd, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -105,13 +106,13 @@ func TestPrefetchedTamperNeverServed(t *testing.T) {
 				t.Fatalf("%s: PostgreSQL was handed a file that is not the archived segment", c.what)
 			}
 			if strings.Contains(e.logs.String(), "restored (prefetched)") {
-				t.Fatalf("%s: served from the spool:\n%s", c.what, e.logs)
+				t.Fatalf("%s: served from the sdir:\n%s", c.what, e.logs)
 			}
 			if c.what != "record removed" && !strings.Contains(e.logs.String(), "discarding a prefetched file") {
 				t.Fatalf("%s: not reported:\n%s", c.what, e.logs)
 			}
 			if _, err := os.Stat(path); !os.IsNotExist(err) {
-				t.Fatalf("%s: the tampered spool file is still there", c.what)
+				t.Fatalf("%s: the tampered sdir file is still there", c.what)
 			}
 		})
 	}
@@ -130,9 +131,9 @@ func TestPrefetchedServedWhenIntact(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, datas[2]) || !strings.Contains(e.logs.String(), "restored (prefetched)") {
-		t.Fatalf("intact prefetched segment not served from the spool:\n%s", e.logs)
+		t.Fatalf("intact prefetched segment not served from the sdir:\n%s", e.logs)
 	}
-	pdir := filepath.Join(e.walDir, SpoolDirName, "prefetch")
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
 	if _, err := os.Stat(filepath.Join(pdir, name(1, 2)+recordSuffix)); !os.IsNotExist(err) {
 		t.Fatal("the record of a served file was left behind")
 	}
@@ -200,7 +201,7 @@ func TestStaleIdentityCannotCrossClusters(t *testing.T) {
 	if err := b.pusher().Push(context.Background(), bSeg(2)); err != nil {
 		t.Fatalf("cluster B's own segment 2 after A's attempt: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(a.walDir, SpoolDirName, "identity.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(a.walDir, spool.DirName, "identity.json")); !os.IsNotExist(err) {
 		t.Fatal("an identity cache is kept in the spool")
 	}
 }

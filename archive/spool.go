@@ -9,7 +9,7 @@
 // ended. PostgreSQL's archive_status is never touched.
 //
 // Run as root, walsnap gives everything it creates in the spool to the
-// owner of pg_wal (see spoolOwner), so that the postgres user's next call
+// owner of pg_wal (see spool.Owner), so that the postgres user's next call
 // can use it.
 package archive
 
@@ -17,27 +17,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/walsnap/walsnap/internal/spool"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // SpoolDirName is the spool directory created inside pg_wal by default.
-const SpoolDirName = ".walsnap"
-
-// spoolDir returns the configured spool directory or the default one next
-// to the WAL file being handled.
-func spoolDir(configured, walDir string) string {
-	if configured != "" {
-		return configured
-	}
-	return filepath.Join(walDir, SpoolDirName)
-}
+const SpoolDirName = spool.DirName
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
@@ -76,177 +65,6 @@ func fileError(name string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", name, err)
-}
-
-// --- ownership ---
-
-// spoolOwner is the owner given to what walsnap creates in a spool: when
-// walsnap runs as root, the owner of the pg_wal directory, so that a call
-// made as root (an operator's wal-fetch, a restore) never leaves a file or
-// directory that the postgres user's next call cannot use. uid < 0 means
-// "whoever we are" (not root, or pg_wal is root's).
-//
-// Files and directories get their owner before they get their name
-// (created under a temporary name, chowned, then linked or renamed into
-// place), so a concurrent call never sees one that is root's.
-type spoolOwner struct{ uid, gid int }
-
-var notOwned = spoolOwner{-1, -1}
-
-// ownerOf returns the spoolOwner for the pg_wal directory walDir.
-func ownerOf(walDir string) spoolOwner {
-	if os.Geteuid() != 0 {
-		return notOwned
-	}
-	fi, err := os.Stat(walDir) // pg_wal may be a symlink to another volume
-	if err != nil {
-		return notOwned
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return notOwned
-	}
-	return spoolOwner{int(st.Uid), int(st.Gid)}
-}
-
-func (o spoolOwner) set() bool { return o.uid >= 0 }
-
-// mkdirAll makes dir, a directory in spool (or spool itself), and its
-// missing parents (mode 0700). As root, each directory it creates is the
-// owner's from the moment it has its name, and spool and dir, if they exist
-// but are root's (left by an earlier version), are given to the owner.
-func (o spoolOwner) mkdirAll(spool, dir string) error {
-	if !o.set() {
-		return os.MkdirAll(dir, 0o700)
-	}
-	if err := o.mkdir(spool, true); err != nil || dir == spool {
-		return err
-	}
-	return o.mkdir(dir, true)
-}
-
-func (o spoolOwner) mkdir(dir string, adopt bool) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); adopt && ok && st.Uid == 0 {
-			return os.Lchown(dir, o.uid, o.gid)
-		}
-		return nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := o.mkdir(parent, false); err != nil {
-			return err
-		}
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return err
-	}
-	if err := os.Lchown(tmp, o.uid, o.gid); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		err = os.Rename(tmp, dir) // no RENAME_NOREPLACE here: an empty twin is replaced
-	}
-	if err != nil {
-		os.Remove(tmp)
-		if fi, serr := os.Stat(dir); serr == nil && fi.IsDir() {
-			return nil // made meanwhile by a concurrent call
-		}
-		return &os.PathError{Op: "mkdir", Path: dir, Err: err}
-	}
-	return nil
-}
-
-// createExcl creates path exclusively for writing (mode 0600), like
-// O_CREATE|O_EXCL; an existing path fails with an error matching
-// os.ErrExist. As root the file is created under a temporary name, given
-// to the owner and then linked to path. The returned file's Name is not
-// path then.
-func (o spoolOwner) createExcl(path string) (*os.File, error) {
-	if !o.set() {
-		return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	}
-	f, err := o.createTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return nil, err
-	}
-	err = os.Link(f.Name(), path)
-	os.Remove(f.Name())
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// createTemp is os.CreateTemp, the file given to the owner at once (its
-// random name is not used by anyone else meanwhile).
-func (o spoolOwner) createTemp(dir, pattern string) (*os.File, error) {
-	f, err := os.CreateTemp(dir, pattern)
-	if err != nil || !o.set() {
-		return f, err
-	}
-	if err := f.Chown(o.uid, o.gid); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
-}
-
-// ensureFile creates path (empty) if it does not exist, e.g. a lock file
-// that is then opened by name.
-func (o spoolOwner) ensureFile(path string) error {
-	if _, err := os.Lstat(path); err == nil || !o.set() {
-		return nil
-	}
-	f, err := o.createExcl(path)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return f.Close()
-}
-
-// chown gives path to the owner (for a file moved out of the spool into
-// place, e.g. when the move had to copy).
-func (o spoolOwner) chown(path string) {
-	if o.set() {
-		os.Lchown(path, o.uid, o.gid)
-	}
-}
-
-// writeRecord writes a small file atomically (temporary name, rename)
-// without fsync: the records it is used for are caches whose loss only
-// costs work.
-func (o spoolOwner) writeRecord(path string, data []byte) error {
-	f, err := o.createTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // --- the end of recovery ---

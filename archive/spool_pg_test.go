@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"errors"
+	"github.com/walsnap/walsnap/internal/spool"
 	"os"
 	"os/exec"
 	"os/user"
@@ -96,7 +97,7 @@ func TestSpoolPrefetchGoneAfterPromotion(t *testing.T) {
 	})
 	rst.Start(t)
 	rst.WaitFor(t, 3*time.Minute, "paused", "SELECT pg_get_wal_replay_pause_state()")
-	pdir := filepath.Join(backup, "pg_wal", SpoolDirName, "prefetch")
+	pdir := filepath.Join(backup, "pg_wal", spool.DirName, "prefetch")
 	spoolWaitPrefetcher(t, pdir)
 	ahead, _ := filepath.Glob(filepath.Join(pdir, "*"+recordSuffix))
 	if len(ahead) == 0 {
@@ -117,8 +118,8 @@ func TestSpoolPrefetchGoneAfterPromotion(t *testing.T) {
 	rst.Exec(t, "CREATE TABLE after_promotion AS SELECT 1 AS x")
 	rst.Exec(t, "SELECT pg_switch_wal()")
 	rst.WaitFor(t, 2*time.Minute, "t", "SELECT coalesce(last_archived_wal ~ '^00000002[0-9A-F]{16}$', false) FROM pg_stat_archiver")
-	if left, _ := filepath.Glob(filepath.Join(backup, "pg_wal", SpoolDirName, "prefetch*")); len(left) != 0 {
-		t.Fatalf("after promotion and a segment archived, the prefetch spool is still there: %v", left)
+	if left, _ := filepath.Glob(filepath.Join(backup, "pg_wal", spool.DirName, "prefetch*")); len(left) != 0 {
+		t.Fatalf("after promotion and a segment archived, the prefetch sdir is still there: %v", left)
 	}
 	if failed := rst.QueryString(t, "SELECT failed_count FROM pg_stat_archiver"); failed != "0" {
 		t.Errorf("the promoted server's archiver reported %s failures; log:\n%s", failed, spoolReadFile(rst.LogFile))
@@ -189,8 +190,8 @@ func TestSpoolRootThenPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo := []string{"--repo", "file://" + repoDir, "--push-ahead", "4", "--fetch-prefetch", "4"}
-	spool := filepath.Join(walDir, SpoolDirName)
-	pdir := filepath.Join(spool, "prefetch")
+	sdir := filepath.Join(walDir, spool.DirName)
+	pdir := filepath.Join(sdir, "prefetch")
 	t.Cleanup(func() { spoolWaitPrefetcher(t, pdir) })
 	walsnap := func(cred *syscall.Credential, args ...string) string {
 		t.Helper()
@@ -220,10 +221,10 @@ func TestSpoolRootThenPostgres(t *testing.T) {
 			t.Fatalf("the root prefetcher committed %d of 4 segments", len(ok))
 		}
 	}
-	if recs, _ := os.ReadDir(filepath.Join(spool, "pushed")); len(recs) == 0 {
+	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
 		t.Fatal("wal-push as root left no push-ahead records")
 	}
-	if bad := spoolWalkOwners(spool, uid, gid, false); len(bad) > 0 {
+	if bad := spoolWalkOwners(sdir, uid, gid, false); len(bad) > 0 {
 		t.Errorf("left by root, not owned by postgres (%d:%d): %v", uid, gid, bad)
 	}
 	if u, g := spoolOwnerOf(t, filepath.Join(walDir, "RECOVERYXLOG")); u != uid || g != gid {
@@ -233,17 +234,17 @@ func TestSpoolRootThenPostgres(t *testing.T) {
 	// As postgres: served from the spool root filled, downloaded into it,
 	// pushed with push-ahead records.
 	if stderr := walsnap(cred, "wal-fetch", name(1, 2), "pg_wal/RECOVERYXLOG"); !strings.Contains(stderr, "restored (prefetched)") {
-		t.Errorf("segment 2 not served from the spool root filled: %s", stderr)
+		t.Errorf("segment 2 not served from the sdir root filled: %s", stderr)
 	}
 	walsnap(cred, "wal-fetch", name(1, 8), "pg_wal/RECOVERYXLOG")
 	walsnap(cred, "wal-push", "pg_wal/"+name(1, 3)) // pushed ahead by root
 	os.WriteFile(filepath.Join(walDir, "archive_status", name(1, 10)+".ready"), nil, 0o600)
 	walsnap(cred, "wal-push", "pg_wal/"+name(1, 9))
-	if _, err := os.Stat(filepath.Join(spool, "pushed", name(1, 10))); err != nil {
+	if _, err := os.Stat(filepath.Join(sdir, "pushed", name(1, 10))); err != nil {
 		t.Errorf("no push-ahead record written by postgres: %v", err)
 	}
 	spoolWaitPrefetcher(t, pdir)
-	if bad := spoolWalkOwners(spool, uid, gid, false); len(bad) > 0 {
+	if bad := spoolWalkOwners(sdir, uid, gid, false); len(bad) > 0 {
 		t.Errorf("not owned by postgres (%d:%d): %v", uid, gid, bad)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage"
 	storagefs "github.com/walsnap/walsnap/internal/storage/fs"
 )
@@ -68,7 +69,7 @@ func (c *spoolCluster) signal(name string, present bool) {
 	}
 }
 
-func (c *spoolCluster) pdir() string { return filepath.Join(c.realWal, SpoolDirName, "prefetch") }
+func (c *spoolCluster) pdir() string { return filepath.Join(c.realWal, spool.DirName, "prefetch") }
 
 // fillPrefetch prefetches segments after 1 and adds the leftovers a
 // killed prefetcher or an interrupted removal would leave.
@@ -92,7 +93,7 @@ func (c *spoolCluster) fillPrefetch() {
 
 // prefetchLeft lists what is left of the prefetch spool.
 func (c *spoolCluster) prefetchLeft() []string {
-	left, _ := filepath.Glob(filepath.Join(c.realWal, SpoolDirName, "prefetch*"))
+	left, _ := filepath.Glob(filepath.Join(c.realWal, spool.DirName, "prefetch*"))
 	return left
 }
 
@@ -143,7 +144,7 @@ func TestSpoolPushRemovesPrefetchAfterRecovery(t *testing.T) {
 			}
 			push(7)
 			if len(c.prefetchLeft()) != 2 {
-				t.Fatalf("wal-push during recovery (recovery.signal) touched the prefetch spool: %v", c.prefetchLeft())
+				t.Fatalf("wal-push during recovery (recovery.signal) touched the prefetch sdir: %v", c.prefetchLeft())
 			}
 			c.signal("recovery.signal", false)
 			c.signal("standby.signal", true)
@@ -156,7 +157,7 @@ func TestSpoolPushRemovesPrefetchAfterRecovery(t *testing.T) {
 			if left := c.prefetchLeft(); len(left) != 0 {
 				t.Fatalf("after recovery ended, wal-push left %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(c.realWal, SpoolDirName, "pushed")); err != nil {
+			if _, err := os.Stat(filepath.Join(c.realWal, spool.DirName, "pushed")); err != nil {
 				t.Fatalf("the push-ahead records went too: %v", err)
 			}
 		})
@@ -330,14 +331,14 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spool := filepath.Join(c.realWal, SpoolDirName)
+	sdir := filepath.Join(c.realWal, spool.DirName)
 
 	var stop atomic.Bool
 	var seen []string
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for !stop.Load() {
-			seen = append(seen, spoolWalkOwners(spool, uid, gid, true)...)
+			seen = append(seen, spoolWalkOwners(sdir, uid, gid, true)...)
 		}
 	})
 	for no := uint64(1); no <= 8; no++ {
@@ -346,7 +347,7 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 1))); err != nil {
 		t.Fatal(err)
 	}
-	if recs, _ := os.ReadDir(filepath.Join(spool, "pushed")); len(recs) == 0 {
+	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
 		t.Fatal("no push-ahead records")
 	}
 	f := c.fetcher()
@@ -363,9 +364,9 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	if len(seen) > 0 {
-		t.Errorf("a concurrent call could see spool entries not owned by %d:%d: %v", uid, gid, seen)
+		t.Errorf("a concurrent call could see sdir entries not owned by %d:%d: %v", uid, gid, seen)
 	}
-	if bad := spoolWalkOwners(spool, uid, gid, false); len(bad) > 0 {
+	if bad := spoolWalkOwners(sdir, uid, gid, false); len(bad) > 0 {
 		t.Errorf("not owned by pg_wal's owner %d:%d: %v", uid, gid, bad)
 	}
 	if u, g := spoolOwnerOf(t, dest); u != uid || g != gid {
@@ -377,14 +378,14 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(c.logs.String(), "restored (prefetched)") {
-		t.Fatalf("segment 2 not served from the spool:\n%s", c.logs)
+		t.Fatalf("segment 2 not served from the sdir:\n%s", c.logs)
 	}
 	if u, g := spoolOwnerOf(t, dest); u != uid || g != gid {
-		t.Errorf("the file served from the spool is owned by %d:%d, want %d:%d", u, g, uid, gid)
+		t.Errorf("the file served from the sdir is owned by %d:%d, want %d:%d", u, g, uid, gid)
 	}
 
 	// A spool an earlier version left root's is given back.
-	for _, d := range []string{spool, filepath.Join(spool, "pushed"), c.pdir()} {
+	for _, d := range []string{sdir, filepath.Join(sdir, "pushed"), c.pdir()} {
 		os.Chown(d, 0, 0)
 	}
 	c.write(1, 9, true)
@@ -392,68 +393,19 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 9))); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := spoolOwnerOf(t, filepath.Join(spool, "pushed")); u != uid {
+	if u, _ := spoolOwnerOf(t, filepath.Join(sdir, "pushed")); u != uid {
 		t.Errorf("a root-owned pushed directory was not given back")
 	}
-	for _, d := range []string{spool, filepath.Join(spool, "pushed"), c.pdir()} {
+	for _, d := range []string{sdir, filepath.Join(sdir, "pushed"), c.pdir()} {
 		os.Chown(d, 0, 0)
 	}
 	if err := f.RunPrefetch(context.Background(), name(1, 2), c.walDir); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{spool, c.pdir()} {
+	for _, d := range []string{sdir, c.pdir()} {
 		if u, g := spoolOwnerOf(t, d); u != uid || g != gid {
 			t.Errorf("%s left owned by %d:%d", d, u, g)
 		}
-	}
-}
-
-// TestSpoolOwnerNotRoot: as any other user, or when pg_wal is root's,
-// nothing is chowned.
-func TestSpoolOwnerNotRoot(t *testing.T) {
-	dir := t.TempDir() // ours: root's when we are root
-	for _, d := range []string{dir, filepath.Join(dir, "missing")} {
-		if o := ownerOf(d); o.set() {
-			t.Errorf("ownerOf(%s) = %+v, want none", d, o)
-		}
-	}
-}
-
-// TestSpoolMkdirConcurrent: concurrent creation of the same spool
-// directories as root all succeed, and leave no temporary directories.
-func TestSpoolMkdirConcurrent(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	wal := t.TempDir()
-	if err := os.Chown(wal, 4242, 4343); err != nil {
-		t.Fatal(err)
-	}
-	o := ownerOf(wal)
-	spool := filepath.Join(wal, SpoolDirName)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for i := range 16 {
-		sub := []string{"prefetch", "pushed"}[i%2]
-		wg.Go(func() { errs <- o.mkdirAll(spool, filepath.Join(spool, sub)) })
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	for _, d := range []string{wal, filepath.Join(wal, SpoolDirName)} {
-		ents, _ := os.ReadDir(d)
-		for _, e := range ents {
-			if strings.Contains(e.Name(), ".tmp-") {
-				t.Errorf("temporary directory left: %s", filepath.Join(d, e.Name()))
-			}
-		}
-	}
-	if bad := spoolWalkOwners(filepath.Join(wal, SpoolDirName), 4242, 4343, false); len(bad) > 0 {
-		t.Errorf("not owned: %v", bad)
 	}
 }
 
@@ -497,7 +449,7 @@ func TestSpoolHistoryFetchAfterRecoveryEnds(t *testing.T) {
 	}
 	close(slow.release)
 	if err := <-done; err != nil {
-		t.Fatalf("the history fetch failed when the prefetch spool went: %v", err)
+		t.Fatalf("the history fetch failed when the prefetch sdir went: %v", err)
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, hist) {
 		t.Fatalf("restored history %q, want %q", got, hist)
@@ -505,7 +457,7 @@ func TestSpoolHistoryFetchAfterRecoveryEnds(t *testing.T) {
 	if left := c.prefetchLeft(); len(left) != 0 {
 		t.Fatalf("the fetch after recovery made %v", left)
 	}
-	if left, _ := filepath.Glob(filepath.Join(c.walDir, SpoolDirName, "*.fetch-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(c.walDir, spool.DirName, "*.fetch-*")); len(left) != 0 {
 		t.Fatalf("download temporaries left: %v", left)
 	}
 }
@@ -517,9 +469,9 @@ func TestSpoolDeadFetchSwept(t *testing.T) {
 	c := spoolNewCluster(t, false)
 	c.signal("recovery.signal", true)
 	c.pushRange(1, 3)
-	spool := filepath.Join(c.walDir, SpoolDirName)
+	sdir := filepath.Join(c.walDir, spool.DirName)
 	mk := func(n string) string {
-		p := filepath.Join(spool, n)
+		p := filepath.Join(sdir, n)
 		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -527,7 +479,7 @@ func TestSpoolDeadFetchSwept(t *testing.T) {
 		os.Chtimes(p, old, old)
 		return p
 	}
-	os.MkdirAll(spool, 0o700)
+	os.MkdirAll(sdir, 0o700)
 	dead := mk(name(1, 2) + ".fetch-111")
 	live := mk(name(1, 2) + ".fetch-222")
 	lf, err := os.Open(live)

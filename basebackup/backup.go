@@ -130,7 +130,11 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	if m.Label == "" {
 		m.Label = "walsnap " + m.ID
 	}
-	lock, err := acquireLock(ctx, o.Repo, localLockPath(o.SpoolDir, m.PGData), m.ID, o.LockTTL)
+	lockPath, owner, err := localLock(o.SpoolDir, m.PGData)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := acquireLock(ctx, o.Repo, lockPath, owner, m.ID, o.LockTTL)
 	if err != nil {
 		return nil, err
 	}

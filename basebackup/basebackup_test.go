@@ -16,6 +16,7 @@ import (
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 )
 
@@ -27,23 +28,23 @@ func TestLock(t *testing.T) {
 	}
 	r := repo.New(st)
 	dir := t.TempDir()
-	l, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B1", time.Hour)
+	l, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Same host, another local lock file (another cluster's path): the
 	// repository lease still refuses, naming the holder.
-	if _, err := acquireLock(ctx, r, filepath.Join(dir, "b.lock"), "B2", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "B1") {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "b.lock"), spool.Owner{}, "B2", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "B1") {
 		t.Fatalf("second backup: %v", err)
 	}
 	// Same local lock: refused by flock before the repository is asked.
-	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B3", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "this host") {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B3", time.Hour); !errors.Is(err, ErrBackupRunning) || !strings.Contains(err.Error(), "this host") {
 		t.Fatalf("same local lock: %v", err)
 	}
 	if err := l.release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B4", time.Hour)
+	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B4", time.Hour)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
@@ -54,18 +55,18 @@ func TestLock(t *testing.T) {
 	dead.Run()
 	host, _ := os.Hostname()
 	putLease(t, r, repo.Lease{BackupID: "crashed", Host: host, PID: dead.Process.Pid, Expires: time.Now().Add(time.Hour)})
-	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B5", time.Hour)
+	l, err = acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B5", time.Hour)
 	if err != nil {
 		t.Fatalf("lease of a dead local process not taken over: %v", err)
 	}
 	l.local.Unlock()
 	// A live lease of another host blocks until it expires.
 	putLease(t, r, repo.Lease{BackupID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(time.Hour)})
-	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B6", time.Hour); !errors.Is(err, ErrBackupRunning) {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B6", time.Hour); !errors.Is(err, ErrBackupRunning) {
 		t.Fatalf("live remote lease ignored: %v", err)
 	}
 	putLease(t, r, repo.Lease{BackupID: "remote", Host: "elsewhere", PID: 1, Expires: time.Now().Add(-time.Minute)})
-	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), "B7", time.Hour); err != nil {
+	if _, err := acquireLock(ctx, r, filepath.Join(dir, "a.lock"), spool.Owner{}, "B7", time.Hour); err != nil {
 		t.Fatalf("expired lease not taken over: %v", err)
 	}
 }
@@ -85,15 +86,9 @@ func putLease(t *testing.T, r *repo.Repo, l repo.Lease) {
 // created by root.
 func TestLocalLockInRunDir(t *testing.T) {
 	pgdata := t.TempDir()
-	if err := os.Mkdir(filepath.Join(pgdata, "pg_wal"), 0o700); err != nil {
+	walDir := filepath.Join(pgdata, "pg_wal")
+	if err := os.Mkdir(walDir, 0o700); err != nil {
 		t.Fatal(err)
-	}
-	path := localLockPath("", pgdata)
-	if path != filepath.Join(pgdata, "pg_wal", ".walsnap", "run", "backup.lock") {
-		t.Fatalf("local lock at %s", path)
-	}
-	if got := localLockPath("/srv/spool", pgdata); got != "/srv/spool/run/backup.lock" {
-		t.Fatalf("local lock with spool_dir at %s", got)
 	}
 	if os.Geteuid() == 0 {
 		// The cluster is postgres's: what root creates for it is too.
@@ -103,15 +98,19 @@ func TestLocalLockInRunDir(t *testing.T) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		os.Chown(filepath.Join(pgdata, "pg_wal"), uid, gid)
+		os.Chown(walDir, uid, gid)
+	}
+	path, owner, err := localLock("", pgdata)
+	if err != nil || path != filepath.Join(walDir, ".walsnap", "run", "backup.lock") {
+		t.Fatalf("local lock at %s: %v", path, err)
 	}
 	st, _ := fs.New(t.TempDir())
-	l, err := acquireLock(context.Background(), repo.New(st), path, "B1", time.Hour)
+	l, err := acquireLock(context.Background(), repo.New(st), path, owner, "B1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.release(context.Background())
-	owner, _ := os.Stat(filepath.Join(pgdata, "pg_wal"))
+	walFI, _ := os.Stat(walDir)
 	for _, p := range []string{filepath.Dir(filepath.Dir(path)), filepath.Dir(path), path} {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -120,7 +119,7 @@ func TestLocalLockInRunDir(t *testing.T) {
 		if fi.IsDir() && fi.Mode().Perm() != 0o700 {
 			t.Errorf("%s: mode %v, want 0700", p, fi.Mode().Perm())
 		}
-		if fi.Sys().(*syscall.Stat_t).Uid != owner.Sys().(*syscall.Stat_t).Uid {
+		if fi.Sys().(*syscall.Stat_t).Uid != walFI.Sys().(*syscall.Stat_t).Uid {
 			t.Errorf("%s: not owned by pg_wal's owner", p)
 		}
 	}

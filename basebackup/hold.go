@@ -32,10 +32,25 @@ type HoldReply struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// HolderFiles are where a backup-start holder listens and logs.
+// HolderFiles are where a backup-start holder listens and logs: by
+// default in the cluster's run directory (DESIGN.md rule 11).
 type HolderFiles struct {
 	Socket string
 	Log    string
+	// owner is who must own what is created in the run directory.
+	owner spool.Owner
+}
+
+// OpenLog opens the holder's log for appending, creating it (and the run
+// directory) as the cluster owner's when need be.
+func (f HolderFiles) OpenLog() (*os.File, error) {
+	if err := f.owner.MkdirAll(filepath.Dir(f.Log), filepath.Dir(f.Log)); err != nil {
+		return nil, err
+	}
+	if err := f.owner.EnsureFile(f.Log); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(f.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 }
 
 // Holder returns the holder's files for the cluster whose data directory
@@ -53,8 +68,11 @@ func Holder(ctx context.Context, conn pg.ConnConfig, spoolDir, pgdata string) (H
 			return HolderFiles{}, fmt.Errorf("find the data directory (set pgdata): %w", err)
 		}
 	}
-	dir := spool.RunDir(spoolDir, pgdata)
-	return HolderFiles{Socket: filepath.Join(dir, "backup.sock"), Log: filepath.Join(dir, "backup-hold.log")}, nil
+	dir, o, err := spool.EnsureRunDir(spoolDir, pgdata)
+	if err != nil {
+		return HolderFiles{}, err
+	}
+	return HolderFiles{Socket: filepath.Join(dir, "backup.sock"), Log: filepath.Join(dir, "backup-hold.log"), owner: o}, nil
 }
 
 // Hold keeps a backup open for an orchestrator whose before- and after-
@@ -72,11 +90,7 @@ func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, 
 		return err
 	}
 	defer b.Abort()
-	if err := spool.MkdirAll(filepath.Dir(socket)); err != nil {
-		ready(nil, err)
-		return err
-	}
-	l, err := listenUnix(socket)
+	l, err := listenUnix(socket, spool.OwnerOf(filepath.Join(b.m.PGData, "pg_wal")))
 	if err != nil {
 		err = fmt.Errorf("backup %s: listen on %s: %w", b.ID(), socket, err)
 		ready(nil, err)
@@ -105,10 +119,10 @@ func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, 
 	}
 }
 
-// listenUnix listens on a unix socket at path, replacing a socket that a
-// dead holder left. A path longer than a socket address can hold is
-// reached through the directory's /proc/self/fd link.
-func listenUnix(path string) (net.Listener, error) {
+// listenUnix listens on a unix socket at path, owned by o (mode 0600),
+// replacing a socket that a dead holder left. A path longer than a socket
+// address can hold is reached through the directory's /proc/self/fd link.
+func listenUnix(path string, o spool.Owner) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
@@ -133,7 +147,7 @@ func listenUnix(path string) (net.Listener, error) {
 		l.Close()
 		return nil, err
 	}
-	spool.Adopt(path)
+	o.Chown(path)
 	return l, nil
 }
 

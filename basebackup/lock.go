@@ -27,15 +27,21 @@ type backupLock struct {
 	local *fsutil.Lock
 }
 
-// localLockPath is the local lock of the cluster whose data directory is
-// pgdata, in its run directory (DESIGN.md rule 11: where only the
-// cluster's owner can create it).
-func localLockPath(spoolDir, pgdata string) string {
-	return filepath.Join(spool.RunDir(spoolDir, pgdata), "backup.lock")
+// localLock returns the local lock file of the cluster whose data
+// directory is pgdata, in its run directory (DESIGN.md rule 11: where only
+// the cluster's owner can create anything), which it makes if need be.
+func localLock(spoolDir, pgdata string) (string, spool.Owner, error) {
+	run, o, err := spool.EnsureRunDir(spoolDir, pgdata)
+	if err != nil {
+		return "", o, fmt.Errorf("backup lock: %w", err)
+	}
+	return filepath.Join(run, "backup.lock"), o, nil
 }
 
-func acquireLock(ctx context.Context, r *repo.Repo, localPath, id string, ttl time.Duration) (*backupLock, error) {
-	if err := spool.MkdirAll(filepath.Dir(localPath)); err != nil {
+// acquireLock takes the local lock at localPath (created with owner o)
+// and the repository lease.
+func acquireLock(ctx context.Context, r *repo.Repo, localPath string, o spool.Owner, id string, ttl time.Duration) (*backupLock, error) {
+	if err := o.EnsureFile(localPath); err != nil {
 		return nil, fmt.Errorf("backup lock: %w", err)
 	}
 	local, err := fsutil.TryLock(localPath)
@@ -45,7 +51,6 @@ func acquireLock(ctx context.Context, r *repo.Repo, localPath, id string, ttl ti
 	if err != nil {
 		return nil, err
 	}
-	spool.Adopt(localPath)
 	host, _ := os.Hostname()
 	now := time.Now().UTC()
 	l := repo.Lease{BackupID: id, Host: host, PID: os.Getpid(), Started: now, Expires: now.Add(ttl)}

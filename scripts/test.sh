@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs walsnap's checks and full test suite against the real rig: go vet, a
 # gofmt check, and go test with WALSNAP_RIG=1 (a missing rig part fails
-# instead of skipping) against a MinIO started here and stopped on exit.
+# instead of skipping) against a MinIO started here and stopped on exit;
+# then every fuzz target for a bounded time (WALSNAP_TEST_FUZZTIME).
 #
 #   scripts/test.sh [go test flags...]     e.g. scripts/test.sh -run=Foo -v
 #   PKGS=./archive/... scripts/test.sh      packages (default ./...)
@@ -70,6 +71,24 @@ echo "test: go test exited $status after $((SECONDS - start))s"
 
 if [ "$status" -ne 0 ]; then
 	exit "$status"
+fi
+
+# Every fuzz target, for a bounded number of inputs each (WALSNAP_TEST_FUZZTIME,
+# a go test -fuzztime: default 5000x, which takes seconds and never trips the
+# fuzzer's deadline the way a duration can;
+# 0 skips), on full runs only: a narrowed run (-run, PKGS) skips them.
+fuzztime=${WALSNAP_TEST_FUZZTIME:-5000x}
+if [ "$fuzztime" != 0 ] && [ "$#" -eq 0 ] && [ "${PKGS:-./...}" = ./... ]; then
+	start=$SECONDS
+	while IFS=: read -r file target; do
+		pkg=$(dirname "$file")
+		echo "test: fuzz $pkg $target for $fuzztime"
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$state/fuzz.log" 2>&1; then
+			cat "$state/fuzz.log" >&2
+			failed+=("fuzz $pkg $target")
+		fi
+	done < <(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | grep -v '^./.git/' | sed 's/func //' | sort)
+	echo "test: fuzzing took $((SECONDS - start))s"
 fi
 if [ "${#failed[@]}" -gt 0 ]; then
 	echo "test: FAILED: ${failed[*]}" >&2

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/walsnap/walsnap/basebackup"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/detach"
-	"github.com/walsnap/walsnap/internal/spool"
 )
 
 // holdFlags are shared by backup-start and the holder it starts.
@@ -68,15 +65,11 @@ func startHolder(c *cli.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := spool.MkdirAll(filepath.Dir(files.Log)); err != nil {
-		return err
-	}
-	logFile, err := os.OpenFile(files.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logFile, err := files.OpenLog()
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	spool.Adopt(files.Log)
 	args := []string{"backup-hold", "--socket", files.Socket, "--timeout", c.Duration("timeout").String(), "--label", c.String("label")}
 	if c.Bool("fast") {
 		args = append(args, "--fast")

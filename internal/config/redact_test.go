@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -158,6 +159,46 @@ func FuzzRedact(f *testing.F) {
 			if _, _, err := ParseRepo(in); err != nil && strings.Contains(err.Error(), secret) {
 				t.Fatalf("ParseRepo(%q) = %v", in, err)
 			}
+		}
+	})
+}
+
+// FuzzParseLocation: a repository URL is outside input (flags, the
+// environment, the config file). Parsing never panics; an accepted URL
+// keeps its text and names a bucket or an absolute directory; a refused
+// one never echoes what looks like credentials.
+func FuzzParseLocation(f *testing.F) {
+	for _, s := range []string{"s3://bucket/prod/db1", "file:///var/lib/walsnap", "s3://k:s@b/x", "s3://b/x?secret=1", "file://rel", "s3://b:9000/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseLocation(s)
+		if err != nil {
+			// A secret (userinfo of some length) is never in the message.
+			if u := strings.Index(s, "://"); u >= 0 {
+				if at := strings.LastIndex(s, "@"); at > u+3 {
+					secret := s[u+3 : at]
+					if len(secret) >= 8 && !strings.ContainsAny(secret, "/?#") && strings.Contains(err.Error(), secret) {
+						t.Fatalf("error %q echoes the userinfo of %q", err, s)
+					}
+				}
+			}
+			return
+		}
+		if l.String() != s {
+			t.Fatalf("String() = %q, want %q", l.String(), s)
+		}
+		switch l.Scheme {
+		case "s3":
+			if l.Bucket == "" {
+				t.Fatalf("s3 location without a bucket: %+v", l)
+			}
+		case "file":
+			if !filepath.IsAbs(l.Dir) {
+				t.Fatalf("file location not absolute: %+v", l)
+			}
+		default:
+			t.Fatalf("scheme %q", l.Scheme)
 		}
 	})
 }

@@ -85,6 +85,22 @@ func TestWALKey(t *testing.T) {
 	}
 }
 
+func TestIsKeyOf(t *testing.T) {
+	n := "000000010000000A000000FF"
+	for key, want := range map[string]bool{
+		"wal/00000001/000000010000000A000000FF.zst":         true,
+		"wal/00000001/000000010000000A000000FF":             true,
+		"wal/00000001/000000010000000A000000FF.s2":          true,
+		"wal/00000001/000000010000000A000000FF.partial.zst": false,
+		"wal/00000002/000000010000000A000000FF.zst":         false,
+		"backups/x/000000010000000A000000FF.zst":            false,
+	} {
+		if got := IsKeyOf(key, n); got != want {
+			t.Errorf("IsKeyOf(%s) = %v", key, got)
+		}
+	}
+}
+
 func TestOpenWALAnyCodec(t *testing.T) {
 	ctx := context.Background()
 	r := newRepo(t)

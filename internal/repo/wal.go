@@ -30,6 +30,16 @@ func WALKey(name, suffix string) string {
 	return walDir + name[:8] + "/" + name + suffix
 }
 
+// IsKeyOf reports whether key (a WALObject.Key) is where the WAL file
+// name is stored, under any codec.
+func IsKeyOf(key, name string) bool {
+	if _, err := wal.Classify(name); err != nil {
+		return false
+	}
+	base, codec := compress.FromKey(key)
+	return base == WALKey(name, "") && key == WALKey(name, codec.Suffix())
+}
+
 // WALObject describes a stored WAL file. Key is the repository's handle
 // for it, to be passed back (HeadWAL), never built by callers.
 type WALObject struct {

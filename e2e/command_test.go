@@ -1,15 +1,13 @@
-package restore_test
+package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -63,6 +61,7 @@ echo "restore: $WALSNAP_SNAPSHOTS on $dev at $WALSNAP_PGDATA"
 // postmaster.pid, old pg_wal contents, no backup_label); restore --target-time
 // T --start brings back exactly the rows committed before T.
 func TestCommandProviderBlockSnapshot(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount", "fsfreeze", "findmnt", "blockdev", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			testrig.Unavailable(t, "%s: %v", tool, err)
@@ -82,22 +81,20 @@ func TestCommandProviderBlockSnapshot(t *testing.T) {
 	}
 	vol := newLoopFS(t, work, filepath.Join(work, "volume.img"), mnt)
 
-	c := newClusterOn(t, pgdata, fmt.Sprintf("backup:\n  provider: command\ncommand:\n  snapshot: %q\n  restore: %q\n",
+	c := newCluster(t, clusterOptions{dataDir: pgdata, config: fmt.Sprintf("backup:\n  provider: command\ncommand:\n  snapshot: %q\n  restore: %q\n",
 		writeScript(t, filepath.Join(work, "snapshot.sh"), fmt.Sprintf(snapshotScript, mnt, snaps)),
-		writeScript(t, filepath.Join(work, "restore.sh"), fmt.Sprintf(restoreScript, snaps))))
+		writeScript(t, filepath.Join(work, "restore.sh"), fmt.Sprintf(restoreScript, snaps)))})
 
 	// A failing snapshot command fails the backup, its stderr reaches ours,
 	// and nothing is recorded.
-	cmd := exec.Command(c.bin, "--config", c.cfg, "--command-snapshot", "echo 'no snapshot today' >&2; exit 7", "backup", "--fast")
-	cmd.Env = append(os.Environ(), c.s3.Environ()...)
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no snapshot today") || !strings.Contains(string(out), "exit status 7") {
+	if out, err := c.run("--command-snapshot", "echo 'no snapshot today' >&2; exit 7", "backup", "--fast"); err == nil || !strings.Contains(out, "no snapshot today") || !strings.Contains(out, "exit status 7") {
 		t.Fatalf("backup with a failing snapshot command: err %v, output:\n%s", err, out)
 	}
-	if list := c.walsnap("backup-list", "--json"); strings.TrimSpace(list) != "[]" {
+	if list := c.walsnap(t, "backup-list", "--json"); strings.TrimSpace(list) != "[]" {
 		t.Fatalf("a failed backup left a manifest:\n%s", list)
 	}
 
-	id := c.backupUnderLoad()
+	id := c.backupUnderLoad(t)
 	image := filepath.Join(snaps, id+".img")
 	var ms []struct {
 		ID       string
@@ -107,7 +104,7 @@ func TestCommandProviderBlockSnapshot(t *testing.T) {
 			Command   string
 		}
 	}
-	if err := json.Unmarshal([]byte(c.walsnap("backup-list", "--json")), &ms); err != nil {
+	if err := json.Unmarshal([]byte(c.walsnap(t, "backup-list", "--json")), &ms); err != nil {
 		t.Fatal(err)
 	}
 	if len(ms) != 1 || ms[0].ID != id || ms[0].Provider != "command" || !slices.Equal(ms[0].Payload.Snapshots, []string{image}) {
@@ -123,60 +120,19 @@ func TestCommandProviderBlockSnapshot(t *testing.T) {
 		t.Fatalf("snapshot's pg_wal holds no segments: %v", wal)
 	}
 
-	m := c.goodThenBad()
-	plan := c.walsnap("--pgdata", filepath.Join(work, "dry-run"), "restore", "--dry-run", "--target-time", m.time)
+	m := c.goodThenBad(t)
+	plan := c.walsnap(t, "--pgdata", filepath.Join(work, "dry-run"), "restore", "--dry-run", "--target-time", m.time)
 	if !strings.Contains(plan, "run command.restore") || !strings.Contains(plan, "snapshot "+image) {
 		t.Fatalf("dry run plan does not show the restore command and the snapshot:\n%s", plan)
 	}
-	r := restoreAt(c, filepath.Join(work, "restored"), "--target-time", m.time, "--target-action", "promote", "--archive-mode", "off")
+	r := c.restore(t, filepath.Join(work, "restored"), "--target-time", m.time, "--target-action", "promote", "--archive-mode", "off")
 	if !strings.Contains(r.out, "promoted") {
 		t.Fatalf("restore output does not report the promotion:\n%s", r.out)
 	}
-	r.checkAtTarget("500000")
+	r.checkAtTarget()
 	if src := findmntSource(t, r.dataDir); src == vol || !strings.HasPrefix(src, "/dev/loop") {
 		t.Fatalf("restored data directory is on %q: want a new loop device, not the source's %s", src, vol)
 	}
-}
-
-// newClusterOn is newCluster (PostgreSQL 15) with PGDATA at dataDir and
-// extra YAML in walsnap's config file.
-func newClusterOn(t *testing.T, dataDir, extra string) *cluster {
-	t.Helper()
-	c := &cluster{t: t, s3: testrig.S3(t), bin: testrig.Walsnap(t), work: testrig.WorkDir(t)}
-	c.cfg = filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
-	c.pg = testrig.NewPG(t, testrig.PGOptions{
-		Major:   15,
-		DataDir: dataDir,
-		Conf: map[string]string{
-			"archive_mode":    "on",
-			"archive_command": c.bin + " --config " + c.cfg + " wal-push %p",
-			"archive_timeout": "0",
-		},
-		Env: c.s3.Environ(),
-	})
-	conf := fmt.Sprintf("repo: s3://%s/db\ns3:\n  endpoint: %s\n  path_style: true\n  region: %s\npg:\n  host: %s\n  port: %d\n%s",
-		c.s3.Bucket, c.s3.Endpoint, c.s3.Region, c.pg.SockDir, c.pg.Port, extra)
-	if err := os.WriteFile(c.cfg, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.pg.Start(t)
-	return c
-}
-
-// restoreAt is restoreAndStart into dir, a mount point the caller's
-// cleanup unmounts: the server is stopped first (cleanups run last in,
-// first out), and no directory removal reaches into the mount before.
-func restoreAt(c *cluster, dir string, args ...string) *restored {
-	c.t.Helper()
-	r := &restored{t: c.t, dataDir: dir, sock: filepath.Dir(dir), port: freePort(c.t)}
-	all := append([]string{"--pgdata", dir, "restore", "--start", "--pg-bin", c.pg.BinDir,
-		"--port", strconv.Itoa(r.port), "--socket-dir", r.sock, "--start-timeout", "3m"}, args...)
-	c.t.Cleanup(func() {
-		c.pg.Command(context.Background(), filepath.Join(c.pg.BinDir, "pg_ctl"), "-D", dir, "-m", "immediate", "-w", "stop").Run()
-	})
-	r.out = c.walsnap(all...)
-	c.t.Logf("restore: %s", strings.TrimSpace(r.out))
-	return r
 }
 
 // newLoopFS creates a 1 GiB sparse image, attaches it as a loop device,

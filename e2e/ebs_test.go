@@ -1,13 +1,8 @@
-package basebackup_test
+package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,8 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/walsnap/walsnap/internal/manifest"
-	"github.com/walsnap/walsnap/internal/repo"
-	"github.com/walsnap/walsnap/internal/storage/fs"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
 
@@ -25,35 +18,18 @@ import (
 // the binary: a real PostgreSQL 15, the EC2 API of moto (endpoint from the
 // config, as for any EC2-compatible endpoint), an explicit volume list.
 func TestEBSBackupCLI(t *testing.T) {
-	bin := testrig.Walsnap(t)
+	t.Parallel()
 	moto := testrig.Moto(t)
-	moto.Setenv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	ec := moto.EC2()
+	// Both are removed when the test ends.
 	instanceID, az := testrig.LaunchInstance(t, ec, "/dev/sda1")
 	volID := testrig.NewVolume(t, ec, &ec2.CreateVolumeInput{AvailabilityZone: aws.String(az), Size: aws.Int32(20), VolumeType: types.VolumeTypeGp3, Iops: aws.Int32(4000)})
 	if _, err := ec.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(volID), InstanceId: aws.String(instanceID), Device: aws.String("/dev/sdf")}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ec.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{instanceID}})
-	})
 
-	work := testrig.WorkDir(t)
-	repoDir := filepath.Join(work, "repo")
-	cfg := filepath.Join(testrig.ConfigDir(t), "walsnap.yaml")
-	pg := testrig.NewPG(t, testrig.PGOptions{Conf: map[string]string{
-		"archive_mode":    "on",
-		"archive_command": bin + " --config " + cfg + " wal-push %p",
-	}})
-	if out, err := pg.Command(ctx, "/bin/mkdir", repoDir).CombinedOutput(); err != nil {
-		t.Fatalf("mkdir: %v %s", err, out)
-	}
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`repo: file://%s
-pg:
-  host: %s
-  port: %d
-backup:
+	c := newCluster(t, clusterOptions{localRepo: true, env: moto.Environ(), config: fmt.Sprintf(`backup:
   provider: ebs
   wal_timeout: 1m
 ebs:
@@ -62,24 +38,12 @@ ebs:
   instance_id: %s
   volumes: [%s]
   wait_timeout: 1m
-`, repoDir, pg.SockDir, pg.Port, moto.Endpoint, moto.Region, instanceID, volID)), 0o644)
-	pg.Start(t)
+`, moto.Endpoint, moto.Region, instanceID, volID)})
 
-	cmd := exec.Command(bin, "--config", cfg, "backup", "--fast")
-	cmd.Env = append(os.Environ(), moto.Environ()...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("walsnap backup (ebs): %v\n%s", err, out.String())
+	if out, err := c.run("backup", "--fast"); err != nil || !strings.Contains(out, " complete: ") {
+		t.Fatalf("walsnap backup (ebs): %v\n%s", err, out)
 	}
-	if !strings.Contains(out.String(), " complete: ") {
-		t.Fatalf("backup output:\n%s", out.String())
-	}
-	st, err := fs.New(repoDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, _, err := repo.New(st).Backups(ctx)
+	list, _, err := c.repo(t).Backups(ctx)
 	if err != nil || len(list) != 1 {
 		t.Fatalf("manifests: %v %v", list, err)
 	}

@@ -6,12 +6,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"go/build"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,4 +214,154 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// MinIOServer is a MinIO server of one test's own, which the test can
+// SIGKILL and restart on the same port and data directory (StartMinIO).
+type MinIOServer struct {
+	// Env reaches the server; its Bucket was created by StartMinIO.
+	Env S3Env
+
+	bin, addr, console, dataDir, logFile string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+}
+
+// StartMinIO starts a private MinIO (the binary on PATH or in
+// $GOPATH/bin) on a free 127.0.0.1 port with its data in a temporary
+// directory, creates a bucket and returns once the server answers. The
+// server is killed when t ends (and, through the parent-death signal, if
+// the test process dies). Without a minio binary it calls Unavailable.
+func StartMinIO(t testing.TB) *MinIOServer {
+	t.Helper()
+	bin, err := exec.LookPath("minio")
+	if err != nil {
+		bin = filepath.Join(filepath.SplitList(build.Default.GOPATH)[0], "bin", "minio")
+		if _, err := os.Stat(bin); err != nil {
+			Unavailable(t, "no minio binary on PATH or in %s", filepath.Dir(bin))
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatalf("minio: %v", err)
+	}
+	console, err := freeAddr()
+	if err != nil {
+		t.Fatalf("minio: %v", err)
+	}
+	dir := t.TempDir()
+	m := &MinIOServer{
+		Env: S3Env{
+			Endpoint:  "http://" + addr,
+			Region:    "us-east-1",
+			AccessKey: minioUser,
+			SecretKey: minioPassword,
+			Bucket:    "walsnap-test-" + randomHex(8),
+		},
+		bin:     bin,
+		addr:    addr,
+		console: console,
+		dataDir: filepath.Join(dir, "data"),
+		logFile: filepath.Join(dir, "minio.log"),
+	}
+	t.Cleanup(func() { m.kill() })
+	m.Restart(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Env.client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &m.Env.Bucket}); err != nil {
+		t.Fatalf("minio: create bucket %s: %v", m.Env.Bucket, err)
+	}
+	return m
+}
+
+// Addr is the server's host:port, the same across restarts.
+func (m *MinIOServer) Addr() string { return m.addr }
+
+// Kill sends SIGKILL to the server and waits until it has exited.
+func (m *MinIOServer) Kill(t testing.TB) {
+	t.Helper()
+	if !m.kill() {
+		t.Fatal("minio: Kill: the server is not running")
+	}
+}
+
+func (m *MinIOServer) kill() bool {
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.cmd = nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return false
+	}
+	cmd.Process.Kill()
+	<-exited
+	return true
+}
+
+// Restart starts the server (again, after Kill) on the same address and
+// data directory and waits until its cluster health check answers (the
+// live check answers before the server accepts requests).
+func (m *MinIOServer) Restart(t testing.TB) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		t.Fatal("minio: Restart: the server is running")
+	}
+	log, err := os.OpenFile(m.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatalf("minio: %v", err)
+	}
+	defer log.Close()
+	cmd := exec.Command(m.bin, "server", "--quiet", "--address", m.addr, "--console-address", m.console, m.dataDir)
+	cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+minioUser,
+		"MINIO_ROOT_PASSWORD="+minioPassword,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+		"MINIO_CI_CD=1",
+	)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("minio: start %s: %v", m.bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	m.cmd, m.exited = cmd, exited
+	if err := waitLive(m.Env.Endpoint+"/minio/health/cluster", exited, 60*time.Second); err != nil {
+		cmd.Process.Kill()
+		<-exited
+		m.cmd = nil
+		out, _ := os.ReadFile(m.logFile)
+		t.Fatalf("minio on %s: %v; log:\n%s", m.addr, err, tail(string(out), 30))
+	}
+}
+
+// waitLive polls url until it answers 200, the server exits or timeout.
+func waitLive(url string, exited <-chan struct{}, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("the server exited")
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("GET %s: no 200 after %s", url, timeout)
+		}
+	}
 }

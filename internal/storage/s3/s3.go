@@ -79,11 +79,16 @@ const (
 	// is sent: a server that accepts connections but never answers fails
 	// the attempt instead of hanging.
 	responseHeaderTimeout = time.Minute
+	// bodyIdleTimeout bounds the wait for the next bytes of a download's
+	// body: a transfer that stalls is cut and resumed (see Get).
+	bodyIdleTimeout = time.Minute
 )
 
 // Store is a repository in an S3 bucket.
 type Store struct {
 	client       *s3.Client
+	maxAttempts  int           // Options.MaxAttempts, defaulted
+	bodyIdle     time.Duration // see bodyIdleTimeout
 	bucket       string
 	prefix       string // "" or Options.Prefix + "/"
 	sse          types.ServerSideEncryption
@@ -157,6 +162,8 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	})
 	s := &Store{
 		client:       client,
+		maxAttempts:  attempts,
+		bodyIdle:     bodyIdleTimeout,
 		bucket:       o.Bucket,
 		sse:          types.ServerSideEncryption(o.SSE),
 		storageClass: types.StorageClass(o.StorageClass),
@@ -291,15 +298,25 @@ func addUnsignedPayloadOverHTTP(stack *middleware.Stack) error {
 }
 
 // Get implements storage.Store.
+//
+// The body it returns survives a transfer cut short (connection reset,
+// early end, a stall of bodyIdleTimeout): it asks for the rest with a
+// ranged GET conditional on the first response's ETag, so that a replaced
+// object is never spliced, and goes on where it stopped, within
+// MaxAttempts transfers in all. A full-object checksum in the first
+// response (checksums "when_supported") is verified over the whole body,
+// resumed or not. See resumingBody.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
 	if err := checkKey(key); err != nil {
 		return nil, storage.ObjectInfo{}, fmt.Errorf("s3 get %s: %w", key, err)
 	}
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(s.prefix + key)})
+	b := newResumingBody(ctx, s, key)
+	out, err := b.open(nil)
 	if err != nil {
+		b.Close()
 		return nil, storage.ObjectInfo{}, wrapNotExist("get", key, err)
 	}
-	return out.Body, storage.ObjectInfo{
+	return b, storage.ObjectInfo{
 		Key:      key,
 		Size:     aws.ToInt64(out.ContentLength),
 		ModTime:  aws.ToTime(out.LastModified),

@@ -9,11 +9,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/walsnap/walsnap/internal/backuplock"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/wal"
 )
+
+// ErrBackupRunning means another backup (or a delete) holds the lock.
+var ErrBackupRunning = backuplock.ErrHeld
 
 // Options configures one backup.
 type Options struct {
@@ -30,45 +34,101 @@ type Options struct {
 	// WALTimeout bounds the wait for the stop segment to reach the
 	// repository (a standby does not wait for archiving itself).
 	WALTimeout time.Duration
-	Log        *slog.Logger
-	Progress   func(done, total int64)
+	// Pin pins the backup (repo.Pin): retention never deletes it.
+	Pin      bool
+	Log      *slog.Logger
+	Progress func(done, total int64)
 	// now returns the time used for the backup id; tests override it.
 	now func() time.Time
 }
 
 // Run takes one base backup with o.Provider and returns its manifest,
-// already stored.
+// already stored. What a Preparer can check is checked before
+// pg_backup_start; between pg_backup_start and pg_backup_stop only the
+// capture runs, within its window's deadline.
 func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if o.Provider == nil {
 		return nil, errors.New("backup: no provider")
 	}
-	b, err := Begin(ctx, o)
+	var win *Window
+	b, err := begin(ctx, o, o.Provider.Name(), func(ctx context.Context, job *Job) (err error) {
+		win, err = prepare(ctx, o.Provider, job)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer b.Abort()
-	cap, err := o.Provider.Capture(ctx, b.Job())
+	cap, err := b.capture(ctx, win)
 	if err != nil {
-		return nil, fmt.Errorf("backup %s: %s: %w", b.m.ID, b.m.Provider, err)
+		return nil, b.fail(ctx, win, fmt.Errorf("backup %s: %s: %w", b.m.ID, b.m.Provider, err))
 	}
-	return b.End(ctx, cap)
+	m, err := b.End(ctx, cap)
+	if err != nil && !b.stored {
+		return nil, b.fail(ctx, win, err)
+	}
+	return m, err
+}
+
+// prepare runs p's preparation, if it has one, and returns its window.
+func prepare(ctx context.Context, p Provider, job *Job) (*Window, error) {
+	if pp, ok := p.(Preparer); ok {
+		return pp.Prepare(ctx, job)
+	}
+	return &Window{Capture: func(ctx context.Context) (*Captured, error) { return p.Capture(ctx, job) }}, nil
+}
+
+// ErrWindowTimeout is the cause of a capture cut short by its window's
+// deadline.
+var ErrWindowTimeout = errors.New("the backup window reached its deadline")
+
+// capture runs the window's capture under its deadline.
+func (b *Backup) capture(ctx context.Context, win *Window) (*Captured, error) {
+	if win.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, win.Timeout, ErrWindowTimeout)
+		defer cancel()
+	}
+	cap, err := win.Capture(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), ErrWindowTimeout) {
+		return nil, fmt.Errorf("%w (%s %s), so the backup is aborted: %w", ErrWindowTimeout, win.Setting, win.Timeout, err)
+	}
+	return cap, err
+}
+
+// fail ends a backup that no manifest names, with err: PostgreSQL leaves
+// backup mode first, then the window's Cleanup removes what the capture
+// left.
+func (b *Backup) fail(ctx context.Context, win *Window, err error) error {
+	b.Abort()
+	if win.Cleanup == nil {
+		return err
+	}
+	if cerr := win.Cleanup(context.WithoutCancel(ctx)); cerr != nil {
+		return errors.Join(err, fmt.Errorf("clean up after the failed backup: %w", cerr))
+	}
+	return err
 }
 
 // Backup is a backup in progress: PostgreSQL is in backup mode on a
-// dedicated session and the backup lock is held, from Begin until End or
+// dedicated session and the backup lock is held, from begin until End or
 // Abort. External orchestrators capture the data between the two.
 type Backup struct {
-	o    Options
-	sess *pg.Session
-	lock *backupLock
-	m    *manifest.Manifest
-	log  *slog.Logger
-	done bool
+	o       Options
+	sess    *pg.Session
+	lock    *backuplock.Lock
+	m       *manifest.Manifest
+	log     *slog.Logger
+	started time.Time // when pg_backup_start returned, by this host's clock
+	// closed: the session is closed; released: so is the lock; stored: a
+	// manifest names the backup.
+	closed, released, stored bool
 }
 
-// Begin checks the cluster and the repository, takes the backup lock and
-// starts a non-exclusive backup. The caller must call End or Abort.
-func Begin(ctx context.Context, o Options) (b *Backup, err error) {
+// begin checks the cluster and the repository, takes the backup lock,
+// runs prepare (when not nil) and starts a non-exclusive backup whose
+// provider is name. The caller must call End or Abort.
+func begin(ctx context.Context, o Options, name manifest.Provider, prepare func(ctx context.Context, job *Job) error) (b *Backup, err error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -77,10 +137,6 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	}
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 10 * time.Minute
-	}
-	provider := manifest.ProviderExternal
-	if o.Provider != nil {
-		provider = o.Provider.Name()
 	}
 	sess, err := pg.Connect(ctx, o.Conn)
 	if err != nil {
@@ -91,7 +147,7 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 			sess.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	m := &manifest.Manifest{Provider: provider, PGVersion: sess.VersionNum()}
+	m := &manifest.Manifest{Provider: name, PGVersion: sess.VersionNum()}
 	if m.SystemID, err = sess.SystemID(ctx); err != nil {
 		return nil, err
 	}
@@ -130,28 +186,39 @@ func Begin(ctx context.Context, o Options) (b *Backup, err error) {
 	if m.Label == "" {
 		m.Label = "walsnap " + m.ID
 	}
-	lockPath, owner, err := localLock(o.SpoolDir, m.PGData)
+	lockPath, owner, err := backuplock.LocalPath(o.SpoolDir, m.PGData)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := acquireLock(ctx, o.Repo, lockPath, owner, m.ID, o.LockTTL)
+	lock, err := backuplock.Acquire(ctx, o.Repo, lockPath, owner, repo.Lease{BackupID: m.ID}, o.LockTTL)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			lock.release(context.WithoutCancel(ctx))
+			lock.Release(context.WithoutCancel(ctx))
 		}
 	}()
-	log := o.Log.With("backup", m.ID)
+	if o.Pin { // before pg_backup_start, as every step that can fail
+		if err := o.Repo.Pin(ctx, m.ID); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+		}
+	}
+	b = &Backup{o: o, sess: sess, lock: lock, m: m, log: o.Log.With("backup", m.ID)}
+	if prepare != nil {
+		if err := prepare(ctx, b.Job()); err != nil {
+			return nil, fmt.Errorf("backup refused: %s: %w", name, err)
+		}
+	}
 	if m.StartTime, err = sess.Now(ctx); err != nil {
 		return nil, err
 	}
 	if m.StartLSN, err = sess.StartBackup(ctx, m.Label, o.Fast); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
-	log.Info("backup started", "start_lsn", m.StartLSN, "provider", m.Provider, "from_standby", m.FromStandby)
-	return &Backup{o: o, sess: sess, lock: lock, m: m, log: log}, nil
+	b.started = time.Now()
+	b.log.Info("backup started", "start_lsn", m.StartLSN, "provider", m.Provider, "from_standby", m.FromStandby)
+	return b, nil
 }
 
 // ID is the backup's id.
@@ -166,16 +233,23 @@ func (b *Backup) Job() *Job {
 	return &Job{ID: m.ID, Label: m.Label, SystemID: m.SystemID, StartLSN: m.StartLSN, PGData: m.PGData, Tablespaces: m.Tablespaces, Repo: b.o.Repo, Log: b.log, Progress: b.o.Progress}
 }
 
-// Abort ends a backup that did not reach End: closing the session makes
-// PostgreSQL abandon the non-exclusive backup; the lock is released and no
-// manifest is written. It is a no-op after End.
+// Abort ends a backup: closing the session makes PostgreSQL abandon a
+// non-exclusive backup not yet stopped, and the lock is released. It
+// writes no manifest, and does nothing more when called again (or after
+// End).
 func (b *Backup) Abort() {
-	if b.done {
-		return
+	b.closeSession()
+	if !b.released {
+		b.released = true
+		b.lock.Release(context.Background())
 	}
-	b.done = true
-	b.sess.Close(context.Background())
-	b.lock.release(context.Background())
+}
+
+func (b *Backup) closeSession() {
+	if !b.closed {
+		b.closed = true
+		b.sess.Close(context.Background())
+	}
 }
 
 // End stops the backup, waits until the WAL that makes it consistent is in
@@ -184,36 +258,65 @@ func (b *Backup) Abort() {
 // (cap.Complete).
 func (b *Backup) End(ctx context.Context, cap *Captured) (*manifest.Manifest, error) {
 	defer b.Abort()
-	m, log := b.m, b.log
+	if err := b.stop(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.store(ctx, cap); err != nil {
+		return nil, err
+	}
+	return b.complete(ctx, cap)
+}
+
+// stop runs pg_backup_stop, which ends the backup window, and records what
+// it returned. The session is closed after it.
+func (b *Backup) stop(ctx context.Context) error {
+	defer b.closeSession()
+	m := b.m
+	b.log.Info("stopping the backup: on a primary, PostgreSQL waits until the backup's last WAL segment is archived")
 	stop, err := b.sess.StopBackup(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+		return fmt.Errorf("backup %s: %w", m.ID, err)
 	}
+	window := time.Since(b.started).Round(time.Millisecond)
 	if m.StopTime, err = b.sess.Now(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if err := fillFromStop(m, stop); err != nil {
-		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+		return fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	b.log.Info("backup stopped", "stop_lsn", m.StopLSN, "stop_wal", m.StopWAL, "window", window)
+	return nil
+}
+
+// store waits until the stop segment is in the repository and writes the
+// manifest of what cap captured: complete, or pending while cap.Complete
+// is left to run.
+func (b *Backup) store(ctx context.Context, cap *Captured) error {
+	m := b.m
+	if err := waitForWAL(ctx, b.o.Repo, m.StopWAL, b.o.WALTimeout, b.log); err != nil {
+		return fmt.Errorf("backup %s: %w", m.ID, err)
 	}
 	m.BytesIn, m.BytesOut = cap.BytesIn, cap.BytesOut
-	log.Info("backup stopped", "stop_lsn", m.StopLSN, "stop_wal", m.StopWAL)
-
-	if err := waitForWAL(ctx, b.o.Repo, m.StopWAL, b.o.WALTimeout, log); err != nil {
-		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
-	}
 	if err := m.SetPayload(cap.Payload); err != nil {
-		return nil, err
+		return err
 	}
-	if cap.Complete == nil {
-		m.Status = manifest.StatusComplete
-		if err := b.o.Repo.PutManifest(ctx, m); err != nil {
-			return nil, err
-		}
-		return m, nil
+	m.Status = manifest.StatusComplete
+	if cap.Complete != nil {
+		m.Status = manifest.StatusPending
 	}
-	m.Status = manifest.StatusPending
 	if err := b.o.Repo.PutManifest(ctx, m); err != nil {
-		return nil, err
+		return err
+	}
+	b.stored = true
+	return nil
+}
+
+// complete runs cap.Complete, when there is one, and replaces the pending
+// manifest with the final one: complete, or failed with its error.
+func (b *Backup) complete(ctx context.Context, cap *Captured) (*manifest.Manifest, error) {
+	m := b.m
+	if cap.Complete == nil {
+		return m, nil
 	}
 	payload, cerr := cap.Complete(ctx)
 	if payload != nil {

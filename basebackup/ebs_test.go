@@ -57,6 +57,23 @@ func (l *eventLog) get() []string {
 	return slices.Clone(l.list)
 }
 
+// made returns the requests for action that were not DryRun checks.
+func made(p *testrig.EC2Proxy, action string) []url.Values {
+	var out []url.Values
+	for _, f := range p.Requests(action) {
+		if f.Get("DryRun") != "true" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// isCall reports whether form is a request for action that is not a
+// DryRun check.
+func isCall(form url.Values, action string) bool {
+	return form.Get("Action") == action && form.Get("DryRun") != "true"
+}
+
 // recordingFreezer logs freeze/thaw calls and fails the one named by fail.
 type recordingFreezer struct {
 	log  *eventLog
@@ -75,8 +92,9 @@ func (f *recordingFreezer) call(e string) error {
 }
 
 // ebsRig is one subtest's view of moto: a client of the provider (through
-// the proxy, which logs each request as "api <Action>"), a direct EC2
-// client for setup and checks, and the event log.
+// the proxy, which logs each request as "api <Action>", or "api <Action>
+// (DryRun)" for a DryRun check), a direct EC2 client for setup and checks,
+// and the event log.
 type ebsRig struct {
 	t      *testing.T
 	client *ebs.Client
@@ -91,7 +109,13 @@ type ebsRig struct {
 func newEBSRig(t *testing.T, env testrig.MotoEnv) *ebsRig {
 	t.Helper()
 	r := &ebsRig{t: t, log: &eventLog{}, ec2: env.EC2(), proxy: testrig.NewEC2Proxy(t, env.Endpoint)}
-	r.proxy.Observe(func(form url.Values) { r.log.add("api " + form.Get("Action")) })
+	r.proxy.Observe(func(form url.Values) {
+		if form.Get("DryRun") == "true" {
+			r.log.add("api " + form.Get("Action") + " (DryRun)")
+			return
+		}
+		r.log.add("api " + form.Get("Action"))
+	})
 	var err error
 	r.client, err = ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: r.proxy.URL, SnapshotBackoff: []time.Duration{time.Millisecond}})
 	if err != nil {
@@ -335,7 +359,7 @@ func TestEBSCapture(t *testing.T) {
 			t.Errorf("payload\n%+v\nwant\n%+v", p, want)
 		}
 		// One crash-consistent call for the set, without the boot volume.
-		reqs := r.proxy.Requests("CreateSnapshots")
+		reqs := made(r.proxy, "CreateSnapshots")
 		if len(reqs) != 1 || reqs[0].Get("InstanceSpecification.ExcludeBootVolume") != "true" {
 			t.Errorf("CreateSnapshots requests %v, want one excluding the boot volume", reqs)
 		}
@@ -394,7 +418,7 @@ func TestEBSCapture(t *testing.T) {
 		}
 		job, _ := r.ebsJob(h.pgdata)
 		e := s.provider(r)
-		e.Volumes = []string{s.data}
+		e.Volumes = []EBSVolume{{ID: s.data}}
 		got, err := e.Capture(t.Context(), job)
 		if err != nil {
 			t.Fatal(err)
@@ -403,7 +427,7 @@ func TestEBSCapture(t *testing.T) {
 		if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount || p.Snapshots[0].FSType != "ext4" {
 			t.Errorf("payload %+v, want the data volume with its mount", p)
 		}
-		if n := len(r.proxy.Requests("CreateSnapshot")); n != 1 {
+		if n := len(made(r.proxy, "CreateSnapshot")); n != 1 {
 			t.Errorf("%d CreateSnapshot requests, want 1", n)
 		}
 		if n := len(r.snapshotsTagged(job.ID)); n != 1 {
@@ -423,13 +447,14 @@ func TestEBSCapture(t *testing.T) {
 		t.Run("a listed volume not on the instance", func(t *testing.T) {
 			stray := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az}, "", "")
 			e := *e
-			e.Volumes = []string{s.data, stray}
+			e.Volumes = []EBSVolume{{ID: s.data}, {ID: stray}}
 			job, _ := r.ebsJob(h.pgdata)
 			if _, err := e.Capture(t.Context(), job); err == nil || !strings.Contains(err.Error(), stray) {
 				t.Errorf("Capture = %v, want %s named", err, stray)
 			}
 		})
 		t.Run("undiscoverable", func(t *testing.T) {
+			// PGDATA's filesystem has no block device discovery can map.
 			mi := filepath.Join(t.TempDir(), "mountinfo")
 			lines := "25 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n" +
 				"101 25 0:77 / " + h.dataMount + " rw,noatime shared:55 - tmpfs tmpfs rw\n"
@@ -438,26 +463,28 @@ func TestEBSCapture(t *testing.T) {
 			}
 			e := *e
 			e.mountinfo = mi
-			job, logs := r.ebsJob(h.pgdata)
+			// Without the mount point, nothing ties PGDATA to a snapshot a
+			// restore could mount: refused before anything is snapshotted.
+			job, _ := r.ebsJob(h.pgdata)
+			before := len(r.proxy.Requests("CreateSnapshot"))
+			var notEBS *blockdev.NotEBSError
+			if _, err := e.Prepare(t.Context(), job); !errors.As(err, &notEBS) || !strings.Contains(err.Error(), "mount: /path") {
+				t.Errorf("Prepare = %v, want a *blockdev.NotEBSError and the ebs.volumes form to use", err)
+			}
+			if n := len(r.proxy.Requests("CreateSnapshot")) - before; n != 0 {
+				t.Errorf("%d CreateSnapshot requests after a refusal", n)
+			}
+			// With the mount point: recorded, and frozen there.
+			e.Volumes = []EBSVolume{{ID: s.data, MountPoint: h.dataMount}}
+			e.Freeze, e.freezer = true, &recordingFreezer{log: r.log}
 			got, err := e.Capture(t.Context(), job)
 			if err != nil {
 				t.Fatal(err)
 			}
 			p := got.Payload.(manifest.EBSPayload)
-			if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != "" {
-				t.Errorf("payload %+v, want the data volume without a mount", p)
-			}
-			if !strings.Contains(logs.String(), "record no mount points") {
-				t.Errorf("no warning in the log:\n%s", logs)
-			}
-			e.Freeze, e.freezer = true, &recordingFreezer{log: r.log}
-			if _, err := e.Capture(t.Context(), job); err == nil || !strings.Contains(err.Error(), "cannot be frozen") {
-				t.Errorf("Capture with freeze = %v, want a refusal", err)
-			}
-			e.Volumes = nil // without the list, discovery's error is the answer
-			var notEBS *blockdev.NotEBSError
-			if _, err := e.Capture(t.Context(), job); !errors.As(err, &notEBS) {
-				t.Errorf("Capture = %v, want a *blockdev.NotEBSError", err)
+			if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount ||
+				p.Snapshots[0].FSType != "tmpfs" || !slices.Equal(p.Snapshots[0].Paths, []string{h.pgdata}) || !p.Snapshots[0].Frozen {
+				t.Errorf("payload %+v, want the data volume at %s, frozen", p, h.dataMount)
 			}
 		})
 	})
@@ -537,7 +564,7 @@ func TestEBSCapture(t *testing.T) {
 		first := slices.Index(all, want[0])
 		last := slices.Index(all, want[len(want)-1])
 		for _, ev := range all[first:last] {
-			if ev != "api DescribeInstances" && ev != "api CreateSnapshots" && ev != "api CreateTags" && !strings.HasPrefix(ev, "freeze") && !strings.HasPrefix(ev, "thaw") {
+			if ev != "api CreateSnapshots" && ev != "api CreateTags" && !strings.HasPrefix(ev, "freeze") && !strings.HasPrefix(ev, "thaw") {
 				t.Errorf("%s while frozen", ev)
 			}
 		}
@@ -583,7 +610,7 @@ func TestEBSCapture(t *testing.T) {
 		}
 		snapshotsHook := func(f func(*http.Request) string) func(*http.Request, url.Values) string {
 			return func(req *http.Request, form url.Values) string {
-				if form.Get("Action") == "CreateSnapshots" {
+				if isCall(form, "CreateSnapshots") {
 					return f(req)
 				}
 				return ""
@@ -607,7 +634,7 @@ func TestEBSCapture(t *testing.T) {
 		})
 		t.Run("a freeze fails", func(t *testing.T) {
 			r.proxy.Set(nil, nil)
-			n, calls := len(r.log.get()), len(r.proxy.Requests("CreateSnapshots"))
+			n, calls := len(r.log.get()), len(made(r.proxy, "CreateSnapshots"))
 			_, _, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "freeze " + h.walMount}, time.Minute)
 			if err == nil || !strings.Contains(err.Error(), h.walMount) {
 				t.Errorf("Capture = %v, want the freeze failure", err)
@@ -616,7 +643,7 @@ func TestEBSCapture(t *testing.T) {
 			if got := freezerCalls(n); !slices.Equal(got, want) {
 				t.Errorf("freezer calls %q, want %q", got, want)
 			}
-			if len(r.proxy.Requests("CreateSnapshots")) != calls {
+			if len(made(r.proxy, "CreateSnapshots")) != calls {
 				t.Error("snapshots were requested after a failed freeze")
 			}
 		})
@@ -752,7 +779,7 @@ func TestEBSCapture(t *testing.T) {
 		s := r.multi()
 		refuse := testrig.Countdown(1)
 		r.proxy.Set(func(_ *http.Request, form url.Values) string {
-			if form.Get("Action") == "CreateSnapshots" && refuse() {
+			if isCall(form, "CreateSnapshots") && refuse() {
 				return "SnapshotCreationPerVolumeRateExceeded"
 			}
 			return ""
@@ -762,7 +789,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(r.proxy.Requests("CreateSnapshots")); n != 2 {
+		if n := len(made(r.proxy, "CreateSnapshots")); n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
 		if n := len(got.Payload.(manifest.EBSPayload).Snapshots); n != 3 {
@@ -811,5 +838,272 @@ func checkPayloadJSON(t *testing.T, p manifest.EBSPayload) {
 		"paths", "size_gib", "snapshot_id", "start_time", "throughput", "volume_id", "volume_type"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("snapshot keys %v, want %v", keys, want)
+	}
+}
+
+// TestEBSPrepare: everything that can fail is found before pg_backup_start
+// (Prepare): a volume that is not the instance's, a PostgreSQL directory
+// on a filesystem no listed or discovered volume holds, a mount point
+// that contradicts discovery or is not mounted, a freeze target that
+// cannot be frozen, missing permissions (DryRun), an EC2 endpoint that
+// never answers. None of them freezes or snapshots anything.
+func TestEBSPrepare(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t)
+	r := newEBSRig(t, env)
+	s := r.multi()
+	h := s.host
+	stray := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az}, s.instance, "/dev/sdi")
+	gone := filepath.Join(t.TempDir(), "gone")
+	withMount := func(line string) string {
+		info, err := os.ReadFile(h.mountinfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "mountinfo")
+		if err := os.WriteFile(p, append(info, line...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	walOnTmpfs := withMount("120 1 0:90 / " + h.walMount + " rw shared:60 - tmpfs tmpfs rw\n")
+	goneMounted := withMount("121 1 259:9 / " + gone + " rw shared:61 - ext4 /dev/nvme9n1 rw\n")
+
+	for _, tc := range []struct {
+		name string
+		edit func(e *EBS)
+		want string
+	}{
+		{"volume not on the instance", func(e *EBS) {
+			e.Volumes = []EBSVolume{{ID: s.data}, {ID: s.wal}, {ID: s.ts}, {ID: "vol-0000000000000dead"}}
+		}, "volume vol-0000000000000dead is not attached to instance " + s.instance},
+		{"pg_wal on no EBS volume", func(e *EBS) { e.mountinfo = walOnTmpfs }, h.wal + " is on tmpfs"},
+		{"pg_wal on a volume missing from the list", func(e *EBS) { e.Volumes = []EBSVolume{{ID: s.data}, {ID: s.ts}} }, s.wal + " holds " + h.wal + " but is not in ebs.volumes"},
+		{"a mount point that is another volume's", func(e *EBS) {
+			e.Volumes = []EBSVolume{{ID: s.data, MountPoint: h.walMount}, {ID: s.ts}}
+		}, "ebs.volumes gives " + s.data + " as the volume mounted at " + h.walMount + ", but it is " + s.wal},
+		{"a mount point not mounted", func(e *EBS) {
+			e.Volumes = []EBSVolume{{ID: s.data}, {ID: s.wal}, {ID: s.ts}, {ID: stray, MountPoint: gone}}
+		}, "nothing is mounted at " + gone},
+		{"a freeze target that cannot be opened", func(e *EBS) {
+			e.mountinfo, e.Freeze = goneMounted, true
+			e.Volumes = []EBSVolume{{ID: s.data}, {ID: s.wal}, {ID: s.ts}, {ID: stray, MountPoint: gone}}
+		}, "ebs.freeze: cannot freeze " + gone},
+		{"no permission to snapshot", func(e *EBS) {
+			r.proxy.Set(func(_ *http.Request, form url.Values) string {
+				if form.Get("DryRun") == "true" {
+					return "UnauthorizedOperation"
+				}
+				return ""
+			}, nil)
+		}, "not permitted (checked with DryRun)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer r.proxy.Set(nil, nil)
+			e := s.provider(r)
+			e.freezer = &recordingFreezer{log: r.log}
+			tc.edit(e)
+			job, _ := r.ebsJob(h.pgdata, h.ts)
+			n, calls := len(r.log.get()), len(made(r.proxy, "CreateSnapshots"))+len(made(r.proxy, "CreateSnapshot"))
+			_, err := e.Prepare(t.Context(), job)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Prepare = %v, want %q", err, tc.want)
+			}
+			if got := len(made(r.proxy, "CreateSnapshots")) + len(made(r.proxy, "CreateSnapshot")); got != calls {
+				t.Error("snapshots were requested")
+			}
+			for _, ev := range r.log.get()[n:] {
+				if strings.HasPrefix(ev, "freeze") {
+					t.Errorf("%s during Prepare", ev)
+				}
+			}
+		})
+	}
+
+	t.Run("blackholed endpoint", func(t *testing.T) {
+		fp := testrig.StartFaultProxy(t, strings.TrimPrefix(r.proxy.URL, "http://"))
+		client, err := ebs.New(t.Context(), ebs.Options{Region: env.Region, Endpoint: fp.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := s.provider(r)
+		e.Client, e.WindowTimeout = client, time.Second
+		fp.Blackhole(true)
+		job, _ := r.ebsJob(h.pgdata, h.ts)
+		start := time.Now()
+		_, err = e.Prepare(t.Context(), job)
+		took := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), "did not answer within ebs.window_timeout (1s), before pg_backup_start") {
+			t.Errorf("Prepare = %v, want the window's deadline", err)
+		}
+		fp.WaitCount(t, testrig.FaultBlackholed, 1, 10*time.Second)
+		if took < time.Second || took > 3*time.Second {
+			t.Errorf("Prepare gave up after %s, want ebs.window_timeout (1s)", took)
+		}
+	})
+}
+
+// TestEBSWindow: inside the window only the freeze and the snapshot call
+// run, under ebs.window_timeout: a snapshot call that does not return in
+// time is cut short, the filesystems are thawed, and the snapshots EC2
+// made meanwhile (the answer was lost) are found by the backup's tag and
+// deleted by the window's Cleanup.
+func TestEBSWindow(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t)
+	r := newEBSRig(t, env)
+	s := r.multi()
+	h := s.host
+	e := s.provider(r)
+	e.Freeze, e.freezer, e.WindowTimeout = true, &recordingFreezer{log: r.log}, 500*time.Millisecond
+	job, _ := r.ebsJob(h.pgdata, h.ts)
+	win, err := e.Prepare(t.Context(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if win.Timeout != 500*time.Millisecond || win.Setting != "ebs.window_timeout" {
+		t.Fatalf("window %+v", win)
+	}
+	answered, release := make(chan struct{}), make(chan struct{})
+	r.proxy.Set(nil, func(form url.Values, body string) string {
+		if isCall(form, "CreateSnapshots") {
+			close(answered) // moto has made the snapshots
+			<-release
+		}
+		return body
+	})
+	defer func() {
+		close(release)
+		r.proxy.Set(nil, nil)
+	}()
+	n := len(r.log.get())
+	start := time.Now()
+	_, err = (&Backup{}).capture(t.Context(), win)
+	took := time.Since(start)
+	if !errors.Is(err, ErrWindowTimeout) || !strings.Contains(err.Error(), "ebs.window_timeout 500ms") {
+		t.Fatalf("capture = %v, want ErrWindowTimeout", err)
+	}
+	if took < 500*time.Millisecond || took > 3*time.Second {
+		t.Errorf("the window lasted %s, want 500ms", took)
+	}
+	var freezer []string
+	for _, ev := range r.log.get()[n:] {
+		if strings.HasPrefix(ev, "freeze") || strings.HasPrefix(ev, "thaw") {
+			freezer = append(freezer, ev)
+		}
+	}
+	if want := []string{"freeze " + h.dataMount, "freeze " + h.walMount, "freeze " + h.tsMount,
+		"thaw " + h.tsMount, "thaw " + h.walMount, "thaw " + h.dataMount}; !slices.Equal(freezer, want) {
+		t.Errorf("freezer calls %q, want %q", freezer, want)
+	}
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("moto never answered the snapshot call")
+	}
+	if n := len(r.snapshotsTagged(job.ID)); n != 3 {
+		t.Fatalf("%d snapshots tagged %s, want the 3 of the lost answer", n, job.ID)
+	}
+	if err := win.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.snapshotsTagged(job.ID)); n != 0 {
+		t.Errorf("%d snapshots left after the cleanup", n)
+	}
+
+	// A window without a deadline and a capture that keeps its own error.
+	boom := errors.New("boom")
+	if _, err := (&Backup{}).capture(t.Context(), &Window{Capture: func(context.Context) (*Captured, error) { return nil, boom }}); err != boom {
+		t.Errorf("capture = %v, want the capture's error as is", err)
+	}
+}
+
+// TestEBSRecord: the snapshots an orchestrator takes of the PostgreSQL
+// volumes between backup-start and backup-stop are recorded with the
+// details walsnap records of its own; snapshots from before the backup,
+// of other volumes, or missing a volume are not.
+func TestEBSRecord(t *testing.T) {
+	env := testrig.Moto(t)
+	env.Setenv(t)
+	r := newEBSRig(t, env)
+	s := r.multi()
+	h := s.host
+	other := r.volume(&ec2.CreateVolumeInput{AvailabilityZone: &s.az}, s.instance, "/dev/sdi")
+	snapshot := func(vol string) string {
+		t.Helper()
+		out, err := r.ec2.CreateSnapshot(t.Context(), &ec2.CreateSnapshotInput{VolumeId: aws.String(vol)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := aws.ToString(out.SnapshotId)
+		t.Cleanup(func() {
+			r.ec2.DeleteSnapshot(testrig.CleanupContext(t), &ec2.DeleteSnapshotInput{SnapshotId: out.SnapshotId})
+		})
+		return id
+	}
+	old := snapshot(s.data) // before the backup: not consistent with it
+
+	e := s.provider(r)
+	job, logs := r.ebsJob(h.pgdata, h.ts)
+	record, err := e.PrepareRecord(t.Context(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(made(r.proxy, "CreateSnapshots")) + len(made(r.proxy, "CreateSnapshot")); n != 0 {
+		t.Fatalf("PrepareRecord requested %d snapshots", n)
+	}
+	from := time.Now() // pg_backup_start returned
+	data, wal, ts, unrelated := snapshot(s.data), snapshot(s.wal), snapshot(s.ts), snapshot(other)
+	to := time.Now()
+
+	got, err := record(t.Context(), "dlm", nil, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := got.Payload.(manifest.EBSPayload)
+	want := manifest.EBSPayload{Orchestrator: "dlm", InstanceID: s.instance, AZ: s.az, PGData: h.pgdata, Tablespaces: map[uint32]string{16400: h.ts}, Snapshots: []manifest.EBSSnapshot{{
+		SnapshotID: data, VolumeID: s.data, Device: "/dev/sdf", MountPoint: h.dataMount, FSType: "ext4", MountOptions: "rw,noatime",
+		Paths: []string{h.pgdata}, SizeGiB: 1, Type: "gp3", IOPS: 3000, AZ: s.az,
+	}, {
+		SnapshotID: wal, VolumeID: s.wal, Device: "/dev/sdg", MountPoint: h.walMount, FSType: "xfs", MountOptions: "rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota",
+		Paths: []string{h.wal}, SizeGiB: 1, Type: "io2", IOPS: 1000, AZ: s.az,
+	}, {
+		SnapshotID: ts, VolumeID: s.ts, Device: "/dev/sdh", MountPoint: h.tsMount, FSType: "ext4", MountOptions: "rw,noatime",
+		Paths: []string{h.ts}, SizeGiB: 1, Type: "gp3", IOPS: 4000, Throughput: 250, AZ: s.az, Encrypted: true, KMSKeyID: testKMSKey,
+	}}}
+	for i := range p.Snapshots {
+		want.Snapshots[i].StartTime = p.Snapshots[i].StartTime
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("payload\n%+v\nwant\n%+v", p, want)
+	}
+	if got.Complete == nil {
+		t.Fatal("no Complete: the backup would not wait for the snapshots")
+	}
+	if _, err := got.Complete(t.Context()); err != nil {
+		t.Error(err)
+	}
+	if strings.Contains(logs.String(), old) {
+		t.Errorf("the snapshot from before the backup was considered:\n%s", logs)
+	}
+
+	// Ids given by the orchestrator: checked against the window and the
+	// volumes; a snapshot of another volume is left out.
+	got, err = record(t.Context(), "n2w", []string{unrelated, ts, wal, data}, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Payload.(manifest.EBSPayload); p.Orchestrator != "n2w" || len(p.Snapshots) != 3 || p.Snapshots[0].SnapshotID != data {
+		t.Errorf("payload %+v, want the three given snapshots of the PostgreSQL volumes", p)
+	}
+	if _, err := record(t.Context(), "n2w", []string{old, wal, ts}, from, to); err == nil || !strings.Contains(err.Error(), old) || !strings.Contains(err.Error(), "outside the backup window") {
+		t.Errorf("record with a snapshot from before the backup = %v", err)
+	}
+	if _, err := record(t.Context(), "", []string{data, ts}, from, to); err == nil || !strings.Contains(err.Error(), "no snapshot of "+s.wal+" ("+h.walMount+")") {
+		t.Errorf("record without the pg_wal volume's snapshot = %v", err)
+	}
+	// A window that ended before the snapshots: none found.
+	if _, err := record(t.Context(), "", nil, from.Add(-time.Hour), from.Add(-time.Minute)); err == nil || !strings.Contains(err.Error(), "started within the backup window") {
+		t.Errorf("record of an empty window = %v", err)
 	}
 }

@@ -26,10 +26,14 @@ type HoldRequest struct {
 
 // HoldReply is the holder's answer.
 type HoldReply struct {
-	ID      string `json:"id"`
-	Status  string `json:"status"` // complete, failed or aborted
+	ID string `json:"id"`
+	// Status is complete, pending (the holder completes the backup once
+	// its snapshots are), failed or aborted.
+	Status  string `json:"status"`
 	StopLSN string `json:"stop_lsn,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Snapshots are the snapshots recorded when the holder found them.
+	Snapshots []string `json:"snapshots,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // HolderFiles are where a backup-start holder listens and logs: by
@@ -82,9 +86,25 @@ func Holder(ctx context.Context, conn pg.ConnConfig, spoolDir, pgdata string) (H
 // timeout, or ctx's end; a backup never stopped is aborted (no manifest).
 // The socket is gone before the final reply is sent: whoever got that
 // reply finds no holder any more.
-func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, ready func(b *Backup, err error)) error {
+//
+// With rec nil the manifest records the snapshot ids given to
+// backup-stop (provider external). Otherwise rec prepares, before
+// pg_backup_start, what it needs to find and describe the orchestrator's
+// snapshots at backup-stop; the manifest is then rec's provider's, pending
+// until the snapshots are completed, which the holder waits for after its
+// reply.
+func Hold(ctx context.Context, o Options, rec Recorder, socket string, timeout time.Duration, ready func(b *Backup, err error)) error {
 	o.Provider = nil
-	b, err := Begin(ctx, o)
+	name, prepare := manifest.ProviderExternal, func(context.Context, *Job) error { return nil }
+	var record Record
+	if rec != nil {
+		name = rec.Name()
+		prepare = func(ctx context.Context, job *Job) (err error) {
+			record, err = rec.PrepareRecord(ctx, job)
+			return err
+		}
+	}
+	b, err := begin(ctx, o, name, prepare)
 	if err != nil {
 		ready(nil, err)
 		return err
@@ -112,7 +132,7 @@ func Hold(ctx context.Context, o Options, socket string, timeout time.Duration, 
 			b.log.Error("no backup-stop in time: backup aborted", "timeout", timeout)
 			return fmt.Errorf("backup %s aborted: no backup-stop within %v", b.ID(), timeout)
 		}
-		done, err := serveHold(context.WithoutCancel(ctx), b, conn, closeSocket)
+		done, err := serveHold(context.WithoutCancel(ctx), b, record, conn, closeSocket)
 		if done {
 			return err
 		}
@@ -165,33 +185,34 @@ func socketAddr(path string) (string, func(), error) {
 }
 
 // serveHold answers one request; done reports whether the holder is
-// finished, and then the socket is closed (finish) before the reply.
-func serveHold(ctx context.Context, b *Backup, conn net.Conn, finish func()) (done bool, err error) {
+// finished, and then the socket is closed (finish) before the reply. A
+// stopped backup whose snapshots are still pending is replied to as
+// pending, and completed after the reply.
+func serveHold(ctx context.Context, b *Backup, record Record, conn net.Conn, finish func()) (done bool, err error) {
 	defer conn.Close()
 	var req HoldRequest
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
 		return false, nil
 	}
 	reply := HoldReply{ID: b.ID()}
+	var cap *Captured
 	switch req.Op {
 	case "abort":
 		b.Abort()
 		reply.Status = "aborted"
 		err = fmt.Errorf("backup %s aborted on request", b.ID())
 	case "stop":
-		snaps := req.Snapshots
-		if snaps == nil {
-			snaps = []string{}
-		}
-		var m *manifest.Manifest
-		m, err = b.End(ctx, &Captured{Payload: manifest.ExternalPayload{Orchestrator: req.Orchestrator, Snapshots: snaps}})
-		reply.Status = "complete"
-		if m != nil {
-			reply.StopLSN = m.StopLSN.String()
-			reply.Status = m.Status
-		}
+		cap, err = stopHeld(ctx, b, record, req)
 		if err != nil {
+			b.Abort()
 			reply.Status, reply.Error = manifest.StatusFailed, err.Error()
+			break
+		}
+		reply.Status, reply.StopLSN = b.m.Status, b.m.StopLSN.String()
+		if p, ok := cap.Payload.(manifest.EBSPayload); ok {
+			for _, s := range p.Snapshots {
+				reply.Snapshots = append(reply.Snapshots, s.SnapshotID)
+			}
 		}
 	default:
 		json.NewEncoder(conn).Encode(HoldReply{ID: b.ID(), Error: fmt.Sprintf("unknown request %q", req.Op)})
@@ -199,7 +220,38 @@ func serveHold(ctx context.Context, b *Backup, conn net.Conn, finish func()) (do
 	}
 	finish()
 	json.NewEncoder(conn).Encode(reply)
+	if err == nil && cap.Complete != nil {
+		conn.Close()
+		_, err = b.complete(ctx, cap)
+	}
 	return true, err
+}
+
+// stopHeld stops a held backup and stores its manifest: the snapshot ids
+// as given, or, with record, the orchestrator's snapshots it describes,
+// taken between pg_backup_start and this request.
+func stopHeld(ctx context.Context, b *Backup, record Record, req HoldRequest) (*Captured, error) {
+	to := time.Now()
+	if err := b.stop(ctx); err != nil {
+		return nil, err
+	}
+	var cap *Captured
+	if record != nil {
+		var err error
+		if cap, err = record(ctx, req.Orchestrator, req.Snapshots, b.started, to); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", b.ID(), err)
+		}
+	} else {
+		snaps := req.Snapshots
+		if snaps == nil {
+			snaps = []string{}
+		}
+		cap = &Captured{Payload: manifest.ExternalPayload{Orchestrator: req.Orchestrator, Snapshots: snaps}}
+	}
+	if err := b.store(ctx, cap); err != nil {
+		return nil, err
+	}
+	return cap, nil
 }
 
 // ErrNoHolder means no backup is being held at the socket.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/ebs"
@@ -28,6 +29,46 @@ type Provider interface {
 	// fixed (for snapshots: when the create calls return).
 	Capture(ctx context.Context, job *Job) (*Captured, error)
 }
+
+// Preparer is a Provider with work that can fail before the backup
+// window opens: finding what to capture, checking it and checking the
+// permissions to capture it (DESIGN.md rule 12). Run calls Prepare before
+// pg_backup_start, so that a failure there leaves PostgreSQL untouched;
+// between pg_backup_start and pg_backup_stop only the returned window's
+// Capture runs.
+type Preparer interface {
+	Provider
+	Prepare(ctx context.Context, job *Job) (*Window, error)
+}
+
+// Window is what runs between pg_backup_start and pg_backup_stop.
+type Window struct {
+	// Capture takes the data.
+	Capture func(ctx context.Context) (*Captured, error)
+	// Timeout, when set, is the deadline of Capture, named by the
+	// setting Setting: past it the capture is cut short and the backup
+	// aborted, so that PostgreSQL leaves backup mode.
+	Timeout time.Duration
+	Setting string
+	// Cleanup, when set, removes what Capture may have left (snapshots
+	// whose call returned too late) when the backup fails before a
+	// manifest names it. It runs once PostgreSQL has left backup mode.
+	Cleanup func(ctx context.Context) error
+}
+
+// Recorder records, as a backup of its provider, the snapshots that an
+// external orchestrator takes while a backup is held for it (Hold). Its
+// PrepareRecord runs before pg_backup_start, like Prepare.
+type Recorder interface {
+	Name() manifest.Provider
+	PrepareRecord(ctx context.Context, job *Job) (Record, error)
+}
+
+// Record describes the snapshots of a held backup: those the
+// orchestrator named (ids, as given to backup-stop), or, with none, those
+// it finds taken between from (when pg_backup_start returned) and to (when
+// backup-stop came). orchestrator names who took them.
+type Record func(ctx context.Context, orchestrator string, ids []string, from, to time.Time) (*Captured, error)
 
 // Job is what a provider needs to know about the backup in progress.
 type Job struct {
@@ -74,13 +115,31 @@ func NewProvider(ctx context.Context, name manifest.Provider, s ProviderSettings
 	case manifest.ProviderCommand:
 		return &Command{Script: s.CommandSnapshot}, nil
 	case manifest.ProviderEBS:
-		client, err := s.NewEC2(ctx)
-		if err != nil {
-			return nil, err
-		}
-		e := s.EBS
-		e.Client = client
-		return &e, nil
+		return s.ebs(ctx)
 	}
 	return nil, fmt.Errorf("backup.provider %q cannot take backups", name)
+}
+
+// NewRecorder returns the Recorder for backups held for an orchestrator
+// (backup-start/backup-stop) when backup.provider is name: with ebs, the
+// orchestrator's EBS snapshots of the PostgreSQL volumes are recorded as
+// an ebs backup that walsnap restore rebuilds; with any other provider it
+// returns nil, and such backups record the snapshot ids as given
+// (provider external, restored in place).
+func NewRecorder(ctx context.Context, name manifest.Provider, s ProviderSettings) (Recorder, error) {
+	if name != manifest.ProviderEBS {
+		return nil, nil
+	}
+	return s.ebs(ctx)
+}
+
+// ebs is the ebs provider with its client.
+func (s ProviderSettings) ebs(ctx context.Context) (*EBS, error) {
+	client, err := s.NewEC2(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ebs: %w", err)
+	}
+	e := s.EBS
+	e.Client = client
+	return &e, nil
 }

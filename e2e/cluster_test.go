@@ -203,7 +203,7 @@ func (c *cluster) archiveAll(t *testing.T) {
 	server{t: t, sock: c.pg.SockDir, port: c.pg.Port}.archiveAll()
 }
 
-// restore runs `walsnap --pgdata dir restore --start` with args (the
+// restore runs `walsnap restore --pgdata dir --start` with args (the
 // target, the backup, ...) and returns the server it started. An empty dir
 // is a new data directory in a fresh work dir. The server is stopped at
 // cleanup, registered before the restore runs: it runs before the
@@ -217,7 +217,7 @@ func (c *cluster) restore(t *testing.T, dir string, args ...string) *restored {
 	t.Cleanup(func() {
 		c.pg.Command(context.Background(), "pg_ctl", "-D", dir, "-m", "immediate", "-w", "stop").Run()
 	})
-	all := append([]string{"--pgdata", dir, "restore", "--start", "--pg-bin", c.pg.BinDir,
+	all := append([]string{"restore", "--pgdata", dir, "--start", "--pg-bin", c.pg.BinDir,
 		"--port", strconv.Itoa(r.port), "--socket-dir", r.sock, "--start-timeout", "3m"}, args...)
 	r.out = c.walsnap(t, all...)
 	t.Logf("restore: %s", strings.TrimSpace(r.out))
@@ -313,10 +313,4 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// nextSecond returns once the wall clock is in a new second. Backup ids
-// have one-second resolution: a backup started after it gets a new id.
-func nextSecond() {
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 }

@@ -70,19 +70,20 @@ func TestOrchestratorHooks(t *testing.T) {
 		t.Fatal("a table created after the backup survived a restore to its consistency point")
 	}
 
-	// A holder never told to stop aborts the backup and frees the lock.
-	nextSecond()
+	// A holder never told to stop aborts the backup and frees the lock. The
+	// next backup, likely in the same second, gets an id of its own.
 	out = c.walsnap(t, "backup-start", "--socket", socket, "--timeout", "2s")
 	abandoned := strings.Fields(out)[1]
 	c.pg.WaitFor(t, 30*time.Second, "0", sessions)
 	if _, err := c.repo(t).Manifest(ctx, abandoned); err == nil {
 		t.Fatal("an aborted backup has a manifest")
 	}
-	c.walsnap(t, "backup", "--fast")
+	if next := strings.Fields(c.walsnap(t, "backup", "--fast"))[1]; next == abandoned || next == id {
+		t.Fatalf("backup id %s reused", next)
+	}
 
 	// The N2W CPM scripts shipped in scripts/n2w, run as CPM would (here
 	// on the database host itself, already root).
-	nextSecond()
 	scripts, _ := filepath.Abs("../scripts/n2w")
 	hook := func(name string, args ...string) string {
 		cmd := exec.Command(filepath.Join(scripts, name), args...)

@@ -57,9 +57,14 @@ func TestPITRTargets(t *testing.T) {
 		r.checkAtTarget()
 	})
 	t.Run("pause is the default action", func(t *testing.T) {
-		r := c.restore(t, "", "--target-time", m.time, "--archive-mode", "off")
-		if !strings.Contains(r.out, "paused") {
-			t.Fatalf("restore did not report a paused recovery:\n%s", r.out)
+		r := c.restore(t, "", "--target-time", m.time)
+		// The message says what a paused recovery still holds, and how
+		// to look at the data without waiting on it.
+		for _, want := range []string{"recovery is paused", "holds the locks", "--target-action promote",
+			"--target-inclusive=false", "lock_timeout", "does not archive into the repository"} {
+			if !strings.Contains(r.out, want) {
+				t.Fatalf("the paused restore does not say %q:\n%s", want, r.out)
+			}
 		}
 		if got := r.query("SELECT pg_is_in_recovery()::text"); got != "true" {
 			t.Fatalf("pg_is_in_recovery = %s, want true while paused", got)
@@ -85,9 +90,13 @@ func TestPITRTargets(t *testing.T) {
 	})
 
 	t.Run("through a timeline switch", func(t *testing.T) {
-		// Restore once and promote: the restored server archives timeline 2
+		// Restore once as a replacement primary and promote: with
+		// --archive-mode preserve the restored server archives timeline 2
 		// into the same repository (its archive_command came with the backup).
-		r := c.restore(t, "", "--target-time", m.time, "--target-action", "promote")
+		r := c.restore(t, "", "--target-time", m.time, "--target-action", "promote", "--archive-mode", "preserve")
+		if !strings.Contains(r.out, "archives its new timeline into the repository (--archive-mode preserve)") {
+			t.Fatalf("the promoted replacement does not say it archives:\n%s", r.out)
+		}
 		tl := r.query("SELECT timeline_id::text FROM pg_control_checkpoint()")
 		r.exec("CHECKPOINT")
 		r.exec("CREATE TABLE t2 (id int)")

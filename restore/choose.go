@@ -14,7 +14,8 @@ const Latest = "LATEST"
 // first, as repo.Backups returns them): the named one, or the newest
 // complete backup of this cluster whose consistency point (its stop) is at
 // or before the target. A target earlier than every backup's stop is
-// refused with the earliest reachable point in the message.
+// refused with the earliest reachable point in the message. A backup
+// being deleted (its payload may be going) is never chosen.
 func Choose(backups []*manifest.Manifest, id string, sysID uint64, t Target) (*manifest.Manifest, error) {
 	var usable []*manifest.Manifest
 	for _, m := range backups {
@@ -26,6 +27,9 @@ func Choose(backups []*manifest.Manifest, id string, sysID uint64, t Target) (*m
 		for _, m := range backups {
 			if m.ID != id {
 				continue
+			}
+			if m.Status == manifest.StatusDeleting {
+				return nil, fmt.Errorf("backup %s is being deleted (walsnap delete) and cannot be restored", id)
 			}
 			if m.Status != manifest.StatusComplete {
 				return nil, fmt.Errorf("backup %s is %s and cannot be restored", id, m.Status)

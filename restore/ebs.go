@@ -22,9 +22,10 @@ import (
 
 // Devices finds the local block device of an attached EBS volume.
 type Devices interface {
-	// WaitDevice waits until the volume's device node appears and returns
-	// its path, or fails when ctx ends.
-	WaitDevice(ctx context.Context, volumeID string) (devicePath string, err error)
+	// WaitDevice waits until the device node of volumeID, attached under
+	// the EC2 device name attachedAs (/dev/sdf), appears and returns its
+	// path, or fails when ctx ends.
+	WaitDevice(ctx context.Context, volumeID, attachedAs string) (devicePath string, err error)
 }
 
 // Mounter mounts and unmounts filesystems.
@@ -37,25 +38,29 @@ type Mounter interface {
 const (
 	// devicePoll is how often the default Devices looks in sysfs.
 	devicePoll = 500 * time.Millisecond
-	// deviceTimeout bounds the wait for an attached volume's device.
-	deviceTimeout = 5 * time.Minute
+	// DefaultDeviceTimeout bounds the wait for an attached volume's device
+	// (restore --device-timeout).
+	DefaultDeviceTimeout = 5 * time.Minute
 	// volumeCleanupTimeout bounds the removal of the volumes of a failed
 	// restore (detaching may take minutes).
 	volumeCleanupTimeout = 15 * time.Minute
 )
 
-// EBS restores backups taken by the ebs provider. It builds a volume from
-// each snapshot in the target instance's availability zone, attaches it to
+// EBS restores backups taken by the ebs provider, or recorded as ebs
+// backups from an orchestrator's snapshots. It builds a volume from each
+// snapshot in the target instance's availability zone, attaches it to
 // that instance (this host: the volumes are mounted here), waits for its
 // device and mounts it where the backup's volume was mounted, under
 // MountRoot. The data directory and the tablespaces thus come back at
 // MountRoot + their paths at backup time, which must be the restore's
-// destinations. If anything fails, the volumes it created are unmounted,
-// detached and deleted.
+// destinations. Overrides that EC2 would refuse are refused before
+// anything is created. If anything fails, the volumes it created are
+// unmounted, detached and deleted.
 type EBS struct {
 	Client *ebs.Client
-	// InstanceID and AZ are the target instance and its availability
-	// zone; "" asks the instance metadata service.
+	// InstanceID is the target instance; "" asks the instance metadata
+	// service. AZ is its availability zone; "" asks the metadata service,
+	// or, off EC2 with InstanceID set, DescribeInstances.
 	InstanceID, AZ string
 	// VolumeType, IOPS and Throughput (MiB/s) override the recorded
 	// volume parameters; 0 or "" keeps them.
@@ -66,7 +71,12 @@ type EBS struct {
 	InitializationRate int32
 	// MountRoot prefixes every mount point ("": the recorded ones).
 	MountRoot string
-	// Devices defaults to waiting for the volume's NVMe device in sysfs.
+	// DeviceTimeout bounds the wait for each attached volume's device
+	// (default DefaultDeviceTimeout).
+	DeviceTimeout time.Duration
+	// Devices defaults to waiting for the volume's device in sysfs: the
+	// NVMe disk with its serial (Nitro), or the Xen disk of its
+	// attachment name.
 	Devices Devices
 	// Mounter defaults to mount(2) and umount(2).
 	Mounter Mounter
@@ -86,13 +96,18 @@ type ebsVolume struct {
 // (parents before the mounts below them), and where the data lands.
 type ebsLayout struct {
 	instance string
-	volumes  []ebsVolume
-	pgdata   string
+	// orchestrator took the snapshots, when walsnap did not.
+	orchestrator string
+	volumes      []ebsVolume
+	pgdata       string
 	// tablespaces are the new locations by OID.
 	tablespaces map[uint32]string
 }
 
-// Plan implements Provider.
+// Plan implements Provider. Besides the volumes and mounts, it says for
+// each volume how soon it gives full performance (the recovery time):
+// at once from a snapshot with Fast Snapshot Restore enabled in the
+// target zone, else once EBS has fetched every block from the snapshot.
 func (e *EBS) Plan(ctx context.Context, m *manifest.Manifest, dest Destinations) ([]string, error) {
 	l, err := e.layout(ctx, m, dest)
 	if err != nil {
@@ -104,18 +119,88 @@ func (e *EBS) Plan(ctx context.Context, m *manifest.Manifest, dest Destinations)
 		what = "1 volume"
 	}
 	lines := []string{fmt.Sprintf("create %s from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", what, az, l.instance)}
+	if l.orchestrator != "" {
+		lines[0] = fmt.Sprintf("create %s from the snapshots taken by %s in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", what, l.orchestrator, az, l.instance)
+	}
+	ids := make([]string, len(l.volumes))
+	for i, v := range l.volumes {
+		ids[i] = v.snap.SnapshotID
+	}
+	fsr, fsrErr := e.Client.FastRestoreStates(ctx, az, ids)
+	var slowest time.Duration
 	for _, v := range l.volumes {
 		where := "attach only (the backup recorded no mount point)"
 		if v.target != "" {
 			where = fmt.Sprintf("mount %s at %s (%s)", v.snap.FSType, v.target, v.options)
 		}
 		lines = append(lines, fmt.Sprintf("  %s (of %s, was %s at %s): %s → %s", v.snap.SnapshotID, v.snap.VolumeID, v.snap.Device, v.snap.MountPoint, describeSpec(v), where))
+		ready, took := readiness(v, az, fsr, fsrErr)
+		lines = append(lines, "    "+ready)
+		slowest = max(slowest, took)
+	}
+	switch {
+	case l.initialized(fsr) && slowest == 0:
+		lines = append(lines, "  full performance of every volume: at once")
+	case l.initialized(fsr):
+		lines = append(lines, fmt.Sprintf("  full performance of every volume: in about %s", roundDuration(slowest)))
+	default:
+		lines = append(lines, "  full performance of every volume: not predictable with lazy loading (give --initialization-rate, or enable Fast Snapshot Restore in "+az+")")
 	}
 	lines = append(lines, fmt.Sprintf("  data directory → %s (was %s)", l.pgdata, m.PGData))
 	for _, ts := range m.Tablespaces {
 		lines = append(lines, fmt.Sprintf("  tablespace %s (oid %d, was %s) → %s", ts.Name, ts.OID, ts.Location, l.tablespaces[ts.OID]))
 	}
 	return lines, nil
+}
+
+// readiness says when a volume built as v in zone az gives full
+// performance, and how long that takes (0 when unknown): fsr are the
+// snapshots' Fast Snapshot Restore states there (fsrErr when they could
+// not be had).
+func readiness(v ebsVolume, az string, fsr map[string]string, fsrErr error) (string, time.Duration) {
+	state := "Fast Snapshot Restore not enabled in " + az
+	switch {
+	case fsrErr != nil:
+		state = fmt.Sprintf("Fast Snapshot Restore state unknown (%v)", fsrErr)
+	case fsr[v.snap.SnapshotID] == "enabled" && v.spec.InitializationRate == 0:
+		return fmt.Sprintf("Fast Snapshot Restore enabled in %s: full performance at once", az), 0
+	case fsr[v.snap.SnapshotID] == "enabled":
+		state = fmt.Sprintf("Fast Snapshot Restore enabled in %s but not used (the initialization rate applies instead)", az)
+	case fsr[v.snap.SnapshotID] != "":
+		state = fmt.Sprintf("Fast Snapshot Restore %s in %s", fsr[v.snap.SnapshotID], az)
+	}
+	size := v.snap.SizeGiB
+	if rate := v.spec.InitializationRate; rate > 0 {
+		took := initTime(size, rate)
+		return fmt.Sprintf("%s; initialized at %d MiB/s: full performance in about %s (%d GiB)", state, rate, roundDuration(took), size), took
+	}
+	return fmt.Sprintf("%s; lazy loading: each block is slow on its first read, full performance once all %d GiB were read (with --initialization-rate %d: about %s)",
+		state, size, ebs.MaxInitializationRate, roundDuration(initTime(size, ebs.MaxInitializationRate))), 0
+}
+
+// initTime is how long EBS takes to initialize sizeGiB at rate MiB/s.
+func initTime(sizeGiB, rate int32) time.Duration {
+	return time.Duration(int64(sizeGiB)*1024*int64(time.Second)) / time.Duration(rate)
+}
+
+// roundDuration rounds d for a plan: to the second, or the minute past an
+// hour.
+func roundDuration(d time.Duration) time.Duration {
+	if d >= time.Hour {
+		return d.Round(time.Minute)
+	}
+	return d.Round(time.Second)
+}
+
+// initialized reports whether every volume's time to full performance is
+// known: FSR enabled (and no rate), or an initialization rate.
+func (l *ebsLayout) initialized(fsr map[string]string) bool {
+	for _, v := range l.volumes {
+		if v.spec.InitializationRate == 0 && fsr[v.snap.SnapshotID] != "enabled" {
+			return false
+		}
+	}
+	return true
 }
 
 // describeSpec says what volume is created.
@@ -155,8 +240,9 @@ func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destin
 	}
 	devices, mounter := e.Devices, e.Mounter
 	if devices == nil {
-		devices = nitroDevices{sysRoot: blockdev.DefaultSysRoot, devRoot: blockdev.DefaultDevRoot}
+		devices = ec2Devices{sysRoot: blockdev.DefaultSysRoot, devRoot: blockdev.DefaultDevRoot}
 	}
+	deviceTimeout := cmp.Or(e.DeviceTimeout, DefaultDeviceTimeout)
 	if mounter == nil {
 		mounter = kernelMounter{log: e.Log}
 	}
@@ -188,10 +274,10 @@ func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destin
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, deviceTimeout)
-		node, err := devices.WaitDevice(wctx, id)
+		node, err := devices.WaitDevice(wctx, id, dev)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("volume %s attached as %s: its device did not appear: %w", id, dev, err)
+			return fmt.Errorf("volume %s attached as %s: its device did not appear within %s (--device-timeout): %w", id, dev, deviceTimeout, err)
 		}
 		if err := mountable(v.target); err != nil {
 			return err
@@ -211,7 +297,7 @@ func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destin
 // layout works out the restore of m into dest, refusing what cannot work.
 func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destinations) (*ebsLayout, error) {
 	if e.Client == nil {
-		return nil, errors.New("ebs: no EC2 client")
+		return nil, errors.New("no EC2 client")
 	}
 	p, err := manifest.PayloadOf[manifest.EBSPayload](m)
 	if err != nil {
@@ -223,18 +309,23 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	if e.MountRoot != "" && !filepath.IsAbs(e.MountRoot) {
 		return nil, fmt.Errorf("mount root %q is not absolute", e.MountRoot)
 	}
-	l := &ebsLayout{instance: e.InstanceID, tablespaces: make(map[uint32]string)}
-	az := e.AZ
-	if l.instance == "" || az == "" {
-		id, zone, err := ebs.InstanceIdentity(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("ebs restore: %w (give the instance id and availability zone)", err)
-		}
-		l.instance, az = cmp.Or(l.instance, id), cmp.Or(az, zone)
+	if err := ebs.CheckInitializationRate(e.InitializationRate); err != nil {
+		return nil, fmt.Errorf("--initialization-rate: %w", err)
+	}
+	l := &ebsLayout{instance: e.InstanceID, orchestrator: p.Orchestrator, tablespaces: make(map[uint32]string)}
+	az, err := e.zone(ctx, l)
+	if err != nil {
+		return nil, err
 	}
 
+	overridden := e.VolumeType != "" || e.IOPS != 0 || e.Throughput != 0
 	for _, s := range p.Snapshots {
 		v := ebsVolume{snap: s, spec: e.volumeSpec(m.ID, s, az)}
+		if overridden {
+			if err := ebs.CheckVolume(v.spec, s.SizeGiB); err != nil {
+				return nil, fmt.Errorf("--volume-type, --iops, --throughput: the volume from %s (of %s, %d GiB %s): %w", s.SnapshotID, s.VolumeID, s.SizeGiB, s.Type, err)
+			}
+		}
 		if s.MountPoint != "" {
 			if s.MountPoint == "/" && e.MountRoot == "" {
 				return nil, fmt.Errorf("backup %s: snapshot %s is of the root filesystem: restore it under a mount root", m.ID, s.SnapshotID)
@@ -276,6 +367,24 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	return l, nil
 }
 
+// zone finds the target instance (l.instance, or this one from the
+// instance metadata service) and its availability zone (e.AZ, the
+// metadata service's, or off EC2 DescribeInstances').
+func (e *EBS) zone(ctx context.Context, l *ebsLayout) (string, error) {
+	switch {
+	case l.instance == "":
+		id, zone, err := ebs.InstanceIdentity(ctx)
+		if err != nil {
+			return "", fmt.Errorf("%w (off EC2, give --instance-id or ebs.instance_id)", err)
+		}
+		l.instance = id
+		return cmp.Or(e.AZ, zone), nil
+	case e.AZ != "":
+		return e.AZ, nil
+	}
+	return e.Client.InstanceZone(ctx, l.instance)
+}
+
 // relocate is where path at backup time is after the restore.
 func (e *EBS) relocate(path string) string {
 	if e.MountRoot == "" {
@@ -306,15 +415,17 @@ func (e *EBS) volumeSpec(backupID string, s manifest.EBSSnapshot, az string) ebs
 		InitializationRate: e.InitializationRate,
 		Tags: map[string]string{
 			"walsnap:restored-from": s.SnapshotID,
-			"walsnap:backup-id":     backupID,
+			ebs.TagBackupID:         backupID,
 			"Name":                  "walsnap restore " + backupID + " " + cmp.Or(s.MountPoint, s.VolumeID),
 		},
 	}
+	// The overrides go in as given, for CheckVolume to refuse those the
+	// type does not take.
 	switch spec.Type {
 	case "gp3":
 		spec.IOPS, spec.Throughput = cmp.Or(e.IOPS, s.IOPS), cmp.Or(e.Throughput, s.Throughput)
 	case "io1", "io2":
-		spec.IOPS = cmp.Or(e.IOPS, s.IOPS)
+		spec.IOPS, spec.Throughput = cmp.Or(e.IOPS, s.IOPS), e.Throughput
 	default: // gp2, st1, sc1, standard: fixed by size
 		spec.IOPS, spec.Throughput = e.IOPS, e.Throughput
 	}
@@ -434,15 +545,24 @@ func within(path, dir string) bool {
 // depth counts the components of a clean absolute path ("" is 0).
 func depth(p string) int { return strings.Count(p, "/") }
 
-// nitroDevices finds a volume's device by its NVMe serial in sysfs.
-type nitroDevices struct{ sysRoot, devRoot string }
+// ec2Devices finds a volume's device in sysfs: on Nitro the NVMe disk
+// whose serial is the volume id, on Xen the disk named for its attachment
+// (xvdf for /dev/sdf).
+type ec2Devices struct{ sysRoot, devRoot string }
 
 // WaitDevice implements Devices.
-func (d nitroDevices) WaitDevice(ctx context.Context, volumeID string) (string, error) {
+func (d ec2Devices) WaitDevice(ctx context.Context, volumeID, attachedAs string) (string, error) {
 	t := time.NewTicker(devicePoll)
 	defer t.Stop()
 	for {
 		dev, err := blockdev.DeviceForVolume(volumeID, d.sysRoot, d.devRoot)
+		if errors.Is(err, blockdev.ErrNotFound) {
+			var xerr error
+			if dev, xerr = blockdev.DeviceForAttachment(attachedAs, d.sysRoot, d.devRoot); !errors.Is(xerr, blockdev.ErrNotFound) {
+				return dev, xerr
+			}
+			err = fmt.Errorf("%w; %w", err, xerr)
+		}
 		if !errors.Is(err, blockdev.ErrNotFound) {
 			return dev, err
 		}

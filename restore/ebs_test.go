@@ -42,7 +42,7 @@ type fakeDevices struct {
 	fail  int
 }
 
-func (d *fakeDevices) WaitDevice(ctx context.Context, volumeID string) (string, error) {
+func (d *fakeDevices) WaitDevice(ctx context.Context, volumeID, _ string) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, volumeID)
@@ -128,13 +128,13 @@ const ebsPayloadJSON = `{
   "snapshots": [
     {"snapshot_id": "%[1]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[4]s", "device": "/dev/sdf",
      "mount_point": "/var/lib/postgresql", "fs_type": "ext4", "mount_options": "rw,noatime", "paths": ["/var/lib/postgresql/16/main"],
-     "frozen": true, "size_gib": 1, "volume_type": "gp3", "iops": 3000, "throughput": 125, "availability_zone": "us-east-1b", "encrypted": false},
+     "frozen": true, "size_gib": 10, "volume_type": "gp3", "iops": 3000, "throughput": 125, "availability_zone": "us-east-1b", "encrypted": false},
     {"snapshot_id": "%[2]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[5]s", "device": "/dev/sdg",
      "mount_point": "/pgwal", "fs_type": "xfs", "mount_options": "rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota", "paths": ["/pgwal/16/main"],
-     "frozen": true, "size_gib": 1, "volume_type": "io2", "iops": 1000, "availability_zone": "us-east-1b", "encrypted": false},
+     "frozen": true, "size_gib": 10, "volume_type": "io2", "iops": 1000, "availability_zone": "us-east-1b", "encrypted": false},
     {"snapshot_id": "%[3]s", "start_time": "2026-01-02T03:04:05Z", "volume_id": "%[6]s", "device": "/dev/sdh",
      "mount_point": "/pgts", "fs_type": "ext4", "mount_options": "ro,noatime,seclabel", "paths": ["/pgts/fast"],
-     "frozen": true, "size_gib": 1, "volume_type": "gp3", "iops": 4000, "throughput": 250, "availability_zone": "us-east-1b",
+     "frozen": true, "size_gib": 10, "volume_type": "gp3", "iops": 4000, "throughput": 250, "availability_zone": "us-east-1b",
      "encrypted": true, "kms_key_id": "` + restoreKMSKey + `"}
   ]
 }`
@@ -158,7 +158,11 @@ func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
 			Encrypted: aws.Bool(true), KmsKeyId: aws.String(restoreKMSKey)}),
 	}
 	for i, v := range r.src {
-		snaps, err := r.client.CreateSnapshots(t.Context(), ebs.SnapshotSpec{Volumes: []ebs.VolumeInfo{{VolumeID: v}}})
+		call, err := r.client.PrepareSnapshots(t.Context(), ebs.SnapshotSpec{Volumes: []ebs.VolumeInfo{{VolumeID: v}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := r.client.CreateSnapshots(t.Context(), call)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,11 +187,11 @@ func newEBSRestoreRig(t *testing.T, env testrig.MotoEnv) *ebsRestoreRig {
 	return r
 }
 
-// volume creates a 1 GiB volume in the target's AZ, removed when the test
-// ends.
+// volume creates a 10 GiB volume in the target's AZ, removed when the
+// test ends.
 func (r *ebsRestoreRig) volume(in *ec2.CreateVolumeInput) string {
 	r.t.Helper()
-	in.AvailabilityZone = aws.String(r.az)
+	in.AvailabilityZone, in.Size = aws.String(r.az), aws.Int32(10)
 	return testrig.NewVolume(r.t, r.ec2, in)
 }
 
@@ -266,16 +270,25 @@ func TestEBSRestore(t *testing.T) {
 		r := newEBSRestoreRig(t, env)
 		e, devices, mounter, root := r.provider()
 		dest := dests(root)
+		// Fast Snapshot Restore (which moto lacks) is enabled for the
+		// pg_wal snapshot in the target zone and being enabled for the
+		// tablespace's.
+		r.proxy.Answer("DescribeFastSnapshotRestores", testrig.FastSnapshotRestores(r.az, map[string]string{r.snap[1]: "enabled", r.snap[2]: "optimizing"}))
 
 		plan, err := e.Plan(t.Context(), r.m, dest)
 		if err != nil {
 			t.Fatal(err)
 		}
+		initialized := "initialized at 200 MiB/s: full performance in about 51s (10 GiB)"
 		wantPlan := []string{
 			fmt.Sprintf("create 3 volumes from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", r.az, r.instance),
-			fmt.Sprintf("  %s (of %s, was /dev/sdg at /pgwal): io2, 1 GiB, 1000 IOPS, initialized at 200 MiB/s → mount xfs at %s/pgwal (rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota,nouuid)", r.snap[1], r.src[1], root),
-			fmt.Sprintf("  %s (of %s, was /dev/sdh at /pgts): gp3, 1 GiB, 4000 IOPS, 250 MiB/s, encrypted with %s, initialized at 200 MiB/s → mount ext4 at %s/pgts (rw,noatime,seclabel)", r.snap[2], r.src[2], restoreKMSKey, root),
-			fmt.Sprintf("  %s (of %s, was /dev/sdf at /var/lib/postgresql): gp3, 1 GiB, 3000 IOPS, 125 MiB/s, initialized at 200 MiB/s → mount ext4 at %s/var/lib/postgresql (rw,noatime)", r.snap[0], r.src[0], root),
+			fmt.Sprintf("  %s (of %s, was /dev/sdg at /pgwal): io2, 10 GiB, 1000 IOPS, initialized at 200 MiB/s → mount xfs at %s/pgwal (rw,noatime,attr2,inode64,logbufs=8,logbsize=32k,noquota,nouuid)", r.snap[1], r.src[1], root),
+			fmt.Sprintf("    Fast Snapshot Restore enabled in %s but not used (the initialization rate applies instead); %s", r.az, initialized),
+			fmt.Sprintf("  %s (of %s, was /dev/sdh at /pgts): gp3, 10 GiB, 4000 IOPS, 250 MiB/s, encrypted with %s, initialized at 200 MiB/s → mount ext4 at %s/pgts (rw,noatime,seclabel)", r.snap[2], r.src[2], restoreKMSKey, root),
+			fmt.Sprintf("    Fast Snapshot Restore optimizing in %s; %s", r.az, initialized),
+			fmt.Sprintf("  %s (of %s, was /dev/sdf at /var/lib/postgresql): gp3, 10 GiB, 3000 IOPS, 125 MiB/s, initialized at 200 MiB/s → mount ext4 at %s/var/lib/postgresql (rw,noatime)", r.snap[0], r.src[0], root),
+			fmt.Sprintf("    Fast Snapshot Restore not enabled in %s; %s", r.az, initialized),
+			"  full performance of every volume: in about 51s",
 			fmt.Sprintf("  data directory → %s/var/lib/postgresql/16/main (was /var/lib/postgresql/16/main)", root),
 			fmt.Sprintf("  tablespace fast (oid 16400, was /pgts/fast) → %s/pgts/fast", root),
 		}
@@ -523,6 +536,125 @@ func TestEBSRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("overrides beyond EC2's limits", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		attaches := len(r.proxy.Requests("AttachVolume")) // the bystander's
+		for _, tc := range []struct {
+			name string
+			edit func(e *EBS)
+			want string
+		}{
+			{"initialization rate too low", func(e *EBS) { e.InitializationRate = 50 }, "--initialization-rate: initialization rate 50 MiB/s: EC2 takes 100-300"},
+			{"initialization rate too high", func(e *EBS) { e.InitializationRate = 301 }, "EC2 takes 100-300"},
+			{"IOPS for gp2", func(e *EBS) { e.VolumeType, e.IOPS = "gp2", 5000 }, "gp2 volumes take no IOPS setting"},
+			{"IOPS out of range", func(e *EBS) { e.IOPS = 999999 }, "999999 IOPS: gp3 volumes take 3000-80000"},
+			{"IOPS per GiB", func(e *EBS) { e.VolumeType, e.IOPS = "io2", 20000 }, "20000 IOPS on 10 GiB of io2: at most 1000 IOPS per GiB, 10000"},
+			{"throughput for io2", func(e *EBS) { e.VolumeType, e.Throughput = "io2", 500 }, "io2 volumes take no throughput setting"},
+			{"throughput out of range", func(e *EBS) { e.Throughput = 3000 }, "3000 MiB/s: gp3 volumes take 125-2000"},
+			{"throughput per IOPS", func(e *EBS) { e.Throughput = 1000 }, "1000 MiB/s with 3000 IOPS: gp3 volumes have at most 0.25 MiB/s per IOPS, 750"},
+			{"size for st1", func(e *EBS) { e.VolumeType = "st1" }, "st1 volumes are 125-16384 GiB, not 10 GiB"},
+			{"unknown type", func(e *EBS) { e.VolumeType = "gp9" }, `volume type "gp9"`},
+		} {
+			e, _, _, root := r.provider()
+			tc.edit(e)
+			_, perr := e.Plan(t.Context(), r.m, dests(root))
+			merr := e.Materialize(t.Context(), r.m, dests(root))
+			if perr == nil || merr == nil || !strings.Contains(perr.Error(), tc.want) || !strings.Contains(merr.Error(), tc.want) {
+				t.Errorf("%s: Plan = %v, Materialize = %v; want %q", tc.name, perr, merr, tc.want)
+			}
+		}
+		if n, m := len(r.proxy.Requests("CreateVolume")), len(r.proxy.Requests("AttachVolume"))-attaches; n != 0 || m != 0 {
+			t.Errorf("%d CreateVolume and %d AttachVolume requests, want none", n, m)
+		}
+	})
+
+	t.Run("a device that never appears", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, mounter, root := r.provider()
+		empty := t.TempDir()
+		if err := os.Mkdir(filepath.Join(empty, "block"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		e.Devices, e.DeviceTimeout = ec2Devices{sysRoot: empty, devRoot: empty}, time.Second
+		start := time.Now()
+		err := e.Materialize(t.Context(), r.m, dests(root))
+		if err == nil || !strings.Contains(err.Error(), "its device did not appear within 1s (--device-timeout)") {
+			t.Errorf("Materialize = %v, want the device timeout", err)
+		}
+		if took := time.Since(start); took < time.Second {
+			t.Errorf("gave up after %s", took)
+		}
+		failed(t, r, err, 1)
+		if len(mounter.mounts) != 0 {
+			t.Errorf("mounted %v", mounter.mounts)
+		}
+	})
+
+	t.Run("recovery time", func(t *testing.T) {
+		t.Parallel()
+		r := newEBSRestoreRig(t, env)
+		e, _, _, root := r.provider()
+		e.InitializationRate = 0
+		plan := func() []string {
+			t.Helper()
+			lines, err := e.Plan(t.Context(), r.m, dests(root))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return lines
+		}
+		has := func(lines []string, want string) bool {
+			return slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, want) })
+		}
+		// moto has no DescribeFastSnapshotRestores: the plan says so.
+		if lines := plan(); !has(lines, "Fast Snapshot Restore state unknown (describe fast snapshot restores in "+r.az) || !has(lines, "not predictable with lazy loading") {
+			t.Errorf("plan without Fast Snapshot Restore states:\n%s", strings.Join(lines, "\n"))
+		}
+		r.proxy.Answer("DescribeFastSnapshotRestores", testrig.FastSnapshotRestores(r.az, nil))
+		lines := plan()
+		if !has(lines, "    Fast Snapshot Restore not enabled in "+r.az+"; lazy loading: each block is slow on its first read, full performance once all 10 GiB were read (with --initialization-rate 300: about 34s)") ||
+			!has(lines, "full performance of every volume: not predictable with lazy loading (give --initialization-rate, or enable Fast Snapshot Restore in "+r.az+")") {
+			t.Errorf("lazy plan:\n%s", strings.Join(lines, "\n"))
+		}
+		r.proxy.Answer("DescribeFastSnapshotRestores", testrig.FastSnapshotRestores(r.az, map[string]string{r.snap[0]: "enabled", r.snap[1]: "enabled", r.snap[2]: "enabled"}))
+		lines = plan()
+		if n := len(slices.DeleteFunc(slices.Clone(lines), func(l string) bool {
+			return l != "    Fast Snapshot Restore enabled in "+r.az+": full performance at once"
+		})); n != 3 || !has(lines, "full performance of every volume: at once") {
+			t.Errorf("plan with Fast Snapshot Restore:\n%s", strings.Join(lines, "\n"))
+		}
+		// Another zone's Fast Snapshot Restore does not count.
+		r.proxy.Answer("DescribeFastSnapshotRestores", testrig.FastSnapshotRestores("us-east-1z", map[string]string{r.snap[0]: "enabled"}))
+		if lines := plan(); has(lines, "at once") {
+			t.Errorf("Fast Snapshot Restore of another zone counted:\n%s", strings.Join(lines, "\n"))
+		}
+	})
+
+	t.Run("instance from the config, zone from EC2", func(t *testing.T) {
+		// No t.Parallel: the metadata service endpoint is set in the
+		// environment, to one that does not answer.
+		r := newEBSRestoreRig(t, env)
+		e, _, _, root := r.provider()
+		e.AZ = ""
+		t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+		lines, err := e.Plan(t.Context(), r.m, dests(root))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("create 3 volumes from the snapshots in %s, attach each to %s ", r.az, r.instance); !strings.HasPrefix(lines[0], want) {
+			t.Errorf("plan starts %q, want %q", lines[0], want)
+		}
+		if n := len(r.proxy.Requests("DescribeInstances")); n == 0 {
+			t.Error("the zone did not come from DescribeInstances")
+		}
+		e.InstanceID = ""
+		if _, err := e.Plan(t.Context(), r.m, dests(root)); err == nil || !strings.Contains(err.Error(), "give --instance-id or ebs.instance_id") {
+			t.Errorf("Plan off EC2 without an instance = %v", err)
+		}
+	})
+
 	t.Run("recorded mount points and the metadata service", func(t *testing.T) {
 		// No t.Parallel: the metadata service endpoint is set in the
 		// environment.
@@ -534,6 +666,7 @@ func TestEBSRestore(t *testing.T) {
 		m.Tablespaces = nil
 		m.Payload = []byte(fmt.Sprintf(`{"pgdata": "/srv/pg/data", "snapshots": [{"snapshot_id": %q, "volume_id": %q, "device": "/dev/sdf",
 			"mount_point": "/srv/pg", "fs_type": "ext4", "mount_options": "rw", "size_gib": 1, "volume_type": "gp2", "iops": 100}]}`, r.snap[0], r.src[0]))
+		r.proxy.Answer("DescribeFastSnapshotRestores", testrig.FastSnapshotRestores(r.az, nil))
 		plan, err := e.Plan(t.Context(), &m, Destinations{PGData: "/srv/pg/data"})
 		if err != nil {
 			t.Fatal(err)
@@ -541,6 +674,8 @@ func TestEBSRestore(t *testing.T) {
 		want := []string{
 			fmt.Sprintf("create 1 volume from the snapshots in %s, attach each to %s at the first free device name in /dev/sdf-/dev/sdp, and mount it:", r.az, r.instance),
 			fmt.Sprintf("  %s (of %s, was /dev/sdf at /srv/pg): gp2, 1 GiB, initialized at 200 MiB/s → mount ext4 at /srv/pg (rw)", r.snap[0], r.src[0]),
+			fmt.Sprintf("    Fast Snapshot Restore not enabled in %s; initialized at 200 MiB/s: full performance in about 5s (1 GiB)", r.az),
+			"  full performance of every volume: in about 5s",
 			"  data directory → /srv/pg/data (was /var/lib/postgresql/16/main)",
 		}
 		if !slices.Equal(plan, want) {
@@ -567,19 +702,28 @@ func TestMountOptions(t *testing.T) {
 	}
 }
 
-func TestNitroDevices(t *testing.T) {
-	fixture := filepath.Join("..", "testdata", "blockdev", "nitro-single")
-	d := nitroDevices{sysRoot: filepath.Join(fixture, "sys"), devRoot: filepath.Join(fixture, "dev")}
-	dev, err := d.WaitDevice(t.Context(), "vol-0123456789abcdef0")
-	if err != nil || dev != filepath.Join(fixture, "dev", "nvme1n1") {
-		t.Errorf("WaitDevice = %q, %v; want nvme1n1", dev, err)
+// TestEC2Devices: the device of an attached volume is found by its NVMe
+// serial on Nitro, and by its attachment name on Xen; one that never
+// appears is waited for until the context's deadline.
+func TestEC2Devices(t *testing.T) {
+	nitro := filepath.Join("..", "testdata", "blockdev", "nitro-single")
+	d := ec2Devices{sysRoot: filepath.Join(nitro, "sys"), devRoot: filepath.Join(nitro, "dev")}
+	dev, err := d.WaitDevice(t.Context(), "vol-0123456789abcdef0", "/dev/sdf")
+	if err != nil || dev != filepath.Join(nitro, "dev", "nvme1n1") {
+		t.Errorf("WaitDevice on Nitro = %q, %v; want nvme1n1", dev, err)
+	}
+	xen := filepath.Join("..", "testdata", "blockdev", "xen")
+	d = ec2Devices{sysRoot: filepath.Join(xen, "sys"), devRoot: filepath.Join(xen, "dev")}
+	dev, err = d.WaitDevice(t.Context(), "vol-0123456789abcdef0", "/dev/sdg")
+	if err != nil || dev != filepath.Join(xen, "dev", "xvdg") {
+		t.Errorf("WaitDevice on Xen = %q, %v; want xvdg", dev, err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 1200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = d.WaitDevice(ctx, "vol-0000000000000dead")
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
-		t.Errorf("WaitDevice of an absent volume = %v after %s, want the deadline after polling", err, time.Since(start))
+	_, err = d.WaitDevice(ctx, "vol-0000000000000dead", "/dev/sdp")
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second || !strings.Contains(err.Error(), "xvdp") {
+		t.Errorf("WaitDevice of an absent volume = %v after %s, want the deadline after polling for both names", err, time.Since(start))
 	}
 }
 

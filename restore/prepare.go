@@ -39,7 +39,8 @@ type Options struct {
 	Owner string
 	// NoArchive sets archive_mode = off in the restored server, so that a
 	// copy restored for inspection does not push its new timeline into the
-	// repository of the cluster it came from.
+	// repository of the cluster it came from (the CLI's default; a server
+	// that replaces the primary keeps the backup's archiving).
 	NoArchive bool
 	Providers map[manifest.Provider]Provider
 	DryRun    bool
@@ -51,6 +52,9 @@ type Result struct {
 	Backup *manifest.Manifest
 	Dest   Destinations
 	Plan   []string // what was (or, in a dry run, would be) done
+	// Warnings are problems the restore foresees but that do not stop it,
+	// such as a target past the archived WAL; each was also logged.
+	Warnings []string
 }
 
 // Run chooses the backup, puts it in place and configures recovery. In a
@@ -80,6 +84,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if err := checkTimeline(ctx, o.Repo, m, o.Target.Timeline); err != nil {
 		return nil, err
+	}
+	warnings, err := archiveWarnings(ctx, o.Repo, o.Target, m.SegmentSize)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		o.Log.Warn(w)
 	}
 	info, err := manifest.LookupProvider(m.Provider)
 	if err != nil {
@@ -117,8 +128,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	plan = append(plan,
 		"write backup_label and tablespace_map from the manifest; clear pg_wal and pg_replslot",
-		fmt.Sprintf("write restore_command and recovery target to postgresql.auto.conf; create %s", signal))
-	res := &Result{Backup: m, Dest: dest, Plan: plan}
+		fmt.Sprintf("write restore_command and recovery target to postgresql.auto.conf; create %s", signal),
+		archivingPlan(!o.NoArchive))
+	res := &Result{Backup: m, Dest: dest, Plan: plan, Warnings: warnings}
 	if o.DryRun {
 		return res, nil
 	}
@@ -152,6 +164,63 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, syncFS(pgdata)
+}
+
+// archivingPlan says what the restored server does with its WAL, for the
+// plan and the final messages.
+func archivingPlan(archiving bool) string {
+	if archiving {
+		return "keep the backup's archive_command (--archive-mode preserve): once promoted, the server archives " +
+			"its new timeline into this repository, as a replacement for the primary must"
+	}
+	return "set archive_mode = off (--archive-mode off, the default): the restored copy never archives into this " +
+		"repository; to replace the primary, restore with --archive-mode preserve"
+}
+
+// archiveWarnings says when the target may lie past the WAL archived so
+// far: recovery would then end before reaching it, and PostgreSQL stops
+// with "recovery ended before configured recovery target was reached". It
+// compares a target time with the time the newest segment was archived,
+// and a target LSN with the end of the newest segment.
+func archiveWarnings(ctx context.Context, r *repo.Repo, t Target, segSize uint64) ([]string, error) {
+	if t.Kind != TargetTime && t.Kind != TargetLSN {
+		return nil, nil
+	}
+	files, err := r.ListWAL(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	var newest *repo.WALFile
+	var end wal.LSN
+	for i, f := range files {
+		if f.Kind != wal.KindSegment && f.Kind != wal.KindPartial {
+			continue
+		}
+		fn, err := wal.ParseFileName(f.Name, segSize)
+		if err != nil {
+			continue
+		}
+		if e := fn.Segment.StartLSN(segSize) + wal.LSN(segSize); e > end {
+			end = e
+		}
+		if newest == nil || f.ModTime.After(newest.ModTime) {
+			newest = &files[i]
+		}
+	}
+	const fix = "; on the primary run SELECT pg_switch_wal() and wait until pg_stat_archiver.last_archived_wal " +
+		"has passed it (or wait for archive_timeout), or recovery ends before the target"
+	switch {
+	case newest == nil:
+		return []string{"the repository holds no archived WAL segment yet: the WAL that reaches the target is not archived" + fix}, nil
+	case t.Kind == TargetTime && t.Time.After(newest.ModTime):
+		return []string{fmt.Sprintf("the target %s is later than the newest archived WAL segment %s (archived %s): "+
+			"the WAL that reaches the target may not be archived yet%s", t, newest.Name,
+			newest.ModTime.Local().Format("2006-01-02 15:04:05-07:00"), fix)}, nil
+	case t.Kind == TargetLSN && t.LSN >= end:
+		return []string{fmt.Sprintf("the target %s is past the end of the newest archived WAL segment (%s): "+
+			"the WAL that reaches the target is not archived yet%s", t, end, fix)}, nil
+	}
+	return nil, nil
 }
 
 // ownedDirs lists the trees a restore hands to the server's owner: the data

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,13 +23,16 @@ import (
 type StartOptions struct {
 	PGData    string
 	Major     int    // PostgreSQL major of the backup, to find pg_ctl
-	PGBin     string // directory of pg_ctl; "" = /usr/lib/postgresql/<major>/bin, else PATH
+	PGBin     string // directory of pg_ctl; "" = found (see findPGCtl)
 	Owner     string // user to run the server as when walsnap runs as root ("" = postgres)
 	Port      int    // 0 = the port in the restored configuration
 	SocketDir string // "" = the restored configuration's; also where walsnap connects
 	LogFile   string // server log; "" = <pgdata>.walsnap-restore.log next to PGData
 	Target    Target
 	Standby   bool
+	// Archiving says whether the server keeps the backup's archiving
+	// (--archive-mode preserve), for the final message.
+	Archiving bool
 	Out       io.Writer     // progress lines
 	Timeout   time.Duration // 0 = no limit beyond ctx
 }
@@ -43,28 +48,39 @@ type Outcome struct {
 // Start starts the restored server with pg_ctl and follows recovery until
 // the target is reached (paused, promoted or shut down per the target
 // action), the server runs as a standby, or the server fails; then it
-// returns the outcome or an error carrying the server's own messages.
+// returns the outcome or an error carrying the server's own messages. It
+// refuses a port that a server on this host already uses.
 func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 	if o.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
 	}
-	pgctl, err := findPGCtl(o.PGBin, o.Major)
+	pgctl, err := findPGCtl(o.PGBin, o.Major, pgBinLayouts)
 	if err != nil {
 		return nil, err
+	}
+	// The server's own options, for pg_ctl -o: the port and socket
+	// directory given; those not given are the restored configuration's,
+	// which walsnap reads to check the port and to connect.
+	var opts []string
+	if o.Port != 0 {
+		opts = append(opts, "-p", strconv.Itoa(o.Port))
+	} else {
+		o.Port = configuredPort(o.PGData)
+	}
+	if o.SocketDir != "" {
+		opts = append(opts, "-k", o.SocketDir)
+	} else {
+		o.SocketDir = configuredSocketDir(o.PGData)
+	}
+	if err := CheckPort(o.Port, o.SocketDir); err != nil {
+		return nil, fmt.Errorf("%w; the restored data directory %s is ready: restore again with --force and those flags, or start it yourself", err, o.PGData)
 	}
 	if o.LogFile == "" {
 		o.LogFile = filepath.Clean(o.PGData) + ".walsnap-restore.log"
 	}
 	args := []string{"-D", o.PGData, "-l", o.LogFile, "-W", "start"}
-	var opts []string
-	if o.Port != 0 {
-		opts = append(opts, "-p", strconv.Itoa(o.Port))
-	}
-	if o.SocketDir != "" {
-		opts = append(opts, "-k", o.SocketDir)
-	}
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, " "))
 	}
@@ -83,26 +99,73 @@ func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	fmt.Fprintf(o.Out, "server starting (log: %s); recovering to %s\n", o.LogFile, o.Target)
+	fmt.Fprintf(o.Out, "server starting on port %d (log: %s); recovering to %s\n", o.Port, o.LogFile, o.Target)
 	return follow(ctx, o)
 }
 
-func findPGCtl(bin string, major int) (string, error) {
+// pgBinLayouts are where PostgreSQL's programs of one major version live:
+// Debian and Ubuntu's packages, then PGDG's RPMs (RHEL and its kin).
+var pgBinLayouts = []string{"/usr/lib/postgresql/%d/bin", "/usr/pgsql-%d/bin"}
+
+// findPGCtl returns the pg_ctl of PostgreSQL major: in bin when given
+// (--pg-bin); else in the packaged layouts (pgBinLayouts in use); else in
+// `pg_config --bindir`, then on PATH, when that one is of the same major.
+func findPGCtl(bin string, major int, layouts []string) (string, error) {
 	if bin != "" {
 		p := filepath.Join(bin, "pg_ctl")
-		if _, err := os.Stat(p); err != nil {
+		if !fileExists(p) {
 			return "", fmt.Errorf("pg_ctl not found in --pg-bin %s", bin)
 		}
 		return p, nil
 	}
-	if p := fmt.Sprintf("/usr/lib/postgresql/%d/bin/pg_ctl", major); fileExists(p) {
-		return p, nil
+	var looked []string
+	for _, l := range layouts {
+		dir := fmt.Sprintf(l, major)
+		if p := filepath.Join(dir, "pg_ctl"); fileExists(p) {
+			return p, nil
+		}
+		looked = append(looked, dir)
 	}
-	p, err := exec.LookPath("pg_ctl")
+	var candidates []string
+	if pgconfig, err := exec.LookPath("pg_config"); err == nil {
+		if out, err := exec.Command(pgconfig, "--bindir").Output(); err == nil {
+			candidates = append(candidates, filepath.Join(strings.TrimSpace(string(out)), "pg_ctl"))
+		}
+	}
+	looked = append(looked, "pg_config --bindir")
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		candidates = append(candidates, p)
+	}
+	looked = append(looked, "PATH")
+	for _, p := range candidates {
+		if !fileExists(p) {
+			continue
+		}
+		got, err := pgCtlMajor(p)
+		if err != nil {
+			looked = append(looked, fmt.Sprintf("%s (%v)", p, err))
+			continue
+		}
+		if got == major {
+			return p, nil
+		}
+		looked = append(looked, fmt.Sprintf("%s (PostgreSQL %d)", p, got))
+	}
+	return "", fmt.Errorf("pg_ctl for PostgreSQL %d not found (looked in %s): give --pg-bin", major, strings.Join(looked, ", "))
+}
+
+// pgCtlMajor asks a pg_ctl for its major version ("pg_ctl (PostgreSQL) 15.10 ...").
+func pgCtlMajor(pgctl string) (int, error) {
+	out, err := exec.Command(pgctl, "--version").Output()
 	if err != nil {
-		return "", fmt.Errorf("pg_ctl for PostgreSQL %d not found: give --pg-bin", major)
+		return 0, err
 	}
-	return p, nil
+	_, rest, ok := strings.Cut(string(out), "(PostgreSQL) ")
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if !ok || end <= 0 {
+		return 0, fmt.Errorf("unexpected --version output %q", strings.TrimSpace(string(out)))
+	}
+	return strconv.Atoi(rest[:end])
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -118,10 +181,98 @@ func credential(name string) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uid, Gid: gid}, nil
 }
 
-// follow polls the server until recovery has an outcome.
+// defaultSocketDirs are where PostgreSQL's sockets usually are when the
+// configuration names none: Debian's and PGDG's directory, and upstream's.
+var defaultSocketDirs = []string{"/var/run/postgresql", "/tmp"}
+
+// CheckPort refuses a port on which a server on this host already answers,
+// over TCP on the loopback addresses or on its unix socket in socketDir
+// ("" = the usual directories): a restored copy started on it would
+// collide with that server (typically the running source).
+func CheckPort(port int, socketDir string) error {
+	dirs := defaultSocketDirs
+	if socketDir != "" {
+		dirs = []string{socketDir}
+	}
+	var where []string
+	for _, d := range dirs {
+		where = append(where, "unix:"+filepath.Join(d, fmt.Sprintf(".s.PGSQL.%d", port)))
+	}
+	where = append(where, "tcp:"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "tcp:"+net.JoinHostPort("::1", strconv.Itoa(port)))
+	for _, w := range where {
+		network, addr, _ := strings.Cut(w, ":")
+		conn, err := net.DialTimeout(network, addr, time.Second)
+		if err != nil {
+			continue
+		}
+		conn.Close()
+		return fmt.Errorf("port %d is in use on this host (a server answers on %s): a copy restored next to a running server "+
+			"needs a free --port and its own --socket-dir (e.g. --port 5433 --socket-dir /tmp)", port, addr)
+	}
+	return nil
+}
+
+// configuredPort is the port the restored configuration names
+// (postgresql.conf, then postgresql.auto.conf), else PostgreSQL's default.
+func configuredPort(pgdata string) int {
+	if p, err := strconv.Atoi(confSetting(pgdata, "port")); err == nil && p > 0 {
+		return p
+	}
+	return pg.DefaultPort
+}
+
+// configuredSocketDir is the first unix_socket_directories entry of the
+// restored configuration, or "" (the server's built-in default).
+func configuredSocketDir(pgdata string) string {
+	first, _, _ := strings.Cut(confSetting(pgdata, "unix_socket_directories"), ",")
+	return strings.TrimSpace(first)
+}
+
+// confSetting reads a setting from postgresql.conf and postgresql.auto.conf
+// in pgdata, the last one winning as in PostgreSQL; "" when absent.
+// Included files are not followed.
+func confSetting(pgdata, name string) string {
+	val := ""
+	for _, f := range []string{"postgresql.conf", "postgresql.auto.conf"} {
+		data, err := os.ReadFile(filepath.Join(pgdata, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				k, v, ok = strings.Cut(strings.TrimSpace(line), " ")
+			}
+			if ok && strings.EqualFold(strings.TrimSpace(k), name) {
+				val = strings.Trim(strings.TrimSpace(v), "'")
+			}
+		}
+	}
+	return val
+}
+
+// postmasterStatus is the status line of postmaster.pid (PostgreSQL 10+):
+// "starting", "ready", "standby" or "stopping"; "" without one.
+func postmasterStatus(pgdata string) string {
+	data, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 8 {
+		return ""
+	}
+	return strings.TrimSpace(lines[7])
+}
+
+// follow polls the server until recovery has an outcome. It connects only
+// once the postmaster says it accepts connections (standby or ready), so
+// that the server's log gets no "not yet accepting connections" lines from
+// it; until then it reports the WAL files restored so far.
 func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 	out := &Outcome{LogFile: o.LogFile}
-	var lastReport time.Time
+	lastReport := time.Now() // the first report comes after 5 s: a short recovery needs none
 	var sess *pg.Session
 	defer func() {
 		if sess != nil {
@@ -145,11 +296,11 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 			}
 			return nil, fmt.Errorf("the server stopped during recovery:\n%s", serverErrors(log))
 		}
-		if sess == nil {
+		status := postmasterStatus(o.PGData)
+		if sess == nil && (status == "standby" || status == "ready") {
 			// The restored cluster's roles are the backed-up cluster's:
 			// the connection defaults (PGUSER, else postgres) apply, not the
-			// OS user running walsnap. Not accepting connections yet is
-			// the normal state early in recovery.
+			// OS user running walsnap.
 			sess, _ = pg.Connect(ctx, pg.ConnConfig{Host: o.SocketDir, Port: o.Port, ConnectTimeout: 2 * time.Second})
 		}
 		if sess != nil {
@@ -163,10 +314,10 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 				}
 				switch {
 				case !st.InRecovery:
-					out.State, out.Message = "promoted", "target reached; the server was promoted and accepts writes"
+					out.State, out.Message = "promoted", "target reached; the server was promoted and accepts writes; "+archivingNote(o.Archiving)
 					return out, nil
 				case st.Paused:
-					out.State, out.Message = "paused", "target reached; recovery is paused: check the data, then run SELECT pg_wal_replay_resume() to promote (or restore again with another target)"
+					out.State, out.Message = "paused", pausedMessage(o.Archiving)
 					return out, nil
 				case o.Standby && o.Target.Kind == TargetEnd:
 					out.State, out.Message = "standby", "the server runs as a standby, replaying WAL from the repository"
@@ -177,6 +328,13 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 					lastReport = time.Now()
 				}
 			}
+		} else if time.Since(lastReport) > 5*time.Second && alive {
+			msg := "recovering: not yet consistent, the server accepts no connections yet"
+			if f := lastRestored(o.LogFile); f != "" {
+				msg += "; last WAL file restored " + f
+			}
+			fmt.Fprintln(o.Out, msg)
+			lastReport = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -184,6 +342,38 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// archivingNote says whether the server archives into the repository.
+func archivingNote(archiving bool) string {
+	if archiving {
+		return "it archives its new timeline into the repository (--archive-mode preserve)"
+	}
+	return "it does not archive into the repository (archive_mode = off; to replace the primary, restore with --archive-mode preserve)"
+}
+
+// pausedMessage explains a recovery paused at its target, and how to look
+// at the data without waiting on the locks the paused replay still holds.
+func pausedMessage(archiving bool) string {
+	return "target reached; recovery is paused. The paused server still holds the locks of the transactions it " +
+		"replayed but did not see end, such as the one after the target that dropped or rewrote a table: a query " +
+		"on such a table waits until recovery resumes (SET lock_timeout = '5s' first to find out safely). To inspect " +
+		"without that, restore a throwaway copy with --target-action promote, or stop before that transaction with " +
+		"--target-inclusive=false or an earlier --target-lsn. SELECT pg_wal_replay_resume() promotes this server; " +
+		"after that " + archivingNote(archiving)
+}
+
+// lastRestored is the WAL file the server last reported restored from the
+// archive, from its log; "" when none is found.
+func lastRestored(logFile string) string {
+	const marker = `restored log file "`
+	tail := logTail(logFile, 50)
+	i := strings.LastIndex(tail, marker)
+	if i < 0 {
+		return ""
+	}
+	name, _, _ := strings.Cut(tail[i+len(marker):], `"`)
+	return name
 }
 
 // logTail returns the last n lines of the server log.
@@ -205,10 +395,19 @@ func logTail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// serverErrors picks the lines that explain a failure from a log tail.
+// connectionNoise are the messages a server logs when a client connects
+// before it accepts connections: not the server's own errors.
+var connectionNoise = []string{"not yet accepting connections", "the database system is starting up",
+	"Consistent recovery state has not been yet reached", "the database system is shutting down"}
+
+// serverErrors picks the lines that explain a failure from a log tail,
+// leaving out clients' refused connection attempts.
 func serverErrors(log string) string {
 	var keep []string
 	for _, l := range strings.Split(log, "\n") {
+		if slices.ContainsFunc(connectionNoise, func(n string) bool { return strings.Contains(l, n) }) {
+			continue
+		}
 		if strings.Contains(l, "FATAL") || strings.Contains(l, "PANIC") || strings.Contains(l, "ERROR") || strings.Contains(l, "DETAIL") || strings.Contains(l, "HINT") {
 			keep = append(keep, "  "+l)
 		}

@@ -40,8 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "building walsnap"
-go build -o "$work/walsnap" ./cmd/walsnap
+say "building walsnap (make build: static, stripped)"
+make --no-print-directory build BIN="$work/walsnap" >/dev/null
 chmod 0755 "$work/walsnap"
 
 port=$(free_port)
@@ -99,7 +99,7 @@ as_pg "$pgbin/pg_ctl" -D "$primary" -m fast -w stop >/dev/null
 
 say "walsnap restore --target-time '$target' --start into $restored"
 rport=$(free_port)
-$walsnap --pgdata "$restored" restore --target-time "$target" --target-action promote \
+$walsnap restore --pgdata "$restored" --target-time "$target" --target-action promote \
 	--start --pg-bin "$pgbin" --port "$rport" --socket-dir "$work" 2>"$work/restore.err" | sed 's/^/    /' ||
 	{ cat "$work/restore.err" >&2; die "restore failed"; }
 fetched=$(grep -cE 'msg="?restored' "$restored.walsnap-restore.log" || true)

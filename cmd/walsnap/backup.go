@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,7 +19,7 @@ import (
 )
 
 func backupCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:  "backup",
 		Usage: "take a base backup",
 		Description: "Holds one PostgreSQL session in non-exclusive backup mode while the provider\n" +
@@ -28,12 +29,16 @@ func backupCommand() *cli.Command {
 			"WAL that makes it consistent is archived, and writes the manifest last.\n" +
 			"Refuses a cluster whose archiving does not go through walsnap wal-push, or whose\n" +
 			"system identifier differs from the repository's. One backup at a time per\n" +
-			"repository. Connection: pg.host, pg.port, pg.user (password from PGPASSWORD or\n" +
-			"~/.pgpass). Works on a primary or a standby.",
+			"repository. Connection: pg.host, pg.port, pg.user, pg.database (else PGHOST,\n" +
+			"PGPORT, PGUSER, PGDATABASE; password from PGPASSWORD or ~/.pgpass). Works on a\n" +
+			"primary or a standby. Without --fast, the backup starts after PostgreSQL's next\n" +
+			"spread checkpoint, which can take up to checkpoint_timeout ×\n" +
+			"checkpoint_completion_target (4.5 minutes with the defaults).",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "fast", Usage: "start with an immediate checkpoint instead of a spread one"},
+			&cli.BoolFlag{Name: "fast", Usage: "start with an immediate checkpoint instead of waiting for a spread one"},
 			&cli.StringFlag{Name: "label", Usage: "backup label (default: walsnap <id>)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the manifest summary as JSON"},
+			&cli.BoolFlag{Name: "json", Usage: "print the manifest summary as JSON, with the snapshot ids"},
+			&cli.BoolFlag{Name: "pin", Usage: "pin the backup: delete never removes it (see backup-pin)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
@@ -43,12 +48,12 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runBackup(c.Context, cfg, c.Bool("fast"), c.String("label"), c.Bool("json"))
+			return runBackup(c.Context, cfg, c.Bool("fast"), c.String("label"), c.Bool("json"), c.Bool("pin"))
 		},
-	}
+	})
 }
 
-func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, asJSON bool) error {
+func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, asJSON, pin bool) error {
 	r, err := openRepo(ctx, cfg)
 	if err != nil {
 		return err
@@ -57,24 +62,71 @@ func runBackup(ctx context.Context, cfg config.Config, fast bool, label string, 
 	if err != nil {
 		return err
 	}
+	opts := backupOptions(cfg, r, provider, fast, label, "backup")
+	opts.Pin = pin
+	if !fast {
+		opts.Log.Info(spreadCheckpointWait)
+	}
 	start := time.Now()
-	m, err := basebackup.Run(ctx, backupOptions(cfg, r, provider, fast, label, "backup"))
+	m, err := basebackup.Run(ctx, opts)
 	if err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
+	snaps, err := snapshotIDs(m)
+	if err != nil {
+		return err
+	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{
-			"id": m.ID, "provider": m.Provider, "status": m.Status,
+		return printJSON(map[string]any{
+			"id": m.ID, "provider": m.Provider, "status": m.Status, "label": m.Label,
 			"start_lsn": m.StartLSN, "stop_lsn": m.StopLSN, "timeline": m.Timeline,
-			"start_time": m.StartTime, "stop_time": m.StopTime,
+			"start_time": m.StartTime, "stop_time": m.StopTime, "snapshots": snaps,
 			"duration_seconds": elapsed.Seconds(), "bytes_in": m.BytesIn, "bytes_out": m.BytesOut,
+			"walsnap_version": m.WalsnapVersion,
 		})
 	}
-	fmt.Printf("backup %s %s: start %s, stop %s (timeline %d), %s, read %s, stored %s\n",
+	fmt.Printf("backup %s %s: start %s, stop %s (timeline %d), %s, read %s, stored %s",
 		m.ID, m.Status, m.StartLSN, m.StopLSN, m.Timeline, elapsed.Round(time.Millisecond),
 		manifest.Human(m.BytesIn), manifest.Human(m.BytesOut))
+	if len(snaps) > 0 {
+		fmt.Printf(", snapshots %s", strings.Join(snaps, " "))
+	}
+	fmt.Println()
 	return nil
+}
+
+// spreadCheckpointWait says why a backup without --fast takes a while to
+// start.
+const spreadCheckpointWait = "waiting for PostgreSQL's spread checkpoint before the backup starts: up to " +
+	"checkpoint_timeout × checkpoint_completion_target (4.5 minutes with the defaults); --fast checkpoints at once"
+
+// snapshotIDs lists the snapshots a backup's manifest records: none for
+// the files provider.
+func snapshotIDs(m *manifest.Manifest) ([]string, error) {
+	p, err := m.DecodePayload()
+	if err != nil {
+		return nil, err
+	}
+	ids := []string{}
+	switch p := p.(type) {
+	case *manifest.EBSPayload:
+		for _, s := range p.Snapshots {
+			ids = append(ids, s.SnapshotID)
+		}
+	case *manifest.CommandPayload:
+		ids = append(ids, p.Snapshots...)
+	case *manifest.ExternalPayload:
+		ids = append(ids, p.Snapshots...)
+	}
+	return ids, nil
+}
+
+// printJSON writes v to stdout as one JSON document.
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // backupOptions are the settings of one backup (or backup-start holder).
@@ -102,10 +154,19 @@ func backupProviderSettings(cfg config.Config) basebackup.ProviderSettings {
 		Codec:           cfg.Compression,
 		Streams:         cfg.Backup.Streams,
 		CommandSnapshot: cfg.Command.Snapshot,
-		EBS: basebackup.EBS{InstanceID: cfg.EBS.InstanceID, Volumes: cfg.EBS.Volumes,
-			Freeze: cfg.EBS.Freeze, WaitTimeout: cfg.EBS.WaitTimeout},
+		EBS: basebackup.EBS{InstanceID: cfg.EBS.InstanceID, Volumes: ebsVolumes(cfg.EBS.Volumes),
+			Freeze: cfg.EBS.Freeze, WaitTimeout: cfg.EBS.WaitTimeout, WindowTimeout: cfg.EBS.WindowTimeout},
 		NewEC2: func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
 	}
+}
+
+// ebsVolumes are the volumes of ebs.volumes, for the ebs provider.
+func ebsVolumes(vs config.EBSVolumes) []basebackup.EBSVolume {
+	out := make([]basebackup.EBSVolume, len(vs))
+	for i, v := range vs {
+		out[i] = basebackup.EBSVolume{ID: v.ID, MountPoint: v.Mount}
+	}
+	return out
 }
 
 func ebsClient(ctx context.Context, cfg config.Config) (*ebs.Client, error) {
@@ -117,16 +178,22 @@ func connConfig(cfg config.Config) pg.ConnConfig {
 }
 
 func backupListCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:  "backup-list",
 		Usage: "list the backups in the repository",
+		Description: "Shows every backup whose manifest is in the repository, oldest first.\n" +
+			"Fails (exit 1) when there is no repository at repo: a directory that does not\n" +
+			"exist, or a bucket prefix without walsnap.json.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the manifests as JSON"}},
 		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usageError{msg: "backup-list takes no arguments"}
+			}
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
 			}
-			r, err := openRepo(c.Context, cfg)
+			r, err := openExistingRepo(c.Context, cfg)
 			if err != nil {
 				return err
 			}
@@ -141,11 +208,9 @@ func backupListCommand() *cli.Command {
 				if ms == nil {
 					ms = []*manifest.Manifest{}
 				}
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ms)
+				return printJSON(ms)
 			}
-			return manifest.WriteTable(os.Stdout, ms)
+			return writeBackupList(c.Context, r, os.Stdout, ms)
 		},
-	}
+	})
 }

@@ -37,7 +37,7 @@ func holderFiles(c *cli.Context, cfg config.Config) (basebackup.HolderFiles, err
 }
 
 func backupStartCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:  "backup-start",
 		Usage: "start a backup for an external snapshot orchestrator (its before-hook)",
 		Description: "Starts a small holder process that owns the PostgreSQL session, runs\n" +
@@ -47,15 +47,18 @@ func backupStartCommand() *cli.Command {
 			"The holder's socket and log (backup-hold.log) are in the cluster's run\n" +
 			"directory, pg_wal/.walsnap/run (spool_dir/run), which only the cluster's owner\n" +
 			"and root can use.",
-		Flags: holdFlags(),
+		Flags: append(holdFlags(), &cli.BoolFlag{Name: "json", Usage: "print the started backup as JSON"}),
 		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usageError{msg: "backup-start takes no arguments"}
+			}
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
 			}
 			return startHolder(c, cfg)
 		},
-	}
+	})
 }
 
 // startHolder runs "walsnap backup-hold" detached and waits for its
@@ -74,11 +77,19 @@ func startHolder(c *cli.Context, cfg config.Config) error {
 	if c.Bool("fast") {
 		args = append(args, "--fast")
 	}
+	if !c.Bool("fast") {
+		newLogger(cfg, "backup-start").Info(spreadCheckpointWait)
+	}
 	pid, report, err := detach.StartReady(args, childEnv(cfg), logFile)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("backup %s started (holder pid %d, socket %s); run walsnap backup-stop within %v\n", report, pid, files.Socket, c.Duration("timeout"))
+	id, startLSN, _ := strings.Cut(report, " ")
+	if c.Bool("json") {
+		return printJSON(map[string]any{"id": id, "start_lsn": startLSN, "holder_pid": pid, "socket": files.Socket,
+			"log": files.Log, "timeout_seconds": c.Duration("timeout").Seconds()})
+	}
+	fmt.Printf("backup %s started at %s (holder pid %d, socket %s); run walsnap backup-stop within %v\n", id, startLSN, pid, files.Socket, c.Duration("timeout"))
 	return nil
 }
 
@@ -99,8 +110,15 @@ func backupHoldCommand() *cli.Command {
 				detach.Ready("", err)
 				return err
 			}
+			// With backup.provider ebs, the orchestrator's EBS snapshots
+			// are found and recorded as an ebs backup.
+			rec, err := basebackup.NewRecorder(c.Context, cfg.Backup.Provider, backupProviderSettings(cfg))
+			if err != nil {
+				detach.Ready("", err)
+				return err
+			}
 			o := backupOptions(cfg, r, nil, c.Bool("fast"), c.String("label"), "backup-hold")
-			return basebackup.Hold(c.Context, o, c.String("socket"), c.Duration("timeout"), func(b *basebackup.Backup, err error) {
+			return basebackup.Hold(c.Context, o, rec, c.String("socket"), c.Duration("timeout"), func(b *basebackup.Backup, err error) {
 				if err != nil {
 					detach.Ready("", err)
 				} else {
@@ -112,21 +130,30 @@ func backupHoldCommand() *cli.Command {
 }
 
 func backupStopCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:  "backup-stop",
 		Usage: "stop the backup begun by backup-start (the orchestrator's after-hook)",
 		Description: "Tells the holder to run pg_backup_stop, waits until the WAL that makes the\n" +
 			"backup consistent is archived, and writes the manifest with the snapshot ids\n" +
 			"given (--snapshot-id, repeatable). --abort abandons the backup instead.\n" +
-			"Exit 0 only when the backup is complete.",
+			"With backup.provider ebs the holder records the orchestrator's EBS snapshots of\n" +
+			"the PostgreSQL volumes as an ebs backup that walsnap restore rebuilds: those\n" +
+			"given, or without --snapshot-id those that started within the backup window.\n" +
+			"Such a backup is pending until its snapshots are completed; the holder waits\n" +
+			"for them (ebs.wait_timeout) after replying.\n" +
+			"Exit 0 only when the backup is complete or pending.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "socket", Usage: "holder socket (default: backup.sock in the cluster's run directory, pg_wal/.walsnap/run)"},
 			&cli.StringSliceFlag{Name: "snapshot-id", Usage: "a snapshot the orchestrator took (repeatable)"},
 			&cli.StringFlag{Name: "orchestrator", Usage: "who took the snapshots, recorded in the manifest (e.g. n2w, dlm)"},
 			&cli.BoolFlag{Name: "abort", Usage: "abandon the backup: no manifest is written"},
 			&cli.DurationFlag{Name: "timeout", Value: 15 * time.Minute, Usage: "how long to wait for the holder"},
+			&cli.BoolFlag{Name: "json", Usage: "print the outcome as JSON"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usageError{msg: "backup-stop takes no arguments; give snapshots with --snapshot-id"}
+			}
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
@@ -141,16 +168,30 @@ func backupStopCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if !c.Bool("abort") {
+				newLogger(cfg, "backup-stop").Info("stopping the backup: waiting until the WAL that makes it consistent is archived (at most backup.wal_timeout)")
+			}
 			reply, err := basebackup.SendHold(ctx, files.Socket, req)
 			if err != nil {
 				return err
+			}
+			snapshots := append([]string{}, req.Snapshots...)
+			if len(reply.Snapshots) > 0 { // found and recorded by the holder
+				snapshots = reply.Snapshots
+			}
+			if c.Bool("json") {
+				return printJSON(map[string]any{"id": reply.ID, "status": reply.Status, "stop_lsn": reply.StopLSN,
+					"snapshots": snapshots})
 			}
 			fmt.Printf("backup %s %s", reply.ID, reply.Status)
 			if reply.StopLSN != "" {
 				fmt.Printf(" (stop %s)", reply.StopLSN)
 			}
+			if len(reply.Snapshots) > 0 {
+				fmt.Printf(": snapshots %s", strings.Join(reply.Snapshots, " "))
+			}
 			fmt.Println()
 			return nil
 		},
-	}
+	})
 }

@@ -3,14 +3,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/walsnap/walsnap/internal/config"
 )
 
 func main() {
@@ -20,18 +25,127 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
+// run is what this process knows of the command it runs, for the final
+// error line: which command, and its resolved settings (the log format).
+// newApp resets it; a process runs one app.
+var run struct {
+	command string
+	cfg     config.Config
+}
+
 func newApp() *cli.App {
+	run.command, run.cfg = "", config.Config{}
+	commands := []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(),
+		backupStartCommand(), backupStopCommand(), verifyCommand(), checkCommand(), statusCommand(), deleteCommand(), backupPinCommand(), versionCommand(), completionCommand(), manCommand(), helpCommand(),
+		walPrefetchCommand(), backupHoldCommand()}
+	for _, cmd := range commands {
+		tidyHelp(cmd.Flags)
+		cmd.HideHelpCommand = true // "walsnap help CMD" and "walsnap CMD --help"
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = onUsageError(2)
+		}
+		cmd.Before = func(c *cli.Context) error {
+			run.command = c.Command.Name
+			return nil
+		}
+	}
 	return &cli.App{
 		Name:  "walsnap",
 		Usage: "continuous WAL archiving and point-in-time recovery for PostgreSQL",
-		Description: "Settings come from flags, then WALSNAP_* environment variables, then the YAML\n" +
-			"config file (--config, default " + defaultConfigPath + " when it exists).\n" +
-			"AWS credentials come from the AWS SDK's default chain (environment, shared\n" +
-			"config, instance profile); walsnap never takes them as flags.",
-		Flags:           globalFlags(),
-		Commands:        []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(), backupStartCommand(), backupStopCommand(), walPrefetchCommand(), backupHoldCommand()},
-		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // main maps errors to exit codes
+		Description: "Settings come from flags (before or after the command), then WALSNAP_*\n" +
+			"environment variables, then the YAML config file (--config, default " + defaultConfigPath + "\n" +
+			"when it exists); pgdata defaults to $PGDATA, and pg.host, pg.port, pg.user and\n" +
+			"pg.database to PGHOST, PGPORT, PGUSER and PGDATABASE. AWS credentials come from\n" +
+			"the AWS SDK's default chain (environment, shared config, instance profile);\n" +
+			"walsnap never takes them as flags. 'walsnap help COMMAND' shows a command's options.",
+		// cli.HelpFlag too: with a help command of its own, the app adds none.
+		Flags:                append(settingFlags(), &cli.BoolFlag{Name: "version", Usage: "print the version and exit", DisableDefaultText: true}, cli.HelpFlag),
+		Commands:             commands,
+		HideHelpCommand:      true, // helpCommand instead
+		EnableBashCompletion: true,
+		Action:               rootAction,
+		OnUsageError:         onUsageError(2),
+		ExitErrHandler:       func(*cli.Context, error) {}, // main maps errors to exit codes
+	}
+}
+
+// tidyHelp makes the help of a command's own flags show each default once:
+// a usage that ends in "(default: X)" gets X as the flag's default text
+// instead of the flag's zero value; a boolean that is off by default shows
+// none.
+func tidyHelp(flags []cli.Flag) {
+	for _, f := range flags {
+		switch f := f.(type) {
+		case *cli.BoolFlag:
+			f.DisableDefaultText = f.DisableDefaultText || !f.Value
+		case *cli.IntFlag:
+			f.Usage, f.DefaultText = splitDefault(f.Usage, f.DefaultText)
+		case *cli.DurationFlag:
+			f.Usage, f.DefaultText = splitDefault(f.Usage, f.DefaultText)
+		case *cli.StringFlag:
+			f.Usage, f.DefaultText = splitDefault(f.Usage, f.DefaultText)
+		case *cli.StringSliceFlag:
+			f.Usage, f.DefaultText = splitDefault(f.Usage, f.DefaultText)
+		}
+	}
+}
+
+// splitDefault is config.SplitDefault, keeping a default text already set.
+func splitDefault(usage, defaultText string) (string, string) {
+	rest, def := config.SplitDefault(usage)
+	if def == "" {
+		return usage, defaultText
+	}
+	return rest, cmp.Or(defaultText, def)
+}
+
+// rootAction runs when no command was named: --version, the help, or an
+// unknown command.
+func rootAction(c *cli.Context) error {
+	switch {
+	case c.Bool("version"):
+		return printVersion(c.App.Writer, false)
+	case c.NArg() == 0:
+		return cli.ShowAppHelp(c)
+	}
+	return unknownCommand(c.App, c.Args().First())
+}
+
+// unknownCommand is the error for a command name that is none, with the
+// command it most likely misspells.
+func unknownCommand(app *cli.App, name string) error {
+	var names []string
+	for _, cmd := range app.VisibleCommands() {
+		names = append(names, cmd.Name)
+	}
+	msg := fmt.Sprintf("unknown command %q", name)
+	if near := config.Nearest(name, names); near != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	return usageError{msg: msg, help: "walsnap"}
+}
+
+// onUsageError turns a flag the command line got wrong into one line that
+// points to the command's help, with the exit status code (wal-fetch keeps
+// its own: PostgreSQL must stop recovery on it).
+func onUsageError(code int) cli.OnUsageErrorFunc {
+	return func(c *cli.Context, err error, _ bool) error {
+		// The flag package names flags with one dash; walsnap's take two.
+		msg := strings.NewReplacer("defined: -", "defined: --", "for flag -", "for flag --", "argument: -", "argument: --").Replace(err.Error())
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			var names []string
+			for _, f := range c.Command.Flags {
+				names = append(names, f.Names()...)
+			}
+			if near := config.Nearest(name, names); near != "" {
+				msg += fmt.Sprintf(" (did you mean --%s?)", near)
+			}
+		}
+		ue := usageError{msg: msg, err: err, help: c.Command.HelpName}
+		if code == 2 {
+			return ue
+		}
+		return withCode(code, ue)
 	}
 }
 
@@ -60,7 +174,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "walsnap:", err)
+	reportError(err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -72,10 +186,32 @@ func exitCode(err error) int {
 	return 1
 }
 
-// usageError is a command-line mistake; err, when set, is the cause.
+// reportError writes the final error line: "walsnap: ..." in the text log
+// format, one JSON log record in the json format. A usage error points to
+// the help.
+func reportError(err error) {
+	msg := err.Error()
+	var ue usageError
+	if errors.As(err, &ue) {
+		help := cmp.Or(ue.help, "walsnap "+run.command)
+		if run.command == "" && ue.help == "" {
+			help = "walsnap"
+		}
+		msg += fmt.Sprintf(" (see '%s --help')", help)
+	}
+	if run.cfg.Log.Format == config.LogJSON {
+		newLoggerLevel(run.cfg, cmp.Or(run.command, "walsnap"), slog.LevelError).Error(msg)
+		return
+	}
+	fmt.Fprintln(logOutput, "walsnap:", msg)
+}
+
+// usageError is a command-line mistake; err, when set, is the cause; help
+// is the command whose --help explains it ("" = the command that ran).
 type usageError struct {
-	msg string
-	err error
+	msg  string
+	err  error
+	help string
 }
 
 func (e usageError) Error() string { return e.msg }

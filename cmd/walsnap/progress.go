@@ -12,9 +12,29 @@ import (
 	"github.com/walsnap/walsnap/internal/manifest"
 )
 
-// newProgress returns a progress callback that redraws one line on w when
-// w is a terminal, at most twice a second; nil otherwise (cron, systemd).
+// newProgress returns a progress callback that redraws "<verb> X of Y
+// (N%)" in bytes on w when w is a terminal, at most twice a second; nil
+// otherwise (cron, systemd).
 func newProgress(w *os.File, verb string) func(done, total int64) {
+	return termProgress(w, func(done, total int64) string {
+		pct := 100.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		return fmt.Sprintf("%s %s of %s (%.0f%%)", verb, manifest.Human(done), manifest.Human(total), pct)
+	})
+}
+
+// countProgress is newProgress for counted things: "<verb> N of M <what>".
+func countProgress(w *os.File, verb, what string) func(done, total int64) {
+	return termProgress(w, func(done, total int64) string {
+		return fmt.Sprintf("%s %d of %d %s", verb, done, total, what)
+	})
+}
+
+// termProgress redraws the line render makes on w when w is a terminal,
+// at most twice a second and at the end; nil when w is not a terminal.
+func termProgress(w *os.File, render func(done, total int64) string) func(done, total int64) {
 	if _, err := unix.IoctlGetTermios(int(w.Fd()), unix.TCGETS); err != nil {
 		return nil
 	}
@@ -27,11 +47,7 @@ func newProgress(w *os.File, verb string) func(done, total int64) {
 			return
 		}
 		last = time.Now()
-		pct := 100.0
-		if total > 0 {
-			pct = 100 * float64(done) / float64(total)
-		}
-		fmt.Fprintf(w, "\r%s %s of %s (%.0f%%)   ", verb, manifest.Human(done), manifest.Human(total), pct)
+		fmt.Fprintf(w, "\r%s   ", render(done, total))
 		if done >= total {
 			io.WriteString(w, "\n")
 		}

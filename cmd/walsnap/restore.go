@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -15,7 +18,7 @@ import (
 )
 
 func restoreCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:  "restore",
 		Usage: "restore a base backup and configure point-in-time recovery",
 		Description: "Chooses the newest complete backup that is consistent at or before the target\n" +
@@ -23,14 +26,20 @@ func restoreCommand() *cli.Command {
 			"writes backup_label and tablespace_map from the manifest, clears pg_wal and\n" +
 			"pg_replslot, writes restore_command = 'walsnap ... wal-fetch %f %p' with this\n" +
 			"repository's settings plus the recovery target to postgresql.auto.conf, and\n" +
-			"creates recovery.signal (standby.signal with --standby).\n" +
-			"A restored server keeps the backup's archive_command unless --archive-mode off:\n" +
-			"after promotion it archives its new timeline into this repository, and a later\n" +
-			"restore with the default --target-timeline latest follows that timeline.\n" +
+			"creates recovery.signal (standby.signal with --standby). --pgdata defaults to $PGDATA.\n" +
+			"A restored server does not archive (--archive-mode off, the default): a copy\n" +
+			"restored to look at data must not push its new timeline into this repository.\n" +
+			"A server that replaces the primary needs --archive-mode preserve, which keeps\n" +
+			"the backup's archive_command.\n" +
 			"Give at most one target; none replays all archived WAL. Times without a zone are\n" +
-			"read in this host's zone. With --start, the server is started with pg_ctl and\n" +
-			"recovery is followed to its end. The restore_command runs as the server's user:\n" +
-			"AWS credentials must reach it (instance profile or that user's ~/.aws).",
+			"read in this host's zone. The WAL that reaches the target must be archived: a\n" +
+			"target past the newest archived segment draws a warning (run SELECT\n" +
+			"pg_switch_wal() on the primary first). With --start, the server is started with\n" +
+			"pg_ctl (found in /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin, pg_config --bindir or\n" +
+			"PATH) and recovery is followed to its end; next to a running server it needs its\n" +
+			"own --port and --socket-dir, and a port in use is refused. The restore_command\n" +
+			"runs as the server's user: AWS credentials must reach it (instance profile or\n" +
+			"that user's ~/.aws).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "backup", Value: restore.Latest, Usage: "backup id, or LATEST for the newest one that reaches the target"},
 			&cli.StringFlag{Name: "target-time", Usage: "recover to this time, e.g. '2026-11-24 15:04:05+00'"},
@@ -43,25 +52,27 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "target-timeline", Usage: "latest (default), current or a timeline number"},
 			&cli.BoolFlag{Name: "standby", Usage: "set the server up as a standby (standby.signal)"},
 			&cli.StringSliceFlag{Name: "tablespace-map", Usage: "relocate a tablespace: OLD=NEW (repeatable)"},
-			&cli.StringFlag{Name: "archive-mode", Value: "preserve", Usage: "preserve the backup's archiving, or off: a restored copy must not push its new timeline into this repository"},
+			&cli.StringFlag{Name: "archive-mode", Value: "off", Usage: "off: the restored server never archives (a copy); preserve: keep the backup's archive_command, for a server that replaces the primary"},
 			&cli.BoolFlag{Name: "force", Usage: "replace the contents of a non-empty --pgdata or tablespace directory"},
-			&cli.StringFlag{Name: "owner", Usage: "owner of the restored files when run as root (default postgres)"},
+			&cli.StringFlag{Name: "owner", Usage: "owner of the restored files when run as root (default: postgres)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
+			&cli.BoolFlag{Name: "json", Usage: "print the plan (--dry-run) or the outcome as JSON"},
 			&cli.BoolFlag{Name: "start", Usage: "start the server and follow recovery to its end"},
-			&cli.StringFlag{Name: "pg-bin", Usage: "directory of pg_ctl for --start (default /usr/lib/postgresql/<major>/bin)"},
-			&cli.IntFlag{Name: "port", Usage: "with --start: port for the restored server (default: its configured one)"},
-			&cli.StringFlag{Name: "socket-dir", Usage: "with --start: unix socket directory for the restored server"},
-			&cli.StringFlag{Name: "instance-id", Usage: "ebs backups: attach the new volumes to this instance (default: this one, from IMDS)"},
-			&cli.StringFlag{Name: "availability-zone", Usage: "ebs backups: create the volumes in this zone (default: the instance's)"},
+			&cli.StringFlag{Name: "pg-bin", Usage: "directory of pg_ctl for --start (default: /usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin, pg_config --bindir, PATH)"},
+			&cli.IntFlag{Name: "port", Usage: "with --start: port for the restored server, which must be free (default: its configured one)"},
+			&cli.StringFlag{Name: "socket-dir", Usage: "with --start: unix socket directory for the restored server (default: its configured one)"},
+			&cli.StringFlag{Name: "instance-id", Usage: "ebs backups: attach the new volumes to this instance (default: ebs.instance_id, else this one, from IMDS)"},
+			&cli.StringFlag{Name: "availability-zone", Usage: "ebs backups: create the volumes in this zone (default: the instance's, from IMDS or DescribeInstances)"},
 			&cli.StringFlag{Name: "volume-type", Usage: "ebs backups: volume type for the new volumes (default: as recorded)"},
 			&cli.IntFlag{Name: "iops", Usage: "ebs backups: provisioned IOPS (default: as recorded)"},
 			&cli.IntFlag{Name: "throughput", Usage: "ebs backups: throughput in MiB/s for gp3 (default: as recorded)"},
 			&cli.IntFlag{Name: "initialization-rate", Usage: "ebs backups: fetch snapshot blocks at this rate in MiB/s (100-300) instead of lazily"},
 			&cli.StringFlag{Name: "mount-root", Usage: "ebs backups: mount the new volumes under this directory instead of at their recorded mount points"},
+			&cli.DurationFlag{Name: "device-timeout", Value: restore.DefaultDeviceTimeout, Usage: "ebs backups: how long to wait for each attached volume's device to appear"},
 			&cli.DurationFlag{Name: "start-timeout", Usage: "with --start: give up following after this long (0: no limit)"},
 		},
 		Action: runRestore,
-	}
+	})
 }
 
 func runRestore(c *cli.Context) error {
@@ -73,7 +84,7 @@ func runRestore(c *cli.Context) error {
 		return err
 	}
 	if cfg.PGData == "" {
-		return usageError{msg: "restore needs --pgdata (the directory to restore into)"}
+		return usageError{msg: "restore needs --pgdata (the directory to restore into), or PGDATA"}
 	}
 	spec := restore.TargetSpec{
 		Time: c.String("target-time"), LSN: c.String("target-lsn"), XID: c.String("target-xid"),
@@ -86,7 +97,7 @@ func runRestore(c *cli.Context) error {
 	}
 	t, err := restore.ParseTarget(spec)
 	if err != nil {
-		return usageError{err.Error(), err}
+		return usageError{msg: err.Error(), err: err}
 	}
 	tsmap := map[string]string{}
 	for _, kv := range c.StringSlice("tablespace-map") {
@@ -96,14 +107,20 @@ func runRestore(c *cli.Context) error {
 		}
 		tsmap[filepath.Clean(old)] = filepath.Clean(nw)
 	}
+	archiving := c.String("archive-mode") == "preserve"
 	if am := c.String("archive-mode"); am != "preserve" && am != "off" {
-		return usageError{msg: fmt.Sprintf("--archive-mode %q: want preserve or off", am)}
+		return usageError{msg: fmt.Sprintf("--archive-mode %q: want off or preserve", am)}
 	}
-	rc, err := restoreCommandLine(c)
+	if c.Bool("start") && c.IsSet("port") {
+		if err := restore.CheckPort(c.Int("port"), c.String("socket-dir")); err != nil {
+			return usageError{msg: err.Error(), err: err}
+		}
+	}
+	rc, err := restoreCommandLine(c, cfg)
 	if err != nil {
 		return err
 	}
-	r, err := openRepo(c.Context, cfg)
+	r, err := openExistingRepo(c.Context, cfg)
 	if err != nil {
 		return err
 	}
@@ -118,7 +135,7 @@ func runRestore(c *cli.Context) error {
 		TablespaceMap:  tsmap,
 		RestoreCommand: rc,
 		Owner:          c.String("owner"),
-		NoArchive:      c.String("archive-mode") == "off",
+		NoArchive:      !archiving,
 		DryRun:         c.Bool("dry-run"),
 		Log:            log,
 		Providers: restore.Providers(restore.ProviderSettings{
@@ -126,7 +143,7 @@ func runRestore(c *cli.Context) error {
 			Concurrency:    cfg.Backup.Streams,
 			Progress:       newProgress(os.Stderr, "restored"),
 			CommandRestore: cfg.Command.Restore,
-			EBS: restore.EBS{InstanceID: c.String("instance-id"), AZ: c.String("availability-zone"),
+			EBS: restore.EBS{InstanceID: cmp.Or(c.String("instance-id"), cfg.EBS.InstanceID), AZ: c.String("availability-zone"), DeviceTimeout: c.Duration("device-timeout"),
 				VolumeType: c.String("volume-type"), IOPS: int32(c.Int("iops")), Throughput: int32(c.Int("throughput")),
 				InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root")},
 			NewEC2: func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
@@ -136,27 +153,46 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, line := range res.Plan {
-		if c.Bool("dry-run") {
+	result := map[string]any{"backup": res.Backup.ID, "pgdata": res.Dest.PGData, "target": t.String(),
+		"archive_mode": c.String("archive-mode"), "warnings": append([]string{}, res.Warnings...)}
+	if c.Bool("dry-run") {
+		if c.Bool("json") {
+			result["plan"], result["restore_command"], result["dry_run"] = res.Plan, rc, true
+			return printJSON(result)
+		}
+		for _, line := range res.Plan {
 			fmt.Println(line)
 		}
-	}
-	if c.Bool("dry-run") {
 		fmt.Printf("restore_command = %s\n", restore.QuoteConf(rc))
 		return nil
 	}
-	fmt.Printf("restored backup %s into %s; recovery target: %s\n", res.Backup.ID, res.Dest.PGData, t)
+	if !c.Bool("json") {
+		fmt.Printf("restored backup %s into %s; recovery target: %s\n", res.Backup.ID, res.Dest.PGData, t)
+	}
 	if !c.Bool("start") {
-		fmt.Printf("start the server (as its owner) to recover: pg_ctl -D %s start\n", res.Dest.PGData)
+		next := fmt.Sprintf("pg_ctl -D %s start", res.Dest.PGData)
+		if c.Bool("json") {
+			result["next"] = next
+			return printJSON(result)
+		}
+		fmt.Printf("start the server (as its owner) to recover: %s\n", next)
 		return nil
+	}
+	progress := io.Writer(os.Stdout)
+	if c.Bool("json") {
+		progress = os.Stderr
 	}
 	out, err := restore.Start(c.Context, restore.StartOptions{
 		PGData: res.Dest.PGData, Major: res.Backup.PGMajor(), PGBin: c.String("pg-bin"),
 		Owner: c.String("owner"), Port: c.Int("port"), SocketDir: c.String("socket-dir"),
-		Target: t, Standby: c.Bool("standby"), Out: os.Stdout, Timeout: c.Duration("start-timeout"),
+		Target: t, Standby: c.Bool("standby"), Archiving: archiving, Out: progress, Timeout: c.Duration("start-timeout"),
 	})
 	if err != nil {
 		return err
+	}
+	if c.Bool("json") {
+		result["outcome"] = map[string]string{"state": out.State, "replay_lsn": out.ReplayLSN, "message": out.Message, "log": out.LogFile}
+		return printJSON(result)
 	}
 	if out.ReplayLSN != "" {
 		fmt.Printf("%s (replayed up to %s)\n", out.Message, out.ReplayLSN)
@@ -170,24 +206,37 @@ func runRestore(c *cli.Context) error {
 // executable with the same repository settings. Settings that came from
 // the environment or flags are passed as flags, because the server will
 // not have this shell's environment.
-func restoreCommandLine(c *cli.Context) (string, error) {
+func restoreCommandLine(c *cli.Context, cfg config.Config) (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", err
 	}
-	configFile := c.String("config")
-	if configFile != "" {
-		if configFile, err = filepath.Abs(configFile); err != nil {
+	environ := os.Environ()
+	file, explicit := configFile(c, environ)
+	if explicit {
+		if file, err = filepath.Abs(file); err != nil {
 			return "", err
 		}
-	} else if config.FileExists(defaultConfigPath) {
-		configFile = defaultConfigPath
+	} else if !config.FileExists(file) {
+		file = ""
 	}
 	var flags []string
 	for _, k := range config.Keys {
-		if c.IsSet(k.Flag()) && k.UsedByFetch() {
-			flags = append(flags, "--"+k.Flag()+"="+fmt.Sprint(c.Value(k.Flag())))
+		if !k.UsedByFetch() {
+			continue
 		}
+		_, fromFlag := flagValue(c, k.Flag())
+		if !fromFlag && !slices.ContainsFunc(environ, func(kv string) bool {
+			v, ok := strings.CutPrefix(kv, k.Env()+"=")
+			return ok && v != ""
+		}) {
+			continue
+		}
+		v, err := cfg.Get(k.Name)
+		if err != nil {
+			return "", err
+		}
+		flags = append(flags, "--"+k.Flag()+"="+v)
 	}
-	return restore.CommandLine(exe, configFile, flags), nil
+	return restore.CommandLine(exe, file, flags), nil
 }

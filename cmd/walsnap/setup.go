@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,52 +22,107 @@ const defaultConfigPath = config.DefaultPath
 // child (the prefetcher), so it uses exactly the same repository.
 const resolvedConfigEnv = "WALSNAP_RESOLVED_CONFIG"
 
-// globalFlags derives one flag per setting from config.Keys, plus --config.
-func globalFlags() []cli.Flag {
+// settingsCategory heads the settings in the help of the app and of each
+// command that reads them.
+const settingsCategory = "SETTINGS (before or after the command; each also a WALSNAP_* variable, --s3-path-style is\n   WALSNAP_S3_PATH_STYLE, and a config file key, s3.path_style)"
+
+// settingFlags returns one flag per setting, derived from config.Keys, plus
+// --config. The app has them (walsnap --pgdata X restore) and so has each
+// command that reads settings (walsnap restore --pgdata X; see
+// withSettings): the same definitions, each occurrence its own flag. The
+// environment variables are read by config.LoadEnv, not by the flags, so
+// that a flag on the command line always wins (see flagValue). Help shows
+// each default once: the real one, from config.Default, or what applies
+// instead (config.Key.Help).
+func settingFlags() []cli.Flag {
 	flags := []cli.Flag{&cli.StringFlag{
-		Name:    "config",
-		Usage:   "YAML config file (default " + defaultConfigPath + " if it exists)",
-		EnvVars: []string{"WALSNAP_CONFIG"},
+		Name:        "config",
+		Category:    settingsCategory,
+		Usage:       "YAML config file, also WALSNAP_CONFIG",
+		DefaultText: defaultConfigPath + " when it exists",
 	}}
 	for _, k := range config.Keys {
-		env := []string{k.Env()}
+		usage, def := k.Help()
 		switch k.Kind {
 		case config.Int:
-			flags = append(flags, &cli.IntFlag{Name: k.Flag(), Usage: k.Usage, EnvVars: env})
+			flags = append(flags, &cli.IntFlag{Name: k.Flag(), Usage: usage, Category: settingsCategory, DefaultText: def})
 		case config.Bool:
-			flags = append(flags, &cli.BoolFlag{Name: k.Flag(), Usage: k.Usage, EnvVars: env})
+			flags = append(flags, &cli.BoolFlag{Name: k.Flag(), Usage: usage, Category: settingsCategory, DefaultText: def, DisableDefaultText: def == ""})
 		case config.Duration:
-			flags = append(flags, &cli.DurationFlag{Name: k.Flag(), Usage: k.Usage, EnvVars: env})
+			flags = append(flags, &cli.DurationFlag{Name: k.Flag(), Usage: usage, Category: settingsCategory, DefaultText: def})
 		default:
-			flags = append(flags, &cli.StringFlag{Name: k.Flag(), Usage: k.Usage, EnvVars: env})
+			flags = append(flags, &cli.StringFlag{Name: k.Flag(), Usage: usage, Category: settingsCategory, DefaultText: def})
 		}
 	}
 	return flags
 }
 
-// loadConfig resolves the settings: defaults < config file < env < flags.
-// It warns (on stderr, one line each) about WALSNAP_* environment variables
-// that are no setting, such as a misspelt one, which would otherwise be
-// ignored without a word.
+// withSettings gives cmd the setting flags, after its own.
+func withSettings(cmd *cli.Command) *cli.Command {
+	cmd.Flags = append(cmd.Flags, settingFlags()...)
+	return cmd
+}
+
+// flagValue returns the value of flag name as given on the command line,
+// after the command or else before it; ok is false when neither has it.
+func flagValue(c *cli.Context, name string) (value string, ok bool) {
+	for _, ctx := range c.Lineage() {
+		if slices.Contains(ctx.LocalFlagNames(), name) {
+			return fmt.Sprint(ctx.Value(name)), true
+		}
+	}
+	return "", false
+}
+
+// configFile is the config file to read: --config, else WALSNAP_CONFIG;
+// else the default path, which is read only when it exists (explicit
+// false).
+func configFile(c *cli.Context, environ []string) (path string, explicit bool) {
+	if p, ok := flagValue(c, "config"); ok && p != "" {
+		return p, true
+	}
+	for _, kv := range environ {
+		if p, ok := strings.CutPrefix(kv, "WALSNAP_CONFIG="); ok && p != "" {
+			path = p
+		}
+	}
+	if path != "" {
+		return path, true
+	}
+	return defaultConfigPath, false
+}
+
+// loadConfig resolves the settings: defaults < config file < WALSNAP_*
+// environment < flags, then PGDATA for a pgdata still unset. It warns (on
+// stderr, one line each) about WALSNAP_* environment variables that are
+// no setting, such as a misspelt one, which would otherwise be ignored
+// without a word.
 func loadConfig(c *cli.Context) (cfg config.Config, err error) {
-	defer func() { warnUnknownEnv(cfg, c.Command.Name, os.Environ()) }()
+	environ := os.Environ()
+	defer func() {
+		run.cfg = cfg
+		warnUnknownEnv(cfg, c.Command.Name, environ)
+	}()
 	cfg = config.Default()
-	if path := c.String("config"); path != "" {
+	if path, explicit := configFile(c, environ); explicit || config.FileExists(path) {
 		if err := cfg.LoadFile(path); err != nil {
 			return cfg, err
 		}
-	} else if config.FileExists(defaultConfigPath) {
-		if err := cfg.LoadFile(defaultConfigPath); err != nil {
-			return cfg, err
-		}
+	}
+	if err := cfg.LoadEnv(environ); err != nil {
+		return cfg, err
 	}
 	for _, k := range config.Keys {
-		if !c.IsSet(k.Flag()) {
+		v, ok := flagValue(c, k.Flag())
+		if !ok {
 			continue
 		}
-		if err := cfg.Set(k.Name, fmt.Sprint(c.Value(k.Flag()))); err != nil {
-			return cfg, usageError{err.Error(), err}
+		if err := cfg.Set(k.Name, v); err != nil {
+			return cfg, usageError{msg: err.Error(), err: err}
 		}
+	}
+	if err := cfg.DefaultFromPostgres(environ); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }
@@ -102,18 +159,27 @@ func childEnv(cfg config.Config) []string {
 }
 
 // resolvedConfig reads the settings handed down by a parent walsnap.
-func resolvedConfig() (config.Config, error) {
-	var cfg config.Config
+func resolvedConfig() (cfg config.Config, err error) {
+	defer func() { run.cfg = cfg }()
 	if err := json.Unmarshal([]byte(os.Getenv(resolvedConfigEnv)), &cfg); err != nil {
 		return cfg, fmt.Errorf("%s: %w", resolvedConfigEnv, err)
 	}
 	return cfg, cfg.Validate()
 }
 
-// newLogger logs to stderr, which PostgreSQL keeps in its server log for
-// archive and restore commands. Timestamps are left to that log.
+// newLogger logs to stderr. Under archive_command and restore_command
+// that is PostgreSQL's server log, which has its own timestamps; every
+// other command (run by hand, from a timer or by an orchestrator) stamps
+// its lines.
 func newLogger(cfg config.Config, command string) *slog.Logger {
 	return newLoggerLevel(cfg, command, configuredLevel(cfg))
+}
+
+// underPostgres reports whether PostgreSQL runs the command (as
+// archive_command or restore_command, or as their helper), so that its
+// stderr is the server log.
+func underPostgres(command string) bool {
+	return command == "wal-push" || command == "wal-fetch" || command == "wal-prefetch"
 }
 
 // configuredLevel is cfg's log level.
@@ -124,12 +190,15 @@ var logOutput io.Writer = os.Stderr
 
 // newLoggerLevel is newLogger at the given level.
 func newLoggerLevel(cfg config.Config, command string, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-		if len(groups) == 0 && a.Key == slog.TimeKey {
-			return slog.Attr{}
+	opts := &slog.HandlerOptions{Level: level}
+	if underPostgres(command) {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
 		}
-		return a
-	}}
+	}
 	var h slog.Handler = slog.NewTextHandler(logOutput, opts)
 	if cfg.Log.Format == config.LogJSON {
 		h = slog.NewJSONHandler(logOutput, opts)
@@ -140,4 +209,9 @@ func newLoggerLevel(cfg config.Config, command string, level slog.Level) *slog.L
 // openRepo opens the configured repository.
 func openRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
 	return repo.Open(ctx, cfg.Repo, cfg.S3)
+}
+
+// openExistingRepo opens the configured repository, which must exist.
+func openExistingRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
+	return repo.OpenExisting(ctx, cfg.Repo, cfg.S3)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,6 +165,13 @@ func TestUnknownEnvWarns(t *testing.T) {
 	if err != nil || c.Repo.String() != "file:///var/lib/walsnap" || c.S3.Endpoint != "" {
 		t.Fatalf("resolve: %+v %v", c, err)
 	}
+	// The probe command stamps its lines (only archive_command and
+	// restore_command leave that to PostgreSQL's log; see TestLogTimestamps).
+	stamp := regexp.MustCompile(`time=\S+ |"time":"[^"]+",`)
+	if n := len(stamp.FindAllString(out.String(), -1)); n != 2 {
+		t.Fatalf("%d timestamps in:\n%s", n, out)
+	}
+	out = bytes.NewBufferString(stamp.ReplaceAllString(out.String(), ""))
 	want := "level=WARN msg=\"unknown environment variable ignored\" cmd=probe var=" + envPrefix + "FROBNICATE\n" +
 		"level=WARN msg=\"unknown environment variable ignored\" cmd=probe var=" + envPrefix + "S3_ENDPIONT did_you_mean=WALSNAP_S3_ENDPOINT\n"
 	if out.String() != want {
@@ -172,7 +180,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 
 	// Shown whatever the log level, in the log format, and even when the
 	// settings are refused (the misspelling may be why).
-	out.Reset()
+	out = captureLog(t)
 	os.Unsetenv(envPrefix + "FROBNICATE")
 	t.Setenv("WALSNAP_LOG_LEVEL", "error")
 	t.Setenv("WALSNAP_LOG_FORMAT", "json")
@@ -181,7 +189,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 		t.Fatalf("resolve without a repository: %v", err)
 	}
 	want = `{"level":"WARN","msg":"unknown environment variable ignored","cmd":"probe","var":"` + envPrefix + `S3_ENDPIONT","did_you_mean":"WALSNAP_S3_ENDPOINT"}` + "\n"
-	if out.String() != want {
+	if got := stamp.ReplaceAllString(out.String(), ""); got != want {
 		t.Fatalf("stderr:\n%s\nwant:\n%s", out, want)
 	}
 }
@@ -219,7 +227,7 @@ func TestSecretsNotEchoed(t *testing.T) {
 		{args: []string{"--repo", "s3://bucket/x?secret=wJalrXUtnFEMIK7MDENG"},
 			want: `bad repository URL "s3://bucket/x?REDACTED": ` + creds},
 		{env: [2]string{"WALSNAP_REPO", "s3://AKIAEXAMPLE:wJalrXUtnFEMIK7MDENG@bucket/x"},
-			want: `bad repository URL "s3://REDACTED@bucket/x": ` + creds},
+			want: `WALSNAP_REPO: bad repository URL "s3://REDACTED@bucket/x": ` + creds},
 		{args: []string{"--repo", "s3://bucket/x", "--s3-endpoint", "http://AKIAEXAMPLE:wJalrXUtnFEMIK7MDENG@127.0.0.1:9000"},
 			want: `s3.endpoint "http://REDACTED@127.0.0.1:9000": ` + creds},
 		{env: [2]string{"WALSNAP_S3_ENDPOINT", "https://minio:9000/?X-Amz-Credential=AKIAEXAMPLE&sig=wJalrXUtnFEMIK7MDENG"},

@@ -20,7 +20,7 @@ const (
 )
 
 func walFetchCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:      "wal-fetch",
 		Usage:     "restore one WAL file (restore_command = 'walsnap wal-fetch %f %p')",
 		ArgsUsage: "NAME DEST",
@@ -29,7 +29,9 @@ func walFetchCommand() *cli.Command {
 			"segments in the background so the next call is a rename.\n" +
 			"Exit status: 0 restored; 1 only when the repository does not have the file;\n" +
 			"255 on any other failure (unreachable store, checksum mismatch, bad data),\n" +
-			"which makes PostgreSQL abort recovery instead of ending it on a wrong timeline.",
+			"which makes PostgreSQL abort recovery instead of ending it on a wrong timeline;\n" +
+			"a command line it cannot use (bad flag, wrong arguments) is such a failure too.",
+		OnUsageError: onUsageError(fetchFailed),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
 				return withCode(fetchFailed, usageError{msg: "wal-fetch takes two arguments: NAME (%f) and DEST (%p)"})
@@ -44,7 +46,7 @@ func walFetchCommand() *cli.Command {
 			}
 			return withCode(fetchFailed, err)
 		},
-	}
+	})
 }
 
 func fetch(ctx context.Context, cfg config.Config, name, dest string) error {

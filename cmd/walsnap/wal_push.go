@@ -9,7 +9,7 @@ import (
 )
 
 func walPushCommand() *cli.Command {
-	return &cli.Command{
+	return withSettings(&cli.Command{
 		Name:      "wal-push",
 		Usage:     "archive one WAL file (archive_command = 'walsnap wal-push %p')",
 		ArgsUsage: "PATH",
@@ -18,6 +18,8 @@ func walPushCommand() *cli.Command {
 			"archived with the same content succeeds, with different content fails.\n" +
 			"Also pushes ahead up to push.ahead files waiting in pg_wal/archive_status,\n" +
 			"push.concurrency at once, so a backlog drains at network speed.\n" +
+			"Runs as the server's user (postgres); a config file other than " + defaultConfigPath + "\n" +
+			"must be named in archive_command itself: 'walsnap --config FILE wal-push %p'.\n" +
 			"Exit status: 0 archived, 1 not archived (PostgreSQL retries), 2 bad usage.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -43,5 +45,5 @@ func walPushCommand() *cli.Command {
 			}
 			return p.Push(ctx, c.Args().First())
 		},
-	}
+	})
 }

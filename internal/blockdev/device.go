@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 )
 
 var volumeIDPattern = regexp.MustCompile(`^vol-([0-9a-f]{17}|[0-9a-f]{8})$`)
@@ -57,3 +58,46 @@ func DeviceForVolume(volumeID, sysRoot, devRoot string) (string, error) {
 	}
 	return dev, nil
 }
+
+// DeviceForAttachment returns the device node of a disk attached to a Xen
+// instance under the EC2 device name name (/dev/sdf, or /dev/xvdf): the
+// xen-blkfront disk devRoot/xvdf, or devRoot/sdf on old kernels that name
+// Xen disks sdX (a vbd device in sysfs). It returns an error wrapping
+// ErrNotFound while the disk has not appeared, in sysfs or yet in devRoot,
+// and always on Nitro, whose disks are NVMe: use DeviceForVolume there.
+func DeviceForAttachment(name, sysRoot, devRoot string) (string, error) {
+	base := strings.TrimPrefix(name, "/dev/")
+	var letters string
+	switch {
+	case strings.HasPrefix(base, "xvd"):
+		letters = base[3:]
+	case strings.HasPrefix(base, "sd"):
+		letters = base[2:]
+	}
+	if !diskLetters.MatchString(letters) {
+		return "", fmt.Errorf("device for attachment: %q is not an EC2 device name /dev/sdX or /dev/xvdX", name)
+	}
+	for _, disk := range []string{"xvd" + letters, "sd" + letters} {
+		dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "block", disk))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return "", fmt.Errorf("device for attachment %s: %w", name, err)
+		case strings.HasPrefix(disk, "sd") && !strings.Contains(dir, "/devices/vbd-"):
+			continue // a SCSI disk, not a Xen one
+		}
+		dev := filepath.Join(devRoot, disk)
+		if _, err := os.Stat(dev); errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("attachment %s is %s in sysfs but %s is not there yet: %w", name, disk, dev, ErrNotFound)
+		} else if err != nil {
+			return "", fmt.Errorf("attachment %s: %w", name, err)
+		}
+		return dev, nil
+	}
+	return "", fmt.Errorf("attachment %s: no Xen disk xvd%s or sd%s in %s: %w", name, letters, letters, filepath.Join(sysRoot, "block"), ErrNotFound)
+}
+
+// diskLetters are the letters of a Xen disk name (the f of xvdf, the ba of
+// xvdba).
+var diskLetters = regexp.MustCompile(`^[a-z]{1,2}$`)

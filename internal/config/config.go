@@ -46,6 +46,7 @@ type Config struct {
 	Backup      Backup         `yaml:"backup" json:"backup"`
 	Command     Command        `yaml:"command" json:"command"`
 	EBS         EBS            `yaml:"ebs" json:"ebs"`
+	Retention   Retention      `yaml:"retention" json:"retention"`
 }
 
 // EBS configures the ebs provider: snapshots of the EBS volumes that hold
@@ -54,9 +55,12 @@ type EBS struct {
 	Region      string        `yaml:"region" json:"region"`
 	Endpoint    string        `yaml:"endpoint" json:"endpoint"`
 	InstanceID  string        `yaml:"instance_id" json:"instance_id"`
-	Volumes     []string      `yaml:"volumes" json:"volumes"` // explicit volume ids; overrides discovery
+	Volumes     EBSVolumes    `yaml:"volumes" json:"volumes"` // explicit volumes; overrides discovery
 	Freeze      bool          `yaml:"freeze" json:"freeze"`
 	WaitTimeout time.Duration `yaml:"wait_timeout" json:"wait_timeout"`
+	// WindowTimeout bounds the backup window (the snapshot call and the
+	// freeze), and the EC2 checks before it.
+	WindowTimeout time.Duration `yaml:"window_timeout" json:"window_timeout"`
 }
 
 // Command configures the command provider: snapshot systems walsnap does
@@ -64,6 +68,8 @@ type EBS struct {
 type Command struct {
 	Snapshot string `yaml:"snapshot" json:"snapshot"` // run during the backup; prints snapshot references
 	Restore  string `yaml:"restore" json:"restore"`   // run at restore with those references; puts the data in place
+	Verify   string `yaml:"verify" json:"verify"`     // run by verify with those references; exits 0 when they exist
+	Delete   string `yaml:"delete" json:"delete"`     // run by delete with the references of an expired backup
 }
 
 // PG says how backups reach the PostgreSQL server. The password comes only
@@ -129,7 +135,7 @@ func Default() Config {
 		Fetch:       Fetch{Prefetch: 8, Concurrency: 4, Timeout: 5 * time.Minute},
 		Log:         Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
 		Backup:      Backup{Provider: manifest.ProviderFiles, Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
-		EBS:         EBS{WaitTimeout: 6 * time.Hour},
+		EBS:         EBS{WaitTimeout: 6 * time.Hour, WindowTimeout: time.Minute},
 	}
 }
 
@@ -172,7 +178,7 @@ func (k Key) Env() string {
 var Keys = []Key{
 	{"repo", String, "repository URL: s3://bucket/prefix or file:///absolute/path"},
 	{"s3.endpoint", String, "S3 endpoint URL for S3-compatible stores (default: AWS)"},
-	{"s3.region", String, "S3 region (default: from the AWS SDK chain, else us-east-1)"},
+	{"s3.region", String, "S3 region; setting it saves a request per call (default: the AWS SDK chain (AWS_REGION, ~/.aws/config), else the bucket's own region, asked from this instance's (IMDS))"},
 	{"s3.path_style", Bool, "use path-style S3 addressing (MinIO and most S3-compatible stores)"},
 	{"s3.sse", String, "server-side encryption: AES256 or aws:kms"},
 	{"s3.sse_kms_key_id", String, "KMS key id/ARN for s3.sse=aws:kms"},
@@ -181,7 +187,7 @@ var Keys = []Key{
 	{"s3.ca_file", String, "PEM CA bundle to trust for a TLS endpoint"},
 	{"s3.max_attempts", Int, "attempts per S3 call before giving up"},
 	{"compression", String, "codec for new objects: zstd, zstd:<1-22>, s2, gzip, gzip:<1-9>, none"},
-	{"pgdata", String, "PostgreSQL data directory"},
+	{"pgdata", String, "PostgreSQL data directory (default: $PGDATA)"},
 	{"spool_dir", String, "directory for push-ahead records and prefetched WAL (default: pg_wal/.walsnap)"},
 	{"push.concurrency", Int, "wal-push: segments uploaded at once"},
 	{"push.ahead", Int, "wal-push: most .ready files pushed ahead per call (0 disables push-ahead)"},
@@ -193,7 +199,7 @@ var Keys = []Key{
 	{"log.format", String, "log format: text or json"},
 	{"pg.host", String, "PostgreSQL host or unix socket directory, for backups (default: $PGHOST, else /var/run/postgresql)"},
 	{"pg.port", Int, "PostgreSQL port (default: $PGPORT, else 5432)"},
-	{"pg.user", String, "PostgreSQL user for backups (superuser or pg_backup_start/stop rights; default: $PGUSER, else postgres); password from PGPASSWORD or ~/.pgpass"},
+	{"pg.user", String, "PostgreSQL user for backups, a superuser or one with pg_backup_start/stop rights; password from PGPASSWORD or ~/.pgpass (default: $PGUSER, else postgres)"},
 	{"pg.database", String, "database to connect to (default: $PGDATABASE, else postgres)"},
 	{"backup.provider", String, "backup provider: files, ebs or command"},
 	{"backup.streams", Int, "files provider: concurrent copy streams (backup and restore)"},
@@ -201,12 +207,17 @@ var Keys = []Key{
 	{"backup.wal_timeout", Duration, "how long a backup waits for its last WAL segment to be archived"},
 	{"command.snapshot", String, "command provider: shell command that snapshots the volumes (see README)"},
 	{"command.restore", String, "command provider: shell command that restores the snapshots (see README)"},
+	{"command.delete", String, "command provider: shell command that deletes an expired backup's snapshots (see README; unset: delete only prints them)"},
+	{"command.verify", String, "command provider: shell command that walsnap verify runs to check that a backup's snapshots exist (see README)"},
 	{"ebs.region", String, "ebs provider: EC2 region (default: from the AWS SDK chain or IMDS)"},
 	{"ebs.endpoint", String, "ebs provider: EC2 endpoint URL for EC2-compatible APIs"},
 	{"ebs.instance_id", String, "ebs provider: this instance's id (default: from IMDS)"},
-	{"ebs.volumes", String, "ebs provider: comma-separated volume ids to snapshot, instead of discovering them"},
+	{"ebs.volumes", String, "ebs provider: volumes to snapshot instead of discovering them, comma-separated, each an id or id=mount point (a mount point is needed where walsnap cannot map PostgreSQL's directories to volumes)"},
 	{"ebs.freeze", Bool, "ebs provider: fsfreeze the PostgreSQL filesystems around the snapshot call"},
 	{"ebs.wait_timeout", Duration, "ebs provider: how long to wait for snapshots to complete"},
+	{"ebs.window_timeout", Duration, "ebs provider: deadline of the backup window (snapshot call and freeze), past which the backup is aborted; also bounds the EC2 checks before it"},
+	{"retention.full", Int, "delete: keep the newest N complete backups (with retention.window, a backup either keeps is kept)"},
+	{"retention.window", String, "delete: keep what restores to any point in this past span, e.g. 14d or 36h: the backups after its start and the newest one before"},
 }
 
 // Set assigns a setting by its dotted key from its text form. The key is
@@ -250,6 +261,136 @@ func (c *Config) Set(key, value string) error {
 		return fmt.Errorf("setting %s=%q: %w", key, value, err)
 	}
 	return nil
+}
+
+// Get returns a setting's value in the text form Set reads: "" for an
+// empty value, durations without trailing zero units ("5m", "24h"), lists
+// comma-separated.
+func (c Config) Get(key string) (string, error) {
+	v := reflect.ValueOf(c)
+	for _, name := range strings.Split(key, ".") {
+		f, ok := fieldByTag(v, name)
+		if !ok {
+			return "", fmt.Errorf("unknown setting %q", key)
+		}
+		v = f
+	}
+	if m, ok := v.Interface().(encoding.TextMarshaler); ok {
+		b, err := m.MarshalText()
+		return string(b), err
+	}
+	switch x := v.Interface().(type) {
+	case time.Duration:
+		return shortDuration(x), nil
+	case []string:
+		return strings.Join(x, ","), nil
+	case bool, int, string:
+		return fmt.Sprint(x), nil
+	}
+	if v.Kind() == reflect.String {
+		return v.String(), nil
+	}
+	return "", fmt.Errorf("setting %q is not a single value", key)
+}
+
+// shortDuration writes d as time.Duration does, without the zero units it
+// ends with: 5m, 24h, 1h30m, 90s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// DefaultText is the key's built-in default as help shows it, or "" when
+// the default is empty, zero or false: the key's usage then says what
+// applies (a libpq variable, the SDK's chain, or "off").
+func (k Key) DefaultText() string {
+	v, err := Default().Get(k.Name)
+	if err != nil {
+		panic(err) // every key names a field of Config (TestKeysCoverSet)
+	}
+	if v == "0" || v == "false" {
+		return ""
+	}
+	return v
+}
+
+// Help returns the key's usage and the default that help shows for it,
+// once: the built-in default (DefaultText), else what the usage's closing
+// "(default: ...)" says applies, such as a libpq variable or the SDK's
+// chain, which the usage returned then leaves out.
+func (k Key) Help() (usage, def string) {
+	usage, def = SplitDefault(k.Usage)
+	if d := k.DefaultText(); d != "" {
+		def = d
+	}
+	return usage, def
+}
+
+// SplitDefault splits a usage text that ends in "(default: X)" into the
+// text before it and X; a usage without one comes back whole, with "".
+func SplitDefault(usage string) (rest, def string) {
+	head, tail, ok := strings.Cut(usage, " (default: ")
+	if !ok || !strings.HasSuffix(tail, ")") || strings.Contains(tail, " (default: ") {
+		return usage, ""
+	}
+	return head, strings.TrimSuffix(tail, ")")
+}
+
+// LoadEnv applies the settings' environment variables (Key.Env) found in
+// environ (as from os.Environ) over c. An empty variable counts as unset.
+// On error c is unchanged.
+func (c *Config) LoadEnv(environ []string) error {
+	next := *c
+	for _, k := range Keys {
+		v, ok := lookupEnv(environ, k.Env())
+		if !ok || v == "" {
+			continue
+		}
+		if err := next.Set(k.Name, v); err != nil {
+			return fmt.Errorf("%s: %w", k.Env(), err)
+		}
+	}
+	*c = next
+	return nil
+}
+
+// DefaultFromPostgres fills the settings still empty from PostgreSQL's
+// own environment, as every PostgreSQL tool reads it: pgdata from PGDATA
+// (made absolute). It comes beneath the file, WALSNAP_* and the flags, so
+// it runs after them; pg.host, pg.port, pg.user and pg.database take
+// PGHOST, PGPORT, PGUSER and PGDATABASE the same way in package pg.
+func (c *Config) DefaultFromPostgres(environ []string) error {
+	if c.PGData != "" {
+		return nil
+	}
+	v, ok := lookupEnv(environ, "PGDATA")
+	if !ok || v == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		return fmt.Errorf("PGDATA %q: %w", v, err)
+	}
+	c.PGData = abs
+	return nil
+}
+
+// lookupEnv finds name in environ; the last occurrence wins, as in
+// os.Getenv.
+func lookupEnv(environ []string, name string) (string, bool) {
+	val, found := "", false
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			val, found = v, true
+		}
+	}
+	return val, found
 }
 
 // fieldByTag finds the field of struct v whose yaml tag is name.
@@ -347,10 +488,14 @@ func (c *Config) Validate() error {
 	if c.Backup.Provider == manifest.ProviderCommand && c.Command.Snapshot == "" {
 		return errors.New("backup.provider command needs command.snapshot")
 	}
-	for _, v := range c.EBS.Volumes {
-		if !strings.HasPrefix(v, "vol-") {
-			return fmt.Errorf("ebs.volumes: %q is not a volume id (vol-...)", v)
-		}
+	if err := c.EBS.Volumes.check(); err != nil {
+		return err
+	}
+	if c.EBS.WindowTimeout <= 0 {
+		return errors.New("ebs.window_timeout must be positive")
+	}
+	if c.Retention.Full < 0 {
+		return fmt.Errorf("retention.full = %d: want 0 (not set) or more", c.Retention.Full)
 	}
 	if c.Log.Format == "" {
 		return errors.New("log.format: not set")

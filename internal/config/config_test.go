@@ -126,7 +126,8 @@ func TestKeysCoverSet(t *testing.T) {
 		val := map[Kind]string{String: "x", Int: "3", Bool: "true", Duration: "7s"}[k.Kind]
 		// Typed values take only what they can parse.
 		if v, ok := map[string]string{"repo": "s3://b/p", "s3.sse": "AES256", "s3.checksums": "when_required",
-			"compression": "s2", "log.level": "debug", "log.format": "json", "backup.provider": "ebs"}[k.Name]; ok {
+			"compression": "s2", "log.level": "debug", "log.format": "json", "backup.provider": "ebs", "ebs.volumes": "vol-0123456789abcdef0",
+			"retention.window": "14d"}[k.Name]; ok {
 			val = v
 		}
 		if err := c.Set(k.Name, val); err != nil {
@@ -149,7 +150,8 @@ func TestKeysCoverSet(t *testing.T) {
 	if err := c.Set("s3", "x"); err == nil {
 		t.Error("Set of a whole section succeeded")
 	}
-	if err := c.Set("ebs.volumes", " vol-1, ,vol-2 "); err != nil || !reflect.DeepEqual(c.EBS.Volumes, []string{"vol-1", "vol-2"}) {
+	if err := c.Set("ebs.volumes", " vol-0123456789abcdef0, ,vol-1234abcd=/srv/pg "); err != nil ||
+		!reflect.DeepEqual(c.EBS.Volumes, EBSVolumes{{ID: "vol-0123456789abcdef0"}, {ID: "vol-1234abcd", Mount: "/srv/pg"}}) {
 		t.Errorf("ebs.volumes = %q, %v", c.EBS.Volumes, err)
 	}
 	if err := c.Set("push.concurrency", "x"); err == nil {

@@ -106,23 +106,37 @@ func UnknownEnv(environ []string) []EnvWarning {
 	return out
 }
 
-// nearest returns the one name in known closest to name when the match is
-// obvious: at most two edits (a swap of neighbours counts as one) apart,
-// at most one edit for short names, and no other name as close.
+// nearest returns the known variable closest to name, compared without
+// EnvPrefix, when the match is obvious (see Nearest).
 func nearest(name string, known []string) string {
-	a := strings.TrimPrefix(name, EnvPrefix)
+	short := make([]string, len(known))
+	for i, k := range known {
+		short[i] = strings.TrimPrefix(k, EnvPrefix)
+	}
+	if n := Nearest(strings.TrimPrefix(name, EnvPrefix), short); n != "" {
+		return EnvPrefix + n
+	}
+	return ""
+}
+
+// Nearest returns the one candidate closest to name when the match is
+// obvious: at most two edits (a swap of neighbours counts as one) apart, at
+// most one edit for names of four characters or fewer, and no other
+// candidate as close; "" otherwise. It names what a mistyped setting,
+// variable or command most likely meant.
+func Nearest(name string, candidates []string) string {
 	best, bestD, tie := "", 1<<30, false
-	for _, k := range known {
-		d := editDistance(a, strings.TrimPrefix(k, EnvPrefix))
+	for _, k := range candidates {
+		d := editDistance(name, k)
 		switch {
 		case d < bestD:
 			best, bestD, tie = k, d, false
-		case d == bestD:
+		case d == bestD && k != best:
 			tie = true
 		}
 	}
 	limit := 2
-	if len(a) <= 4 {
+	if len(name) <= 4 {
 		limit = 1
 	}
 	if tie || bestD > limit {

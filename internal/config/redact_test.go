@@ -177,8 +177,10 @@ func FuzzParseLocation(f *testing.F) {
 			// A secret (userinfo of some length) is never in the message.
 			if u := strings.Index(s, "://"); u >= 0 {
 				if at := strings.LastIndex(s, "@"); at > u+3 {
+					// (Unless the rest of the URL holds the same text: the
+					// message may name the host.)
 					secret := s[u+3 : at]
-					if len(secret) >= 8 && !strings.ContainsAny(secret, "/?#") && strings.Contains(err.Error(), secret) {
+					if len(secret) >= 8 && !strings.ContainsAny(secret, "/?#") && !strings.Contains(s[at+1:], secret) && strings.Contains(err.Error(), secret) {
 						t.Fatalf("error %q echoes the userinfo of %q", err, s)
 					}
 				}

@@ -90,10 +90,10 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("ebs: load AWS config: %w", err)
+		return nil, fmt.Errorf("load the AWS config: %w", err)
 	}
 	if cfg.Region == "" {
-		return nil, errors.New("ebs: no AWS region: set one or run on EC2")
+		return nil, errors.New("no AWS region: set ebs.region, or run on EC2")
 	}
 	client := ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
 		if o.Endpoint != "" {

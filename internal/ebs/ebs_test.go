@@ -84,6 +84,26 @@ func attach(t *testing.T, c *Client, volumeID, instanceID, device string) {
 	}
 }
 
+// createSnapshots prepares the snapshots of s and makes the call.
+func createSnapshots(ctx context.Context, c *Client, s SnapshotSpec) ([]Snapshot, error) {
+	call, err := c.PrepareSnapshots(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return c.CreateSnapshots(ctx, call)
+}
+
+// made returns the requests for action that were not DryRun checks.
+func made(p *testrig.EC2Proxy, action string) []url.Values {
+	var out []url.Values
+	for _, f := range p.Requests(action) {
+		if f.Get("DryRun") != "true" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // deleteLater deletes snapshots when t ends.
 func deleteLater(t *testing.T, c *Client, snaps []Snapshot) {
 	t.Cleanup(func() {
@@ -238,7 +258,7 @@ func TestCreateSnapshotSingle(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().Add(-time.Minute)
-	snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{
+	snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{
 		Volumes:       infos,
 		Tags:          map[string]string{"Name": "walsnap 20261124T153012Z", "walsnap:backup-id": "20261124T153012Z"},
 		PerVolumeTags: map[string]map[string]string{vol: {"walsnap:mount-point": "/var/lib/postgresql"}},
@@ -315,8 +335,8 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 		},
 	}
 
-	snaps, err := c.CreateSnapshots(t.Context(), spec)
-	reqs := p.Requests("CreateSnapshots")
+	snaps, err := createSnapshots(t.Context(), c, spec)
+	reqs := made(p, "CreateSnapshots")
 	if len(reqs) != 1 {
 		t.Fatalf("%d CreateSnapshots requests, want 1", len(reqs))
 	}
@@ -351,7 +371,7 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 		if err := c.DetachAndDelete(t.Context(), []string{other}); err != nil {
 			t.Fatal(err)
 		}
-		if snaps, err = c.CreateSnapshots(t.Context(), spec); err != nil {
+		if snaps, err = createSnapshots(t.Context(), c, spec); err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
@@ -376,13 +396,13 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 	}
 
 	t.Run("boot volume included when asked for", func(t *testing.T) {
-		before := len(p.Requests("CreateSnapshots"))
-		snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: root}, {VolumeID: data}, {VolumeID: wal}}})
+		before := len(made(p, "CreateSnapshots"))
+		snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: root}, {VolumeID: data}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		req := p.Requests("CreateSnapshots")[before]
+		req := made(p, "CreateSnapshots")[before]
 		if got := req.Get("InstanceSpecification.ExcludeBootVolume"); got != "false" {
 			t.Errorf("ExcludeBootVolume = %q, want false", got)
 		}
@@ -396,7 +416,7 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 			"no volumes":   {InstanceID: inst},
 		} {
 			before := len(p.Requests("CreateSnapshots"))
-			if _, err := c.CreateSnapshots(t.Context(), spec); err == nil {
+			if _, err := createSnapshots(t.Context(), c, spec); err == nil {
 				t.Errorf("%s: CreateSnapshots succeeded", name)
 			}
 			if len(p.Requests("CreateSnapshots")) != before {
@@ -410,11 +430,11 @@ func TestWaitSnapshots(t *testing.T) {
 	c, p := proxied(t)
 	_, az := launch(t, c, "/dev/sda1")
 	a, b := newVolume(t, c, az, nil), newVolume(t, c, az, nil)
-	sa, err := c.CreateSnapshots(t.Context(), SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: a}}})
+	sa, err := createSnapshots(t.Context(), c, SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: a}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := c.CreateSnapshots(t.Context(), SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: b}}})
+	sb, err := createSnapshots(t.Context(), c, SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: b}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +508,7 @@ func TestSnapshotRateExceeded(t *testing.T) {
 	refuse := func(action string, n int) func(*http.Request, url.Values) string {
 		refusing := testrig.Countdown(n)
 		return func(_ *http.Request, form url.Values) string {
-			if isAction(form, action) && refusing() {
+			if isAction(form, action) && form.Get("DryRun") != "true" && refusing() {
 				return codeSnapshotRate
 			}
 			return ""
@@ -496,14 +516,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 	}
 
 	t.Run("retried", func(t *testing.T) {
-		before := len(p.Requests("CreateSnapshot"))
+		before := len(made(p, "CreateSnapshot"))
 		p.Set(refuse("CreateSnapshot", 2), nil)
-		snaps, err := c.CreateSnapshots(t.Context(), spec)
+		snaps, err := createSnapshots(t.Context(), c, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(p.Requests("CreateSnapshot")) - before; n != 3 {
+		if n := len(made(p, "CreateSnapshot")) - before; n != 3 {
 			t.Errorf("%d CreateSnapshot requests, want 3", n)
 		}
 		if len(snaps) != 1 || snaps[0].VolumeID != vol {
@@ -511,15 +531,15 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		}
 	})
 	t.Run("gives up", func(t *testing.T) {
-		before := len(p.Requests("CreateSnapshot"))
+		before := len(made(p, "CreateSnapshot"))
 		existing := len(snapshotsOf(t, c, vol))
 		p.Set(refuse("CreateSnapshot", 100), nil)
-		_, err := c.CreateSnapshots(t.Context(), spec)
+		_, err := createSnapshots(t.Context(), c, spec)
 		var ae smithy.APIError
 		if !errors.As(err, &ae) || ae.ErrorCode() != codeSnapshotRate || !strings.Contains(err.Error(), vol) {
 			t.Errorf("CreateSnapshots = %v, want %s naming %s", err, codeSnapshotRate, vol)
 		}
-		if n, want := len(p.Requests("CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
+		if n, want := len(made(p, "CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
 			t.Errorf("%d CreateSnapshot requests, want %d", n, want)
 		}
 		if n := len(snapshotsOf(t, c, vol)); n != existing {
@@ -533,7 +553,7 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		_, err := c.CreateSnapshots(ctx, spec)
+		_, err := createSnapshots(ctx, &c, spec)
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), codeSnapshotRate) {
 			t.Errorf("CreateSnapshots = %v, want %s and the context's deadline", err, codeSnapshotRate)
 		}
@@ -545,14 +565,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		wal := newVolume(t, c, az, nil)
 		attach(t, c, vol, inst, "/dev/sdf")
 		attach(t, c, wal, inst, "/dev/sdg")
-		before := len(p.Requests("CreateSnapshots"))
+		before := len(made(p, "CreateSnapshots"))
 		p.Set(refuse("CreateSnapshots", 1), nil)
-		snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: vol}, {VolumeID: wal}}})
+		snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: vol}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(p.Requests("CreateSnapshots")) - before; n != 2 {
+		if n := len(made(p, "CreateSnapshots")) - before; n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
 	})
@@ -562,7 +582,7 @@ func TestRestoreVolume(t *testing.T) {
 	c, p := proxied(t)
 	inst, az := launch(t, c, "/dev/sda1")
 	src := newVolume(t, c, az, nil)
-	snaps, err := c.CreateSnapshots(t.Context(), SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: src}}})
+	snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{Volumes: []VolumeInfo{{VolumeID: src}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,19 +42,27 @@ type Snapshot struct {
 // the same volume too closely; the SDK does not retry it.
 const codeSnapshotRate = "SnapshotCreationPerVolumeRateExceeded"
 
-// CreateSnapshots starts one snapshot of each volume of s, in the order of
-// s.Volumes. Several volumes are snapshotted by a single CreateSnapshots
-// call on the instance, which makes the set crash-consistent across them;
-// the instance's other volumes, boot volume included unless it is one of
-// s.Volumes, are excluded. The snapshots' point in time is fixed when it
-// returns; they are complete only once WaitSnapshots says so.
-//
-// A call refused with SnapshotCreationPerVolumeRateExceeded is retried
-// after each wait of Options.SnapshotBackoff (by default 15 s, 30 s, 60 s,
-// 120 s), bounded by ctx. If EC2 does
-// not return exactly one snapshot per volume, or tagging fails, what was
-// created is deleted and an error returned.
-func (c *Client) CreateSnapshots(ctx context.Context, s SnapshotSpec) ([]Snapshot, error) {
+// SnapshotCall is a snapshot call made ready by PrepareSnapshots, before
+// the backup window: checked against the instance and EC2's permissions,
+// so that CreateSnapshots has only the call itself to make.
+type SnapshotCall struct {
+	spec SnapshotSpec
+	ids  []string
+	// single is one volume's CreateSnapshot; else CreateSnapshots on the
+	// instance, with the boot volume and the volumes not in spec excluded.
+	single      bool
+	excludeBoot bool
+	exclude     []string
+}
+
+// PrepareSnapshots checks the snapshots of s and returns the call that
+// takes them: one volume is snapshotted by CreateSnapshot; several by a
+// single CreateSnapshots on the instance, which makes the set
+// crash-consistent across them, with the instance's other volumes (boot
+// volume included unless it is one of s.Volumes) excluded. It describes
+// the instance and asks EC2 whether the call would be permitted (DryRun),
+// so that nothing of this can fail once PostgreSQL is in backup mode.
+func (c *Client) PrepareSnapshots(ctx context.Context, s SnapshotSpec) (*SnapshotCall, error) {
 	ids := make([]string, len(s.Volumes))
 	for i, v := range s.Volumes {
 		ids[i] = v.VolumeID
@@ -65,58 +73,19 @@ func (c *Client) CreateSnapshots(ctx context.Context, s SnapshotSpec) ([]Snapsho
 	case len(ids) != len(slices.Compact(slices.Sorted(slices.Values(ids)))):
 		return nil, fmt.Errorf("create snapshots: volumes repeat: %s", strings.Join(ids, ", "))
 	case len(ids) == 1:
-		snap, err := c.createSnapshot(ctx, s, s.Volumes[0])
-		if err != nil {
+		call := &SnapshotCall{spec: s, ids: ids, single: true}
+		out, err := c.ec2.CreateSnapshot(ctx, call.singleInput(true))
+		var created []string
+		if out != nil {
+			created = append(created, aws.ToString(out.SnapshotId))
+		}
+		if err := c.dryRun(ctx, err, "create snapshot of "+ids[0], created); err != nil {
 			return nil, err
 		}
-		return []Snapshot{snap}, nil
+		return call, nil
 	case s.InstanceID == "":
 		return nil, fmt.Errorf("create snapshots of %s: no instance id", strings.Join(ids, ", "))
 	}
-	return c.createInstanceSnapshots(ctx, s, ids)
-}
-
-// createSnapshot snapshots a single volume.
-func (c *Client) createSnapshot(ctx context.Context, s SnapshotSpec, v VolumeInfo) (Snapshot, error) {
-	in := &ec2.CreateSnapshotInput{
-		VolumeId:          aws.String(v.VolumeID),
-		TagSpecifications: tagSpec(types.ResourceTypeSnapshot, s.tags(v)),
-	}
-	if s.Description != "" {
-		in.Description = aws.String(s.Description)
-	}
-	var out *ec2.CreateSnapshotOutput
-	err := c.retrySnapshotRate(ctx, func() (err error) {
-		out, err = c.ec2.CreateSnapshot(ctx, in)
-		return err
-	})
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("create snapshot of %s: %w", v.VolumeID, err)
-	}
-	return Snapshot{
-		SnapshotID: aws.ToString(out.SnapshotId),
-		VolumeID:   aws.ToString(out.VolumeId),
-		StartTime:  aws.ToTime(out.StartTime),
-	}, nil
-}
-
-// tags are the tags of v's snapshot: v's own (less the reserved aws:
-// ones), then s.Tags, then s.PerVolumeTags[v].
-func (s SnapshotSpec) tags(v VolumeInfo) map[string]string {
-	m := make(map[string]string)
-	for k, val := range v.Tags {
-		if !strings.HasPrefix(k, "aws:") {
-			m[k] = val
-		}
-	}
-	maps.Copy(m, s.Tags)
-	maps.Copy(m, s.PerVolumeTags[v.VolumeID])
-	return m
-}
-
-// createInstanceSnapshots snapshots ids, all attached to s.InstanceID, in
-// one crash-consistent set.
-func (c *Client) createInstanceSnapshots(ctx context.Context, s SnapshotSpec, ids []string) ([]Snapshot, error) {
 	what := fmt.Sprintf("create snapshots of %s on %s", strings.Join(ids, ", "), s.InstanceID)
 	root, attached, err := c.InstanceVolumes(ctx, s.InstanceID)
 	if err != nil {
@@ -128,28 +97,105 @@ func (c *Client) createInstanceSnapshots(ctx context.Context, s SnapshotSpec, id
 			return nil, fmt.Errorf("%s: %s is not attached to the instance", what, id)
 		}
 	}
-	var exclude []string
+	call := &SnapshotCall{spec: s, ids: ids, excludeBoot: !slices.Contains(ids, root)}
 	for _, id := range onInstance {
 		if id != root && !slices.Contains(ids, id) {
-			exclude = append(exclude, id)
+			call.exclude = append(call.exclude, id)
 		}
 	}
-	slices.Sort(exclude)
-	in := &ec2.CreateSnapshotsInput{
-		InstanceSpecification: &types.InstanceSpecification{
-			InstanceId:           aws.String(s.InstanceID),
-			ExcludeBootVolume:    aws.Bool(!slices.Contains(ids, root)),
-			ExcludeDataVolumeIds: exclude,
-		},
-		CopyTagsFromSource: types.CopyTagsFromSourceVolume,
-		TagSpecifications:  tagSpec(types.ResourceTypeSnapshot, s.Tags),
+	slices.Sort(call.exclude)
+	out, err := c.ec2.CreateSnapshots(ctx, call.instanceInput(true))
+	var created []string
+	if out != nil {
+		for _, si := range out.Snapshots {
+			created = append(created, aws.ToString(si.SnapshotId))
+		}
+	}
+	if err := c.dryRun(ctx, err, what, created); err != nil {
+		return nil, err
+	}
+	return call, nil
+}
+
+// dryRun interprets the answer to a DryRun call: EC2 says DryRunOperation
+// when the call would have been permitted. An endpoint that ignores DryRun
+// (an EC2-compatible API) took the snapshots: they are deleted.
+func (c *Client) dryRun(ctx context.Context, err error, what string, created []string) error {
+	switch code := apiErrorCode(err); {
+	case code == "DryRunOperation":
+		return nil
+	case err == nil:
+		return c.deleteCreated(ctx, created)
+	case code == "UnauthorizedOperation":
+		return fmt.Errorf("%s: not permitted (checked with DryRun): give the instance role ec2:CreateSnapshot, ec2:CreateSnapshots and ec2:CreateTags: %w", what, err)
+	}
+	return fmt.Errorf("%s (checked with DryRun): %w", what, err)
+}
+
+func (call *SnapshotCall) singleInput(dryRun bool) *ec2.CreateSnapshotInput {
+	s, v := call.spec, call.spec.Volumes[0]
+	in := &ec2.CreateSnapshotInput{
+		VolumeId:          aws.String(v.VolumeID),
+		TagSpecifications: tagSpec(types.ResourceTypeSnapshot, s.tags(v)),
+		DryRun:            aws.Bool(dryRun),
 	}
 	if s.Description != "" {
 		in.Description = aws.String(s.Description)
 	}
+	return in
+}
+
+func (call *SnapshotCall) instanceInput(dryRun bool) *ec2.CreateSnapshotsInput {
+	s := call.spec
+	in := &ec2.CreateSnapshotsInput{
+		InstanceSpecification: &types.InstanceSpecification{
+			InstanceId:           aws.String(s.InstanceID),
+			ExcludeBootVolume:    aws.Bool(call.excludeBoot),
+			ExcludeDataVolumeIds: call.exclude,
+		},
+		CopyTagsFromSource: types.CopyTagsFromSourceVolume,
+		TagSpecifications:  tagSpec(types.ResourceTypeSnapshot, s.Tags),
+		DryRun:             aws.Bool(dryRun),
+	}
+	if s.Description != "" {
+		in.Description = aws.String(s.Description)
+	}
+	return in
+}
+
+// CreateSnapshots starts the snapshots of a prepared call, one of each
+// volume, in the order of its spec's Volumes, and makes no other call but
+// the tagging of CreateSnapshots' results. The snapshots' point in time is
+// fixed when it returns; they are complete only once WaitSnapshots says
+// so.
+//
+// A call refused with SnapshotCreationPerVolumeRateExceeded is retried
+// after each wait of Options.SnapshotBackoff (by default 15 s, 30 s, 60 s,
+// 120 s), bounded by ctx. If EC2 does not return exactly one snapshot per
+// volume, or tagging fails, what was created is deleted and an error
+// returned. Every snapshot carries the spec's Tags from its creation on,
+// so that what a call cut short by ctx created can be found by them.
+func (c *Client) CreateSnapshots(ctx context.Context, call *SnapshotCall) ([]Snapshot, error) {
+	if call.single {
+		var out *ec2.CreateSnapshotOutput
+		err := c.retrySnapshotRate(ctx, func() (err error) {
+			out, err = c.ec2.CreateSnapshot(ctx, call.singleInput(false))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create snapshot of %s: %w", call.ids[0], err)
+		}
+		return []Snapshot{{
+			SnapshotID: aws.ToString(out.SnapshotId),
+			VolumeID:   aws.ToString(out.VolumeId),
+			StartTime:  aws.ToTime(out.StartTime),
+		}}, nil
+	}
+	s := call.spec
+	what := fmt.Sprintf("create snapshots of %s on %s", strings.Join(call.ids, ", "), s.InstanceID)
 	var out *ec2.CreateSnapshotsOutput
-	err = c.retrySnapshotRate(ctx, func() (err error) {
-		out, err = c.ec2.CreateSnapshots(ctx, in)
+	err := c.retrySnapshotRate(ctx, func() (err error) {
+		out, err = c.ec2.CreateSnapshots(ctx, call.instanceInput(false))
 		return err
 	})
 	if err != nil {
@@ -169,14 +215,14 @@ func (c *Client) createInstanceSnapshots(ctx context.Context, s SnapshotSpec, id
 		byVolume[snap.VolumeID] = snap
 	}
 	slices.Sort(got)
-	if want := slices.Sorted(slices.Values(ids)); !slices.Equal(got, want) {
+	if want := slices.Sorted(slices.Values(call.ids)); !slices.Equal(got, want) {
 		err := fmt.Errorf("%s: EC2 snapshotted volumes [%s], want [%s]", what, strings.Join(got, " "), strings.Join(want, " "))
 		return nil, errors.Join(err, c.deleteCreated(ctx, created))
 	}
 
 	// The per-volume tags, and s.Tags again over the copied volume tags
 	// they may clash with.
-	snaps := make([]Snapshot, len(ids))
+	snaps := make([]Snapshot, len(call.ids))
 	for i, v := range s.Volumes {
 		snaps[i] = byVolume[v.VolumeID]
 		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{snaps[i].SnapshotID}, Tags: tagList(s.tags(v))})
@@ -186,6 +232,20 @@ func (c *Client) createInstanceSnapshots(ctx context.Context, s SnapshotSpec, id
 		}
 	}
 	return snaps, nil
+}
+
+// tags are the tags of v's snapshot: v's own (less the reserved aws:
+// ones), then s.Tags, then s.PerVolumeTags[v].
+func (s SnapshotSpec) tags(v VolumeInfo) map[string]string {
+	m := make(map[string]string)
+	for k, val := range v.Tags {
+		if !strings.HasPrefix(k, "aws:") {
+			m[k] = val
+		}
+	}
+	maps.Copy(m, s.Tags)
+	maps.Copy(m, s.PerVolumeTags[v.VolumeID])
+	return m
 }
 
 // deleteCreated deletes snapshots just created by a failed call, even when

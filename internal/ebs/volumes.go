@@ -106,6 +106,19 @@ func (c *Client) InstanceVolumes(ctx context.Context, instanceID string) (root s
 	return root, attached, nil
 }
 
+// InstanceZone returns the availability zone of an instance, for hosts
+// that cannot ask the instance metadata service.
+func (c *Client) InstanceZone(ctx context.Context, instanceID string) (string, error) {
+	inst, err := c.instance(ctx, instanceID)
+	if err != nil {
+		return "", err
+	}
+	if inst.Placement == nil || aws.ToString(inst.Placement.AvailabilityZone) == "" {
+		return "", fmt.Errorf("describe instance %s: no availability zone", instanceID)
+	}
+	return aws.ToString(inst.Placement.AvailabilityZone), nil
+}
+
 func (c *Client) instance(ctx context.Context, instanceID string) (types.Instance, error) {
 	out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {

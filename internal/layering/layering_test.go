@@ -2,16 +2,18 @@
 // (DESIGN.md "Layout"; issue 8). It reads the import graph with go list and
 // fails on any arrow that breaks a rule:
 //
-//  1. archive, basebackup and restore never import each other (what two of
-//     them share lives in internal/).
+//  1. archive, basebackup, restore, inspect (verify, check, status) and
+//     retention (delete) never import each other (what two of them share
+//     lives in internal/).
 //  2. internal/* never imports cmd/... or archive, basebackup, restore.
 //  3. Only internal/repo and the storage packages import internal/storage
 //     and its backends (test code may, to build a repository over a store
 //     or tamper with stored objects): the repository layout has one owner.
 //  4. Nothing below internal/repo imports it: of internal/*, only
 //     internal/filebackup (a payload engine built on the repository),
-//     internal/catalog (the model of a repository's contents) and the test
-//     kit internal/testrig use internal/repo.
+//     internal/catalog (the model of a repository's contents),
+//     internal/backuplock (the lock of backup and delete, a repository
+//     lease) and the test kit internal/testrig use internal/repo.
 //  5. Format and leaf packages stay leaves: internal/manifest imports only
 //     internal/wal; internal/config only internal/compress and
 //     internal/manifest (for the provider names); the storage
@@ -88,7 +90,7 @@ func graph(t *testing.T) map[string]pkg {
 
 func under(path, prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") }
 
-var top = []string{"archive", "basebackup", "restore"}
+var top = []string{"archive", "basebackup", "restore", "inspect", "retention"}
 
 func isTop(p string) bool {
 	return slices.ContainsFunc(top, func(t string) bool { return under(p, t) })
@@ -129,6 +131,8 @@ func TestRulesFire(t *testing.T) {
 			"archive":             {Imports: []string{"internal/repo"}},
 			"basebackup":          {Imports: []string{"internal/repo", "internal/filebackup"}},
 			"restore":             {Imports: []string{"internal/repo"}},
+			"inspect":             {Imports: []string{"internal/repo"}},
+			"retention":           {Imports: []string{"internal/repo"}},
 			"internal/filebackup": {Imports: []string{"internal/repo"}},
 			"internal/repo":       {Imports: []string{"internal/storage", "internal/storage/fs", "internal/manifest", "internal/config"}},
 			"internal/storage":    {},
@@ -143,21 +147,26 @@ func TestRulesFire(t *testing.T) {
 	if v := violations(base()); len(v) != 0 {
 		t.Fatalf("clean graph: %v", v)
 	}
-	for rule, add := range map[string][2]string{
-		"rule 1": {"archive", "restore"},
-		"rule 2": {"internal/pg", "basebackup"},
-		"rule 3": {"restore", "internal/storage/fs"},
-		"rule 4": {"internal/pg", "internal/repo"},
-		"rule 5": {"internal/manifest", "internal/pg"},
-		"rule 6": {"cmd/walsnap", "internal/storage"},
+	for _, tc := range []struct{ rule, from, to string }{
+		{"rule 1", "archive", "restore"},
+		{"rule 1", "inspect", "basebackup"},
+		{"rule 1", "restore", "inspect"},
+		{"rule 1", "retention", "basebackup"},
+		{"rule 1", "restore", "retention"},
+		{"rule 2", "internal/pg", "basebackup"},
+		{"rule 2", "internal/catalog", "inspect"},
+		{"rule 3", "restore", "internal/storage/fs"},
+		{"rule 4", "internal/pg", "internal/repo"},
+		{"rule 5", "internal/manifest", "internal/pg"},
+		{"rule 6", "cmd/walsnap", "internal/storage"},
 	} {
 		g := base()
-		p := g[add[0]]
-		p.Imports = append(p.Imports, add[1])
-		g[add[0]] = p
+		p := g[tc.from]
+		p.Imports = append(p.Imports, tc.to)
+		g[tc.from] = p
 		v := violations(g)
-		if !slices.ContainsFunc(v, func(s string) bool { return strings.HasPrefix(s, rule+":") }) {
-			t.Errorf("%s did not fire on %s → %s: %v", rule, add[0], add[1], v)
+		if !slices.ContainsFunc(v, func(s string) bool { return strings.HasPrefix(s, tc.rule+":") }) {
+			t.Errorf("%s did not fire on %s → %s: %v", tc.rule, tc.from, tc.to, v)
 		}
 	}
 }
@@ -176,7 +185,7 @@ func violations(pkgs map[string]pkg) []string {
 	for _, l := range leaves {
 		allowedOnly[l] = nil
 	}
-	repoUsers := []string{"internal/filebackup", "internal/catalog", "internal/testrig"}
+	repoUsers := []string{"internal/filebackup", "internal/catalog", "internal/backuplock", "internal/testrig"}
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	for path, p := range pkgs {

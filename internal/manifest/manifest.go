@@ -6,6 +6,8 @@
 package manifest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,10 @@ const (
 	StatusComplete = "complete" // usable for restore
 	StatusPending  = "pending"  // data captured, provider still finishing (e.g. snapshots)
 	StatusFailed   = "failed"   // kept for the record; never chosen for restore
+	// StatusDeleting is never stored: the repository reports it for a
+	// backup that retention has begun to delete (its payload may already
+	// be gone). Restore, verify and retention treat it as gone.
+	StatusDeleting = "deleting"
 )
 
 // Tablespace is a user tablespace of the backed-up cluster.
@@ -34,30 +40,37 @@ type Tablespace struct {
 
 // Manifest describes one base backup.
 type Manifest struct {
-	FormatVersion int          `json:"format_version"`
-	ID            string       `json:"id"`
-	Provider      Provider     `json:"provider"`
-	Status        string       `json:"status"`
-	Label         string       `json:"label"`
-	StartLSN      wal.LSN      `json:"start_lsn"`
-	StopLSN       wal.LSN      `json:"stop_lsn"`
-	Timeline      uint32       `json:"timeline"`
-	StartWAL      string       `json:"start_wal"` // segment holding StartLSN
-	StopWAL       string       `json:"stop_wal"`  // segment holding StopLSN
-	StartTime     time.Time    `json:"start_time"`
-	StopTime      time.Time    `json:"stop_time"`
-	PGVersion     int          `json:"pg_version"` // server_version_num
-	SystemID      uint64       `json:"system_identifier,string"`
-	SegmentSize   uint64       `json:"wal_segment_size"`
-	FromStandby   bool         `json:"from_standby"`
-	Host          string       `json:"host"`
-	PGData        string       `json:"pgdata"`
-	Tablespaces   []Tablespace `json:"tablespaces"`
-	BackupLabel   string       `json:"backup_label"`   // exact text from pg_backup_stop
-	TablespaceMap string       `json:"tablespace_map"` // exact text from pg_backup_stop ("" when none)
-	BytesIn       int64        `json:"bytes_in"`       // data read from the cluster
-	BytesOut      int64        `json:"bytes_out"`      // data stored (0 for snapshots)
-	Error         string       `json:"error,omitempty"`
+	FormatVersion int `json:"format_version"`
+	// WalsnapVersion is the walsnap that took the backup (absent in
+	// manifests written before walsnap recorded it).
+	WalsnapVersion string       `json:"walsnap_version,omitempty"`
+	ID             string       `json:"id"`
+	Provider       Provider     `json:"provider"`
+	Status         string       `json:"status"`
+	Label          string       `json:"label"`
+	StartLSN       wal.LSN      `json:"start_lsn"`
+	StopLSN        wal.LSN      `json:"stop_lsn"`
+	Timeline       uint32       `json:"timeline"`
+	StartWAL       string       `json:"start_wal"` // segment holding StartLSN
+	StopWAL        string       `json:"stop_wal"`  // segment holding StopLSN
+	StartTime      time.Time    `json:"start_time"`
+	StopTime       time.Time    `json:"stop_time"`
+	PGVersion      int          `json:"pg_version"` // server_version_num
+	SystemID       uint64       `json:"system_identifier,string"`
+	SegmentSize    uint64       `json:"wal_segment_size"`
+	FromStandby    bool         `json:"from_standby"`
+	Host           string       `json:"host"`
+	PGData         string       `json:"pgdata"`
+	Tablespaces    []Tablespace `json:"tablespaces"`
+	BackupLabel    string       `json:"backup_label"`   // exact text from pg_backup_stop
+	TablespaceMap  string       `json:"tablespace_map"` // exact text from pg_backup_stop ("" when none)
+	BytesIn        int64        `json:"bytes_in"`       // data read from the cluster
+	BytesOut       int64        `json:"bytes_out"`      // data stored (0 for snapshots)
+	Error          string       `json:"error,omitempty"`
+	// Pinned is never stored: the repository reports whether the backup
+	// is pinned (retention never deletes it), which can change after the
+	// manifest is written.
+	Pinned bool `json:"pinned,omitempty"`
 	// Payload is the provider's own record (files: the parts; ebs: the
 	// snapshots).
 	Payload json.RawMessage `json:"payload"`
@@ -66,9 +79,17 @@ type Manifest struct {
 // PGMajor is the PostgreSQL major version of the backup.
 func (m *Manifest) PGMajor() int { return m.PGVersion / 10000 }
 
-// NewID returns a backup id for a backup started at t: sortable, readable,
-// safe in keys and tags ("20261124T153012Z").
-func NewID(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+// NewID returns a new backup id for a backup started at t: readable, safe
+// in keys and tags, sortable by t to the millisecond, and unique, even for
+// backups started in the same millisecond or on a clock set back: 32
+// random bits follow the time ("20261124T153012.345Z-9f3c0a1b"). Ids must
+// never be reused: a failed backup's snapshots are found, and deleted, by
+// the id they are tagged with.
+func NewID(t time.Time) string {
+	var r [4]byte
+	rand.Read(r[:]) // never fails (crypto/rand)
+	return t.UTC().Format("20060102T150405.000Z") + "-" + hex.EncodeToString(r[:])
+}
 
 // Validate checks the fields every consumer relies on.
 func (m *Manifest) Validate() error {
@@ -79,7 +100,7 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest has an invalid backup id %q", m.ID)
 	case m.Provider == "":
 		return fmt.Errorf("backup %s: manifest names no provider", m.ID)
-	case m.Status != StatusComplete && m.Status != StatusPending && m.Status != StatusFailed:
+	case m.Status != StatusComplete && m.Status != StatusPending && m.Status != StatusFailed && m.Status != StatusDeleting:
 		return fmt.Errorf("backup %s: unknown status %q", m.ID, m.Status)
 	case m.Status == StatusComplete && (m.StopLSN < m.StartLSN || m.StartLSN == 0 || m.BackupLabel == ""):
 		return fmt.Errorf("backup %s: manifest lacks its LSNs or backup_label", m.ID)

@@ -175,6 +175,10 @@ type EBSPayload struct {
 	PGData      string            `json:"pgdata"`
 	Tablespaces map[uint32]string `json:"tablespaces,omitempty"`
 	Snapshots   []EBSSnapshot     `json:"snapshots"`
+	// Orchestrator names who took the snapshots when walsnap did not: an
+	// external orchestrator (n2w, dlm, ...) between backup-start and
+	// backup-stop. Its snapshots are its own to expire.
+	Orchestrator string `json:"orchestrator,omitempty"`
 }
 
 // EBSSnapshot records one snapshot and the volume it was taken of,
@@ -185,7 +189,9 @@ type EBSSnapshot struct {
 	VolumeID   string    `json:"volume_id"`
 	Device     string    `json:"device"` // attachment name, e.g. /dev/sdf
 	// MountPoint, FSType, MountOptions and Paths are empty for a volume
-	// listed in ebs.volumes that discovery did not map.
+	// listed in ebs.volumes without a mount point that holds no
+	// PostgreSQL directory (or, in backups of earlier walsnap versions,
+	// that discovery did not map).
 	MountPoint   string   `json:"mount_point,omitempty"`
 	FSType       string   `json:"fs_type,omitempty"`
 	MountOptions string   `json:"mount_options,omitempty"`

@@ -10,11 +10,15 @@ import (
 // WriteTable prints backups as an aligned table for people.
 func WriteTable(w io.Writer, backups []*Manifest) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPROVIDER\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tSTATUS")
+	fmt.Fprintln(tw, "ID\tPROVIDER\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tSTATUS\tPIN")
 	for _, m := range backups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+		pin := ""
+		if m.Pinned {
+			pin = "pinned"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
 			m.ID, m.Provider, stamp(m.StartTime), stamp(m.StopTime), m.StartLSN, m.StopLSN, m.Timeline,
-			Human(m.BytesIn), Human(m.BytesOut), m.Status)
+			Human(m.BytesIn), Human(m.BytesOut), m.Status, pin)
 	}
 	return tw.Flush()
 }

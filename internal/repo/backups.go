@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/walsnap/walsnap/internal/buildinfo"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/storage"
 )
@@ -38,11 +39,18 @@ func checkBackupID(id string) error {
 // PutManifest writes a backup's manifest, which makes the backup exist.
 // Manifests are never overwritten (an existing one gives an error matching
 // ErrExists), except that a pending one is replaced by its final state
-// with FinishManifest.
+// with FinishManifest. A manifest that names no walsnap version gets this
+// walsnap's.
 func (r *Repo) PutManifest(ctx context.Context, m *manifest.Manifest) error {
 	m.FormatVersion = manifest.FormatVersion
+	if m.WalsnapVersion == "" {
+		m.WalsnapVersion = buildinfo.Version()
+	}
 	if err := m.Validate(); err != nil {
 		return err
+	}
+	if m.Pinned || m.Status == manifest.StatusDeleting {
+		return fmt.Errorf("backup %s: pinned and deleting are marks (Pin, MarkDeleting), never stored in the manifest", m.ID)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -73,9 +81,9 @@ func (r *Repo) FinishManifest(ctx context.Context, m *manifest.Manifest) error {
 	return r.PutManifest(ctx, m)
 }
 
-// Manifest reads the manifest of backup id; an absent one gives an error
-// matching ErrNoBackup.
-func (r *Repo) Manifest(ctx context.Context, id string) (*manifest.Manifest, error) {
+// readManifest reads the manifest of backup id as stored, without its
+// marks (see Manifest).
+func (r *Repo) readManifest(ctx context.Context, id string) (*manifest.Manifest, error) {
 	if err := checkBackupID(id); err != nil {
 		return nil, err
 	}
@@ -111,7 +119,8 @@ type BackupProblem struct {
 // manifests that cannot be read or parsed. One bad manifest never hides
 // the others: the caller reports the problems and goes on. Objects under
 // backups/ without a manifest (a backup still running, or abandoned) are
-// not backups and are not listed.
+// not backups and are not listed. Each manifest carries its marks
+// (Pinned, StatusDeleting; see MarkPinned).
 func (r *Repo) Backups(ctx context.Context) ([]*manifest.Manifest, []BackupProblem, error) {
 	objs, err := r.store.List(ctx, backupsDir)
 	if err != nil {
@@ -119,17 +128,19 @@ func (r *Repo) Backups(ctx context.Context) ([]*manifest.Manifest, []BackupProbl
 	}
 	var out []*manifest.Manifest
 	var problems []BackupProblem
+	has := keySet(objs)
 	for _, o := range objs {
 		rest := strings.TrimPrefix(o.Key, backupsDir)
 		id, file, ok := strings.Cut(rest, "/")
 		if !ok || file != "manifest.json" {
 			continue
 		}
-		m, err := r.Manifest(ctx, id)
+		m, err := r.readManifest(ctx, id)
 		if err != nil {
 			problems = append(problems, BackupProblem{ID: id, Err: err})
 			continue
 		}
+		applyMarks(m, has)
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -147,7 +158,8 @@ type BackupObject struct {
 	Key      string // the repository's handle, for DeleteBackupObject
 	Size     int64
 	ModTime  time.Time
-	Manifest bool // the backup's manifest
+	Manifest bool   // the backup's manifest
+	Mark     string // MarkPinned or MarkDeleting for a mark, else ""
 }
 
 // BackupObjects lists everything stored for backups, manifests and
@@ -172,7 +184,7 @@ func (r *Repo) BackupObjects(ctx context.Context, id string) ([]BackupObject, er
 		if !ok {
 			continue
 		}
-		out = append(out, BackupObject{BackupID: bid, Key: o.Key, Size: o.Size, ModTime: o.ModTime, Manifest: file == "manifest.json"})
+		out = append(out, BackupObject{BackupID: bid, Key: o.Key, Size: o.Size, ModTime: o.ModTime, Manifest: file == "manifest.json", Mark: markOf(bid, o.Key)})
 	}
 	return out, nil
 }

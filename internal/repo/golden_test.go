@@ -77,7 +77,7 @@ func body(t *testing.T, r *Repo, key string) []byte {
 func TestGoldenIdentity(t *testing.T) {
 	ctx := context.Background()
 	r, _ := goldenRepo(t)
-	want := Identity{SystemID: 7301234567890123456, SegmentSize: 16 << 20, PGMajor: 15, CreatedAt: time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)}
+	want := Identity{WalsnapVersion: "1.0.0", SystemID: 7301234567890123456, SegmentSize: 16 << 20, PGMajor: 15, CreatedAt: time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)}
 	if _, err := r.InitIdentity(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func goldenManifests() map[manifest.Provider]*manifest.Manifest {
 	t0 := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
 	t1 := time.Date(2026, 11, 24, 2, 1, 0, 0, time.UTC)
 	base := func(id string, p manifest.Provider) *manifest.Manifest {
-		return &manifest.Manifest{FormatVersion: 1, ID: id, Provider: p, Status: manifest.StatusComplete, Label: "walsnap " + id,
+		return &manifest.Manifest{FormatVersion: 1, WalsnapVersion: "1.0.0", ID: id, Provider: p, Status: manifest.StatusComplete, Label: "walsnap " + id,
 			StartLSN: 0x2000028, StopLSN: 0x2000138, Timeline: 1, StartWAL: "000000010000000000000002", StopWAL: "000000010000000000000002",
 			StartTime: t0, StopTime: t0.Add(90 * time.Second), PGVersion: 150010, SystemID: 7301234567890123456, SegmentSize: 16 << 20,
 			Host: "db1", PGData: "/var/lib/postgresql/15/main",

@@ -33,6 +33,8 @@ type Lease struct {
 	Started  time.Time `json:"started"`
 	Expires  time.Time `json:"expires"`
 	Free     bool      `json:"free,omitempty"` // released: no one holds the lease
+	// Op is what holds the lease when it is not a backup: "delete".
+	Op string `json:"op,omitempty"`
 }
 
 // ErrLeaseHeld means another process holds the backup lease.
@@ -49,7 +51,11 @@ func (e *LeaseHeldError) Error() string {
 		return ErrLeaseHeld.Error() + ": the lease was taken by another process at the same moment"
 	}
 	h := e.Held
-	return fmt.Sprintf("%s: backup %s on %s (pid %d) since %s; its lease expires at %s", ErrLeaseHeld, h.BackupID, h.Host, h.PID,
+	what := "backup " + h.BackupID
+	if h.Op != "" {
+		what = h.Op
+	}
+	return fmt.Sprintf("%s: %s on %s (pid %d) since %s; its lease expires at %s", ErrLeaseHeld, what, h.Host, h.PID,
 		h.Started.Format(time.RFC3339), h.Expires.Format(time.RFC3339))
 }
 

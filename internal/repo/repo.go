@@ -11,6 +11,7 @@
 //	wal/<TLI>.history                     timeline history files, codec suffix appended
 //	backups/<id>/manifest.json            written last: a backup exists once its manifest does
 //	backups/<id>/data/<base|OID>/<part>   payload parts of the files provider
+//	backups/<id>/marks/<pinned|deleting>  what changed after the manifest (marks.go)
 //	locks/backup-<generation>.json        the backup lease
 package repo
 
@@ -23,6 +24,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/walsnap/walsnap/internal/buildinfo"
 	"github.com/walsnap/walsnap/internal/storage"
 	"github.com/walsnap/walsnap/internal/wal"
 )
@@ -35,11 +37,14 @@ const IdentityKey = "walsnap.json"
 
 // Identity ties a repository to one PostgreSQL cluster.
 type Identity struct {
-	FormatVersion int       `json:"format_version"`
-	SystemID      uint64    `json:"system_identifier,string"`
-	SegmentSize   uint64    `json:"wal_segment_size"`
-	PGMajor       int       `json:"pg_major"`
-	CreatedAt     time.Time `json:"created_at"`
+	FormatVersion int `json:"format_version"`
+	// WalsnapVersion is the walsnap that created the repository (absent in
+	// repositories created before walsnap recorded it).
+	WalsnapVersion string    `json:"walsnap_version,omitempty"`
+	SystemID       uint64    `json:"system_identifier,string"`
+	SegmentSize    uint64    `json:"wal_segment_size"`
+	PGMajor        int       `json:"pg_major"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // Repo is a walsnap repository.
@@ -96,9 +101,13 @@ func ParseIdentity(data []byte) (Identity, error) {
 
 // InitIdentity writes walsnap.json unless it exists, and returns the
 // identity the repository ends up with: want, or the one already there
-// (which the caller must compare with what it expected).
+// (which the caller must compare with what it expected). A new identity
+// records this walsnap's version unless want names one.
 func (r *Repo) InitIdentity(ctx context.Context, want Identity) (Identity, error) {
 	want.FormatVersion = FormatVersion
+	if want.WalsnapVersion == "" {
+		want.WalsnapVersion = buildinfo.Version()
+	}
 	if want.CreatedAt.IsZero() {
 		want.CreatedAt = time.Now().UTC().Truncate(time.Second)
 	}

@@ -67,4 +67,12 @@ func (l *lazy) Delete(ctx context.Context, key string) error {
 	return st.Delete(ctx, key)
 }
 
+func (l *lazy) DeleteMany(ctx context.Context, keys []string) error {
+	st, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.DeleteMany(ctx, keys)
+}
+
 func (l *lazy) String() string { return l.name }

@@ -26,6 +26,9 @@ var ErrNotExist = fs.ErrNotExist
 // ErrExists is returned (wrapped) by PutIfAbsent when the key is taken.
 var ErrExists = errors.New("object already exists")
 
+// MaxDeleteBatch is the most keys one S3 DeleteObjects request takes.
+const MaxDeleteBatch = 1000
+
 // ObjectInfo describes a stored object.
 type ObjectInfo struct {
 	Key      string
@@ -49,6 +52,12 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
 	// Delete removes an object. Deleting a missing object is not an error.
 	Delete(ctx context.Context, key string) error
+	// DeleteMany removes the objects keys, in batches where the backend
+	// has them (S3 DeleteObjects, up to MaxDeleteBatch keys a request).
+	// Missing objects are not an error. An invalid key fails the call
+	// before anything is deleted; otherwise it goes on past failures and
+	// returns them all, and the objects it did not report are gone.
+	DeleteMany(ctx context.Context, keys []string) error
 	// String describes the store for logs, without credentials.
 	String() string
 }

@@ -21,8 +21,9 @@ var (
 )
 
 // Walsnap returns the absolute path of the walsnap binary under test, built
-// from ./cmd/walsnap once per test process into a directory the postgres user
-// can read and execute (so archive_command/restore_command can run it).
+// from ./cmd/walsnap (static: CGO_ENABLED=0) once per test process into a
+// directory the postgres user can read and execute (so
+// archive_command/restore_command can run it).
 // $WALSNAP_BIN overrides: that binary is used as is. A failed build is fatal.
 func Walsnap(t testing.TB) string {
 	t.Helper()
@@ -66,8 +67,11 @@ func buildWalsnap() (string, error) {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	out := filepath.Join(dir, "walsnap")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/walsnap/walsnap/cmd/walsnap")
+	// Static and without build paths, as the Makefile builds it (make
+	// build also strips it and sets the version).
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "github.com/walsnap/walsnap/cmd/walsnap")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/walsnap: %v\n%s", err, b)
 	}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -133,9 +135,11 @@ func removeEC2Volume(ctx context.Context, c *ec2.Client, id string) error {
 
 // EC2Proxy stands between the code under test and moto: it forwards every
 // EC2 query API request to moto and its answer back, records the
-// requests' parameters, and lets a test refuse requests with an EC2 error
-// or edit moto's answers, for what moto cannot be made to do (throttling,
-// states other than the final one, a hanging call).
+// requests' parameters, and lets a test refuse requests with an EC2 error,
+// edit requests or moto's answers, or answer an action moto lacks, for
+// what moto cannot be made to do (throttling, states other than the final
+// one, a hanging call, an endpoint that ignores DryRun, Fast Snapshot
+// Restore).
 type EC2Proxy struct {
 	URL    string // the endpoint to give the code under test
 	target string
@@ -145,6 +149,8 @@ type EC2Proxy struct {
 	observe func(form url.Values)
 	refuse  func(r *http.Request, form url.Values) string
 	rewrite func(form url.Values, body string) string
+	edit    func(form url.Values)
+	answers map[string]func(form url.Values) string
 }
 
 // NewEC2Proxy starts a proxy to the EC2 API at target (a MotoEnv's
@@ -175,6 +181,30 @@ func (p *EC2Proxy) Set(refuse func(r *http.Request, form url.Values) string, rew
 	p.refuse, p.rewrite = refuse, rewrite
 }
 
+// EditRequests makes f edit the parameters of each request (after
+// refuse) before it is forwarded; nil stops editing.
+func (p *EC2Proxy) EditRequests(f func(form url.Values)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.edit = f
+}
+
+// Answer makes the proxy answer every request for action itself, with
+// HTTP 200 and the body f returns (an EC2 query API response), instead of
+// forwarding it: for actions moto does not implement. A nil f forwards
+// them again.
+func (p *EC2Proxy) Answer(action string, f func(form url.Values) string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.answers == nil {
+		p.answers = make(map[string]func(url.Values) string)
+	}
+	p.answers[action] = f
+	if f == nil {
+		delete(p.answers, action)
+	}
+}
+
 // Requests returns the parameters of the requests for action so far.
 func (p *EC2Proxy) Requests(action string) []url.Values {
 	p.mu.Lock()
@@ -201,7 +231,7 @@ func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.calls = append(p.calls, form)
-	observe, refuse, rewrite := p.observe, p.refuse, p.rewrite
+	observe, refuse, rewrite, edit, answer := p.observe, p.refuse, p.rewrite, p.edit, p.answers[form.Get("Action")]
 	p.mu.Unlock()
 	if observe != nil {
 		observe(form)
@@ -215,6 +245,16 @@ func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if answer != nil {
+		w.Header().Set("Content-Type", "text/xml")
+		io.WriteString(w, answer(form))
+		return
+	}
+	if edit != nil {
+		edited := maps.Clone(form) // the recorded form stays as sent
+		edit(edited)
+		body = []byte(edited.Encode())
+	}
 
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
@@ -222,18 +262,20 @@ func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Header = r.Header.Clone()
+	req.Header.Del("Content-Length")
+	req.ContentLength = int64(len(body))
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
+	got, err := io.ReadAll(resp.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	out := string(answer)
+	out := string(got)
 	if rewrite != nil {
 		out = rewrite(form, out)
 	}
@@ -304,4 +346,21 @@ func FakeIMDS(t testing.TB, instanceID, az string) string {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// FastSnapshotRestores returns an answer to DescribeFastSnapshotRestores
+// (which moto lacks; see EC2Proxy.Answer) that reports each snapshot of
+// states with its Fast Snapshot Restore state (enabled, optimizing, ...)
+// in availability zone az.
+func FastSnapshotRestores(az string, states map[string]string) func(url.Values) string {
+	return func(url.Values) string {
+		var b strings.Builder
+		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>
+<DescribeFastSnapshotRestoresResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>proxy</requestId><fastSnapshotRestoreSet>`)
+		for _, id := range slices.Sorted(maps.Keys(states)) {
+			fmt.Fprintf(&b, "<item><snapshotId>%s</snapshotId><availabilityZone>%s</availabilityZone><state>%s</state><ownerId>123456789012</ownerId></item>", id, az, states[id])
+		}
+		b.WriteString("</fastSnapshotRestoreSet></DescribeFastSnapshotRestoresResponse>")
+		return b.String()
+	}
 }

@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Missing", testMissing},
 		{"List", testList},
 		{"Delete", testDelete},
+		{"DeleteMany", testDeleteMany},
 		{"InvalidKeys", testInvalidKeys},
 		{"FailedPut", testFailedPut},
 		{"Canceled", testCanceled},
@@ -381,4 +382,83 @@ func testCanceled(t *testing.T, s storage.Store) {
 		t.Errorf("Head(new) after canceled put = %v, want ErrNotExist", err)
 	}
 	Check(t, s, "present", []byte("x"), map[string]string{})
+}
+
+// testDeleteMany deletes more keys than one S3 request takes (most of them
+// missing, the stored ones spread over every batch) and checks that
+// exactly those went; then that an invalid key fails the call before
+// anything is deleted, and that a canceled call reports it.
+func testDeleteMany(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	key := func(i int) string { return fmt.Sprintf("wal/00000001/%024X", i) }
+	n := storage.MaxDeleteBatch*2 + 100
+	var stored, keys, want []string
+	for i := range n {
+		if i%70 == 0 {
+			stored = append(stored, key(i))
+		}
+		if i%140 == 0 {
+			want = append(want, key(i))
+		} else {
+			keys = append(keys, key(i))
+		}
+	}
+	putAll(t, s, stored)
+	Put(t, s, "backups/b/manifest.json", []byte("{}"), nil)
+	want = append([]string{"backups/b/manifest.json"}, want...)
+	if err := s.DeleteMany(ctx, append(keys, "backups/a/missing")); err != nil {
+		t.Fatalf("DeleteMany: %v", err)
+	}
+	objs, err := s.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range objs {
+		got = append(got, o.Key)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after DeleteMany: %q, want %q", got, want)
+	}
+	if err := s.DeleteMany(ctx, nil); err != nil {
+		t.Errorf("DeleteMany(nil) = %v", err)
+	}
+	if err := s.DeleteMany(ctx, []string{want[1], "../escape", want[2]}); err == nil {
+		t.Error("DeleteMany with an invalid key succeeded")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.DeleteMany(canceled, want[1:3]); !errors.Is(err, context.Canceled) {
+		t.Errorf("DeleteMany with a canceled context = %v, want context.Canceled", err)
+	}
+	for _, k := range want[:3] {
+		if _, err := s.Head(ctx, k); err != nil {
+			t.Errorf("Head(%s) after refused deletes: %v", k, err)
+		}
+	}
+	// An object deleted in a batch can be written again.
+	Put(t, s, key(70), []byte("again"), nil)
+	Check(t, s, key(70), []byte("again"), map[string]string{})
+}
+
+// putAll stores a small object under each key, 8 at a time.
+func putAll(t *testing.T, s storage.Store, keys []string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(keys))
+	sem := make(chan struct{}, 8)
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.PutIfAbsent(t.Context(), k, bytes.NewReader([]byte(k)), int64(len(k)), nil); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("put: %v", err)
+	}
 }

@@ -153,12 +153,19 @@ func TestSpoolPushRemovesPrefetchAfterRecovery(t *testing.T) {
 				t.Fatalf("wal-push on a standby (standby.signal) removed a prefetched segment: %v", err)
 			}
 			c.signal("standby.signal", false)
+			// A record of the background archiver, which must survive.
+			c.write(1, 10, true)
+			archiver := c.pusher()
+			archiver.ArchiverIdle = time.Millisecond
+			if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
+				t.Fatal(err)
+			}
 			push(9)
 			if left := c.prefetchLeft(); len(left) != 0 {
 				t.Fatalf("after recovery ended, wal-push left %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(c.realWal, spool.DirName, "pushed")); err != nil {
-				t.Fatalf("the push-ahead records went too: %v", err)
+			if _, err := os.Stat(filepath.Join(c.realWal, spool.DirName, "pushed", name(1, 10))); err != nil {
+				t.Fatalf("the archiver's records went too: %v", err)
 			}
 		})
 	}
@@ -347,8 +354,13 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 1))); err != nil {
 		t.Fatal(err)
 	}
+	archiver := c.pusher()
+	archiver.ArchiverIdle = time.Millisecond
+	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
+		t.Fatal(err)
+	}
 	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
-		t.Fatal("no push-ahead records")
+		t.Fatal("no records of the background archiver")
 	}
 	f := c.fetcher()
 	dest := filepath.Join(c.walDir, "RECOVERYXLOG")
@@ -391,6 +403,9 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	c.write(1, 9, true)
 	c.write(1, 10, true)
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 9))); err != nil {
+		t.Fatal(err)
+	}
+	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
 		t.Fatal(err)
 	}
 	if u, _ := spoolOwnerOf(t, filepath.Join(sdir, "pushed")); u != uid {

@@ -29,7 +29,7 @@ func newApp() *cli.App {
 			"AWS credentials come from the AWS SDK's default chain (environment, shared\n" +
 			"config, instance profile); walsnap never takes them as flags.",
 		Flags:           globalFlags(),
-		Commands:        []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(), backupStartCommand(), backupStopCommand(), walPrefetchCommand(), backupHoldCommand()},
+		Commands:        []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(), backupStartCommand(), backupStopCommand(), walPrefetchCommand(), walArchiverCommand(), backupHoldCommand()},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main maps errors to exit codes
 	}

@@ -5,15 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage/fs"
@@ -57,7 +61,9 @@ func (e *env) pusher() *Pusher {
 }
 
 func (e *env) fetcher() *Fetcher {
-	return &Fetcher{Repo: e.repo, Codec: compress.Default, Prefetch: 4, Concurrency: 2, Log: e.log()}
+	// The standing prefetcher leaves at once when nothing new is asked:
+	// RunPrefetch called by a test fills the window and returns.
+	return &Fetcher{Repo: e.repo, Codec: compress.Default, Prefetch: 4, Concurrency: 2, Log: e.log(), PrefetchIdle: time.Millisecond}
 }
 
 // segment returns the bytes of a WAL segment with a valid long page header
@@ -119,7 +125,8 @@ func TestPushFetchRoundTrip(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("fetched segment differs from the pushed one")
 	}
-	if !strings.Contains(e.logs.String(), "msg=archived") || !strings.Contains(e.logs.String(), "bytes_out=") {
+	if !strings.Contains(e.logs.String(), "msg=archived") || !strings.Contains(e.logs.String(), "bytes_out=") ||
+		!regexp.MustCompile(`read_ms=\S+ sha256_ms=\S+ compress_ms=\S+ put_ms=\S+`).MatchString(e.logs.String()) {
 		t.Fatalf("missing per-file log line:\n%s", e.logs)
 	}
 }
@@ -251,7 +258,11 @@ func TestFetchAbsentAndCorrupt(t *testing.T) {
 	}
 }
 
-func TestPushAhead(t *testing.T) {
+// TestArchiver: the background archiver drains the backlog ahead of
+// PostgreSQL's calls, which are answered from its records; a record is
+// trusted only for the same repository, the same file and, once old, an
+// object the repository confirms.
+func TestArchiver(t *testing.T) {
 	e := newEnv(t)
 	paths := map[uint64]string{}
 	datas := map[uint64][]byte{}
@@ -260,51 +271,65 @@ func TestPushAhead(t *testing.T) {
 	}
 	ps := e.pusher()
 	ps.Ahead = 6
+	ps.ArchiverIdle = 100 * time.Millisecond
+	var started []string
+	ps.StartArchiver = func(walDir string) error { started = append(started, walDir); return nil }
 	if err := ps.Push(context.Background(), paths[1]); err != nil {
 		t.Fatal(err)
 	}
+	if len(started) != 1 || started[0] != e.walDir {
+		t.Fatalf("archiver not started for a backlog: %v", started)
+	}
 	objs, _ := e.st.List(context.Background(), "wal/00000001/")
+	if len(objs) != 1 {
+		t.Fatalf("PostgreSQL's call uploaded %d objects, want its own only", len(objs))
+	}
+	os.Remove(filepath.Join(e.walDir, "archive_status", name(1, 1)+".ready"))
+	if err := ps.RunArchiver(context.Background(), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	// The archiver runs at most Ahead files ahead of PostgreSQL.
+	objs, _ = e.st.List(context.Background(), "wal/00000001/")
 	if len(objs) != 7 {
-		t.Fatalf("after one call with ahead=6: %d objects, want 7", len(objs))
+		t.Fatalf("after the archiver with ahead=6: %d objects, want 7", len(objs))
 	}
 	pushed := filepath.Join(e.walDir, spool.DirName, "pushed")
 	recs, _ := os.ReadDir(pushed)
 	if len(recs) != 6 {
-		t.Fatalf("%d push-ahead records, want 6", len(recs))
+		t.Fatalf("%d archiver records, want 6: %v", len(recs), recs)
 	}
-	// The first push creates the repository identity; the files pushed
-	// with it are logged as ahead of the one PostgreSQL asked for.
-	if got := strings.Count(e.logs.String(), "ahead_of="+name(1, 1)); got != 6 {
-		t.Fatalf("%d log lines name %s as the file pushed ahead of, want 6:\n%s", got, name(1, 1), e.logs)
-	}
-	// PostgreSQL's own call for segment 2 is answered from the record.
+	// PostgreSQL's own call for segment 2 is answered from the record,
+	// without asking the repository (the archiver just confirmed it).
 	e.logs.Reset()
 	if err := ps.Push(context.Background(), paths[2]); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(e.logs.String(), "pushed ahead earlier") {
-		t.Fatalf("segment 2 not recognised as pushed ahead:\n%s", e.logs)
+	if !strings.Contains(e.logs.String(), "archived (by the background archiver)") {
+		t.Fatalf("segment 2 not served from its record:\n%s", e.logs)
 	}
 	if _, err := os.Stat(filepath.Join(pushed, name(1, 2))); !os.IsNotExist(err) {
 		t.Fatal("record not removed once used")
 	}
-	// A stale record: the file changed after it was pushed ahead. The
-	// record must not be trusted: the push is redone and the conflict seen.
+	// A stale record: the file changed after it was archived. The record
+	// must not be trusted: the push is redone and the conflict seen.
 	datas[3][9999] ^= 1
 	os.WriteFile(paths[3], datas[3], 0o600)
 	if err := ps.Push(context.Background(), paths[3]); !errors.Is(err, ErrConflict) {
 		t.Fatalf("changed file behind a record: %v, want ErrConflict", err)
 	}
-	// A forged record: the object is not in the repository.
+	// An old record whose object is gone: confirmed with the repository,
+	// found wanting, and the file archived again.
 	if err := e.st.Delete(context.Background(), repo.WALKey(name(1, 4), ".zst")); err != nil {
 		t.Fatal(err)
 	}
+	old := time.Now().Add(-2 * recordTrust)
+	os.Chtimes(filepath.Join(pushed, name(1, 4)), old, old)
 	e.logs.Reset()
 	if err := ps.Push(context.Background(), paths[4]); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(e.logs.String(), "not confirmed by the repository") {
-		t.Fatalf("record for a missing object was trusted:\n%s", e.logs)
+		t.Fatalf("an old record for a missing object was trusted:\n%s", e.logs)
 	}
 	if got, err := e.fetchBytes(name(1, 4)); err != nil || !bytes.Equal(got, datas[4]) {
 		t.Fatalf("segment 4 not re-archived: %v", err)
@@ -319,7 +344,7 @@ func TestPushAhead(t *testing.T) {
 	if err := ps.Push(context.Background(), paths[5]); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(e.logs.String(), "pushed ahead earlier") {
+	if strings.Contains(e.logs.String(), "by the background archiver") {
 		t.Fatal("record of another repository was trusted")
 	}
 	// Records of recycled segments are swept.
@@ -333,6 +358,65 @@ func TestPushAhead(t *testing.T) {
 		if l.Name() == name(1, 6) || l.Name() == name(1, 7) {
 			t.Fatalf("record %s of a removed segment survived", l.Name())
 		}
+	}
+}
+
+// TestArchiverBusyAndFailed: a call for the file the archiver is
+// uploading waits for it and returns from its record; a call for a file
+// the archiver failed on reports the failure and pushes the file itself.
+func TestArchiverBusyAndFailed(t *testing.T) {
+	e := newEnv(t)
+	p1, _ := e.write(1, 1, false)
+	p2, _ := e.write(1, 2, true)
+	p3, _ := e.write(1, 3, true)
+	ps := e.pusher()
+	if err := ps.Push(context.Background(), p1); err != nil {
+		t.Fatal(err)
+	}
+	pushed := filepath.Join(e.walDir, spool.DirName, "pushed")
+	own := spool.OwnerOf(e.walDir)
+	if err := own.MkdirAll(filepath.Dir(pushed), pushed); err != nil {
+		t.Fatal(err)
+	}
+	// The archiver is "uploading" segment 2: it holds the busy lock.
+	busy, err := own.CreateExcl(filepath.Join(pushed, name(1, 2)+busySuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := fsutil.LockFileWait(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan error, 1)
+	go func() { returned <- ps.Push(context.Background(), p2) }()
+	// The call must wait on the lock, not push: the "archiver" finishes
+	// only once the kernel shows the call blocked on its lock.
+	waitLockWaiter(t, filepath.Join(pushed, name(1, 2)+busySuffix), returned)
+	p := &Pusher{Repo: e.repo, Codec: compress.Default, Concurrency: 1, Ahead: 4, Log: e.log()}
+	r := p.pushOne(context.Background(), p2, identityOf(context.Background(), e.repo))
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	own.WriteRecord(filepath.Join(pushed, name(1, 2)), mustJSON(pushedRecord{Repo: e.repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}))
+	os.Remove(filepath.Join(pushed, name(1, 2)+busySuffix))
+	lock.Unlock()
+	if err := <-returned; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.logs.String(), "archived (by the background archiver)") {
+		t.Fatalf("the waiting call did not use the archiver's record:\n%s", e.logs)
+	}
+	// The archiver failed on segment 3.
+	own.WriteRecord(filepath.Join(pushed, name(1, 3)+failedSuffix), []byte("store unreachable"))
+	e.logs.Reset()
+	if err := ps.Push(context.Background(), p3); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.logs.String(), "store unreachable") || !strings.Contains(e.logs.String(), "msg=archived") {
+		t.Fatalf("the archiver's failure not reported, or the file not pushed:\n%s", e.logs)
+	}
+	if _, err := os.Stat(filepath.Join(pushed, name(1, 3)+failedSuffix)); !os.IsNotExist(err) {
+		t.Fatal("the failure marker was left behind")
 	}
 }
 
@@ -431,4 +515,31 @@ func TestSweepSparesNewPartial(t *testing.T) {
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Fatal("an old unlocked .part survived")
 	}
+}
+
+// waitLockWaiter waits until a process is blocked waiting for the flock on
+// path (a "->" line in /proc/locks for its inode), failing if the call
+// whose result comes on returned ends first.
+func waitLockWaiter(t *testing.T, path string, returned <-chan error) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := fmt.Sprintf(":%d ", fi.Sys().(*syscall.Stat_t).Ino)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile("/proc/locks")
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "->") && strings.Contains(line, ino) {
+				return
+			}
+		}
+		select {
+		case err := <-returned:
+			t.Fatalf("the call returned while the archiver held the file: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	t.Fatal("no process ever waited for the archiver's lock")
 }

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,8 +30,12 @@ type Fetcher struct {
 	Prefetch    int            // segments to keep prefetched ahead (0 = off)
 	Concurrency int            // prefetch downloads at once
 	SpoolDir    string         // "" = <pg_wal>/.walsnap
+	Timeout     time.Duration  // the prefetcher's bound per download (0: 5 minutes)
 	Log         *slog.Logger
-	// StartPrefetch starts a background prefetch of the segments after
+	// PrefetchIdle is how long the standing prefetcher stays while
+	// PostgreSQL asks for nothing new (0: prefetchIdle).
+	PrefetchIdle time.Duration
+	// StartPrefetch starts the standing prefetcher (see RunPrefetch) after
 	// name; it must not wait for it (PostgreSQL waits for wal-fetch to
 	// exit). wal-fetch starts a detached walsnap process that calls
 	// RunPrefetch. Nil disables prefetch.
@@ -66,7 +71,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 			f.Log.Info("restored (prefetched)", "file", name, "ms", time.Since(start).Milliseconds())
 			if fn, err := wal.ParseFileName(name, rec.SegmentSize); err == nil {
 				sweepPassed(pdir, fn.Segment, rec.SegmentSize)
-				f.maybePrefetch(pdir, fn.Segment, rec.SegmentSize)
+				f.followRecovery(own, sdir, pdir, name)
 			}
 			return nil
 		}
@@ -108,7 +113,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	if kind == wal.KindSegment && id.SegmentSize != 0 {
 		if fn, err := wal.ParseFileName(name, id.SegmentSize); err == nil {
 			sweepPassed(pdir, fn.Segment, id.SegmentSize)
-			f.maybePrefetch(pdir, fn.Segment, id.SegmentSize)
+			f.followRecovery(own, sdir, pdir, name)
 		}
 	}
 	return nil
@@ -293,32 +298,37 @@ func prefetched(pdir, name string) bool {
 	return err == nil
 }
 
-// maybePrefetch starts a prefetcher unless the window ahead of seg is
-// still at least half full or one is already running.
-func (f *Fetcher) maybePrefetch(pdir string, seg wal.Segment, segSize uint64) {
-	if f.Prefetch <= 0 || f.StartPrefetch == nil || fsutil.IsLocked(filepath.Join(pdir, ".lock")) {
+// wantFile, in the prefetch directory, names the segment PostgreSQL asked
+// for last: the standing prefetcher keeps the window after it filled.
+const wantFile = ".want"
+
+// followRecovery tells the standing prefetcher that PostgreSQL asked for
+// name, and starts it unless it runs.
+func (f *Fetcher) followRecovery(own spool.Owner, sdir, pdir, name string) {
+	if f.Prefetch <= 0 || f.StartPrefetch == nil {
 		return
 	}
-	have := 0
-	s := seg
-	for range f.Prefetch {
-		s = s.Next()
-		if prefetched(pdir, s.Name(segSize)) {
-			have++
-		}
-	}
-	if have*2 > f.Prefetch {
+	if own.MkdirAll(sdir, pdir) != nil {
 		return
 	}
-	if err := f.StartPrefetch(seg.Name(segSize)); err != nil {
+	// Not fsynced: the position only steers the prefetcher.
+	own.WriteRecord(filepath.Join(pdir, wantFile), []byte(name))
+	if fsutil.IsLocked(filepath.Join(pdir, ".lock")) {
+		return
+	}
+	if err := f.StartPrefetch(name); err != nil {
 		f.Log.Warn("cannot start prefetch", "err", err)
 	}
 }
 
-// RunPrefetch downloads the Prefetch segments after name into the prefetch
-// directory under walDir's spool, Concurrency at a time, stopping at the
-// first one the repository does not have. Only one prefetcher runs per
-// spool; a second returns at once.
+// RunPrefetch is the standing prefetcher of walDir's spool: it keeps the
+// segments after the one PostgreSQL asked for last (name at first, then
+// what wal-fetch writes to the want file) downloaded, verified, fsynced
+// and committed in the prefetch directory — Prefetch of them, Concurrency
+// at a time, and never more than maxPrefetchBytes — and follows timeline
+// switches the repository's history files describe. Only one prefetcher
+// runs per spool; a second returns at once. It leaves when PostgreSQL has
+// asked for nothing new for PrefetchIdle.
 //
 // Once recovery has ended (see recoveryEnded), prefetching is pointless:
 // RunPrefetch then stops (it checks before it starts and every
@@ -336,40 +346,23 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	if err := own.MkdirAll(sdir, pdir); err != nil {
 		return err
 	}
-	lockPath := filepath.Join(pdir, ".lock")
-	if err := own.EnsureFile(lockPath); err != nil {
-		return err
-	}
-	lock, err := fsutil.TryLock(lockPath)
-	if errors.Is(err, fsutil.ErrLocked) {
-		return nil
-	}
-	if err != nil {
+	lock, err := helperLock(own, filepath.Join(pdir, ".lock"))
+	if err != nil || lock == nil {
 		return err
 	}
 	defer lock.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A stopped server needs no prefetch: leave at once, downloads and all.
+	watchServer(ctx, cancel, dataDir)
 	var ended atomic.Bool
 	if dataDir != "" {
-		go func() {
-			t := time.NewTicker(recoveryPoll)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				if recoveryEnded(dataDir) {
-					ended.Store(true)
-					cancel()
-					return
-				}
-			}
-		}()
+		watch(ctx, recoveryPoll, func() bool { return recoveryEnded(dataDir) }, func() {
+			ended.Store(true)
+			cancel()
+		})
 	}
-	err = f.prefetchAfter(ctx, own, pdir, name)
+	err = f.standBy(ctx, own, pdir, name)
 	if ended.Load() || recoveryEnded(dataDir) {
 		f.Log.Info("recovery has ended: prefetch stopped, prefetch directory removed")
 		removePrefetchSpool(sdir)
@@ -378,27 +371,71 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	return err
 }
 
-// recoveryPoll is how often a running prefetcher checks whether recovery
-// has ended.
-var recoveryPoll = 500 * time.Millisecond
+// Standing prefetcher timing.
+const (
+	// prefetchPoll is how often the prefetcher looks for a new position.
+	prefetchPoll = 20 * time.Millisecond
+	// prefetchRetry is how often it asks the repository again for the
+	// segment after the end of the archive (a standby waiting for WAL).
+	prefetchRetry = time.Second
+	// prefetchIdle is how long it stays without a new position.
+	prefetchIdle = 30 * time.Second
+	// maxPrefetchBytes bounds the prefetched bytes, whatever the segment
+	// size and fetch.prefetch.
+	maxPrefetchBytes = 1 << 30
+)
 
-// prefetchAfter downloads the Prefetch segments after name into pdir.
-func (f *Fetcher) prefetchAfter(ctx context.Context, own spool.Owner, pdir, name string) error {
+// standBy keeps the window after the wanted segment filled until ctx ends
+// or PostgreSQL has asked for nothing new for PrefetchIdle.
+func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name string) error {
+	want, moved := name, time.Now()
+	var lastFill time.Time
+	full := false
+	for ctx.Err() == nil {
+		if w, err := os.ReadFile(filepath.Join(pdir, wantFile)); err == nil && len(w) > 0 && string(w) != want {
+			want, moved, full = string(w), time.Now(), false
+		}
+		if time.Since(moved) > cmp.Or(f.PrefetchIdle, prefetchIdle) {
+			return nil
+		}
+		if !full || time.Since(lastFill) > prefetchRetry {
+			var err error
+			full, err = f.fill(ctx, own, pdir, want)
+			lastFill = time.Now()
+			if err != nil && ctx.Err() == nil {
+				f.Log.Warn("prefetch failed", "after", want, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(prefetchPoll):
+		}
+	}
+	return nil
+}
+
+// fill downloads the window of segments after want that is not there yet,
+// and reports whether the window is full (false: the archive ended before
+// it, or a download failed).
+func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) (bool, error) {
 	id, err := f.Repo.Identity(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	fn, err := wal.ParseFileName(name, id.SegmentSize)
+	fn, err := wal.ParseFileName(want, id.SegmentSize)
 	if err != nil || fn.Kind != wal.KindSegment {
-		return fmt.Errorf("prefetch after %s: not a segment name", name)
+		return false, fmt.Errorf("prefetch after %s: not a segment name", want)
 	}
+	window := min(f.Prefetch, max(1, int(maxPrefetchBytes/id.SegmentSize)))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, max(1, f.Concurrency))
 	var wg sync.WaitGroup
+	var endSeen, failed atomic.Bool
+	branches := f.branches(ctx, fn.Segment.TLI, id.SegmentSize)
 	seg := fn.Segment
-	for range f.Prefetch {
-		seg = seg.Next()
+	for range window {
+		seg = after(seg, branches)
 		next := seg.Name(id.SegmentSize)
 		if prefetched(pdir, next) {
 			continue
@@ -413,15 +450,61 @@ func (f *Fetcher) prefetchAfter(ctx context.Context, own spool.Owner, pdir, name
 		wg.Go(func() {
 			defer func() { <-sem }()
 			err := f.prefetchOne(ctx, own, pdir, next, id)
-			if errors.Is(err, ErrNotFound) {
+			switch {
+			case errors.Is(err, ErrNotFound):
+				endSeen.Store(true)
 				cancel() // the end of the archive: nothing after it either
-			} else if err != nil && ctx.Err() == nil {
+			case err != nil && ctx.Err() == nil:
+				failed.Store(true)
 				f.Log.Warn("prefetch failed", "file", next, "err", err)
 			}
 		})
 	}
 	wg.Wait()
-	return nil
+	return !endSeen.Load() && !failed.Load(), nil
+}
+
+// recoveryPoll is how often a running prefetcher checks whether recovery
+// has ended.
+var recoveryPoll = 500 * time.Millisecond
+
+// branch is a timeline that branched off its parent: recovery to the
+// latest timeline reads segments from it from its switch segment on.
+type branch struct {
+	tli, parent uint32
+	switchNo    uint64
+}
+
+// branches reads the history files of the timelines after tli, while
+// there are any.
+func (f *Fetcher) branches(ctx context.Context, tli uint32, segSize uint64) []branch {
+	var out []branch
+	for t := tli + 1; ; t++ {
+		data, err := f.Repo.ReadWAL(ctx, wal.HistoryFileName(t))
+		if err != nil {
+			return out
+		}
+		entries, err := wal.ParseHistory(data)
+		if err != nil {
+			return out
+		}
+		last := entries[len(entries)-1]
+		out = append(out, branch{tli: t, parent: last.ParentTLI, switchNo: uint64(last.SwitchPoint) / segSize})
+	}
+}
+
+// after returns the segment recovery reads after seg: the next one on
+// seg's timeline, or, where a newer timeline branched off it at or before
+// that point, the next one on the newest such timeline (PostgreSQL
+// recovering to the latest timeline reads it from there).
+func after(seg wal.Segment, branches []branch) wal.Segment {
+	next := seg.Next()
+	for _, b := range branches {
+		if b.parent == next.TLI && b.switchNo <= next.No {
+			next.TLI = b.tli
+		}
+	}
+	return next
 }
 
 func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name string, id repo.Identity) error {
@@ -445,6 +528,8 @@ func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name s
 	// A stale copy or record of this name (an earlier recovery) goes first:
 	// only what is verified now gets a record.
 	removePrefetched(path)
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(f.Timeout, 5*time.Minute))
+	defer cancel()
 	h := crc32.New(castagnoli)
 	known := func() (repo.Identity, error) { return id, nil }
 	obj, _, err := f.download(ctx, name, io.MultiWriter(fd, h), known)

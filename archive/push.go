@@ -28,10 +28,18 @@ import (
 type Pusher struct {
 	Repo        *repo.Repo
 	Codec       compress.Codec
-	Concurrency int    // uploads at once (>= 1)
-	Ahead       int    // most .ready files pushed ahead per call (0 = off)
-	SpoolDir    string // "" = <pg_wal>/.walsnap
-	Log         *slog.Logger
+	Concurrency int           // the background archiver's uploads at once (>= 1)
+	Ahead       int           // how far the background archiver runs ahead (files; 0 = no archiver)
+	SpoolDir    string        // "" = <pg_wal>/.walsnap
+	Timeout     time.Duration // the archiver's bound per file (0: 5 minutes)
+	// ArchiverIdle is how long the archiver waits for new .ready files
+	// before it leaves (0: archiverIdle).
+	ArchiverIdle time.Duration
+	Log          *slog.Logger
+	// StartArchiver starts the background archiver for a WAL directory
+	// (see RunArchiver) without waiting for it; wal-push starts a detached
+	// walsnap process. Nil: no archiver.
+	StartArchiver func(walDir string) error
 }
 
 // ErrConflict means the repository already holds a different file under
@@ -77,11 +85,16 @@ type pushResult struct {
 	err       error
 	pushedFor string        // "" for the requested file, else pushed ahead
 	id        repo.Identity // the repository identity the file was checked against
+	// stages: reading the file, hashing (SHA-256), compressing and the
+	// repository's PUT; hashing and compressing run at the same time.
+	readT, hashT, encT, putT time.Duration
 }
 
 // Push archives the WAL file at path (as given by %p: relative to PGDATA
 // or absolute). It returns nil only when the repository holds the file's
-// exact bytes.
+// exact bytes. A file the background archiver archived is confirmed from
+// its record; one it is archiving now is waited for; otherwise the call
+// uploads the file itself, then starts the archiver if a backlog waits.
 func (p *Pusher) Push(ctx context.Context, path string) error {
 	start := time.Now()
 	name := filepath.Base(path)
@@ -93,82 +106,59 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	pushedDir := filepath.Join(sdir, "pushed")
 	p.sweepSpool(walDir, sdir)
 
-	if done, err := p.pushedAhead(ctx, pushedDir, path, name); err != nil {
-		return err
-	} else if done {
-		p.Log.Info("archived (pushed ahead earlier)", "file", name, "ms", time.Since(start).Milliseconds())
-		return nil
-	}
-
-	files := []string{path}
-	if p.Ahead > 0 {
-		for _, n := range readyFiles(walDir, name, p.Ahead, pushedDir) {
-			files = append(files, filepath.Join(walDir, n))
+	done, err := p.pushedAhead(ctx, pushedDir, path, name)
+	if err == nil && !done {
+		if werr := p.waitArchiver(ctx, pushedDir, name); werr != nil {
+			p.Log.Warn("pushing the file here", "file", name, "err", werr)
 		}
+		done, err = p.pushedAhead(ctx, pushedDir, path, name)
 	}
-	// The identity is read from the repository on every call (never from a
-	// local cache, which could outlive it), while the file is read and
-	// compressed.
-	ident := identityOf(ctx, p.Repo)
-	if len(files) == 1 {
-		r := p.pushOne(ctx, path, ident)
-		p.report(r)
-		return r.err
-	}
-	id, err := ident()
 	if err != nil {
-		return fileError(name, err)
+		return err
 	}
-	// The requested file goes first and alone when the repository has no
-	// identity yet, so that exactly one process creates it.
-	if id.SystemID == 0 {
-		r := p.pushOne(ctx, path, ident)
+	if done {
+		p.Log.Info("archived (by the background archiver)", "file", name, "ms", time.Since(start).Milliseconds())
+	} else {
+		// The identity is read from the repository on every call (never
+		// from a local cache, which could outlive it), while the file is
+		// read and compressed.
+		r := p.pushOne(ctx, path, identityOf(ctx, p.Repo))
 		p.report(r)
 		if r.err != nil {
 			return r.err
 		}
-		p.recordAhead(walDir, pushedDir, p.pushAll(ctx, files[1:], r.id, name))
-		return nil
 	}
-	results := p.pushAll(ctx, files, id, "")
-	p.recordAhead(walDir, pushedDir, results[1:])
-	return results[0].err
+	p.maybeStartArchiver(walDir, sdir, pushedDir, name)
+	return nil
 }
 
-// pushAll uploads files concurrently and reports each. With aheadOf empty
-// the first file is the one PostgreSQL asked for and the rest are pushed
-// ahead of it; otherwise all are pushed ahead of aheadOf.
-func (p *Pusher) pushAll(ctx context.Context, files []string, id repo.Identity, aheadOf string) []pushResult {
-	results := make([]pushResult, len(files))
-	sem := make(chan struct{}, max(1, p.Concurrency))
-	var wg sync.WaitGroup
-	for i, f := range files {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			results[i] = p.pushOne(ctx, f, func() (repo.Identity, error) { return id, nil })
-			switch {
-			case aheadOf != "":
-				results[i].pushedFor = aheadOf
-			case i > 0:
-				results[i].pushedFor = filepath.Base(files[0])
-			}
-			p.report(results[i])
-		})
+// maybeStartArchiver starts the background archiver when files other
+// than the one just archived wait and none is running.
+func (p *Pusher) maybeStartArchiver(walDir, sdir, pushedDir, current string) {
+	if p.Ahead <= 0 || p.StartArchiver == nil || archiverRunning(sdir) {
+		return
 	}
-	wg.Wait()
-	return results
+	if len(readyFiles(walDir, current, 1, pushedDir)) == 0 {
+		return
+	}
+	if err := p.StartArchiver(walDir); err != nil {
+		p.Log.Warn("cannot start the background archiver", "err", err)
+	}
 }
 
 func (p *Pusher) report(r pushResult) {
 	attrs := []any{"file", r.name, "bytes_in", r.in, "bytes_out", r.out, "ms", r.elapsed.Milliseconds()}
+	if r.err == nil {
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		attrs = append(attrs, "read_ms", ms(r.readT), "sha256_ms", ms(r.hashT), "compress_ms", ms(r.encT), "put_ms", ms(r.putT))
+	}
 	if r.pushedFor != "" {
 		attrs = append(attrs, "ahead_of", r.pushedFor)
 	}
 	switch {
 	case r.err != nil && r.pushedFor != "":
 		// PostgreSQL will ask for this file itself and see the error then.
-		p.Log.Warn("push-ahead failed", append(attrs, "err", r.err)...)
+		p.Log.Warn("background archiver: push failed", append(attrs, "err", r.err)...)
 	case r.err != nil:
 		// The caller returns the error; cmd prints it once.
 	case r.existed:
@@ -191,12 +181,14 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 			res.err = fileError(name, res.err)
 		}
 	}()
+	t0 := time.Now()
 	data, stat, err := readFile(path)
 	if err != nil {
 		res.err = err
 		return res
 	}
 	res.in, res.stat = len(data), stat
+	res.readT = time.Since(t0)
 
 	// Hash and compress while the identity arrives; nothing is uploaded
 	// before the file is validated against it.
@@ -204,8 +196,9 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 	var enc []byte
 	var encErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { sum = sha256.Sum256(data) })
-	wg.Go(func() { enc, encErr = p.Codec.Encode(nil, data) })
+	t1 := time.Now()
+	wg.Go(func() { sum = sha256.Sum256(data); res.hashT = time.Since(t1) })
+	wg.Go(func() { enc, encErr = p.Codec.Encode(nil, data); res.encT = time.Since(t1) })
 	id, err := ident()
 	if err == nil {
 		err = p.validate(ctx, name, data, &id)
@@ -222,7 +215,9 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 	}
 	res.sha = hex.EncodeToString(sum[:])
 	res.out = len(enc)
+	t2 := time.Now()
 	res.key, err = p.Repo.PutWAL(ctx, name, p.Codec, enc, res.sha, len(data))
+	res.putT = time.Since(t2)
 	if errors.Is(err, repo.ErrExists) {
 		res.existed = true
 		obj, herr := p.Repo.HeadWAL(ctx, res.key)
@@ -320,19 +315,25 @@ func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *rep
 	return nil
 }
 
-// pushedAhead reports whether name was pushed ahead by an earlier call and
-// still matches: same repository, same bytes on disk (SHA-256), and the
-// object is in the repository with that checksum. A record that fails any
-// check is removed and the file is pushed normally.
+// pushedAhead reports whether the background archiver archived name and
+// the record still matches: same repository, same bytes on disk (the stat
+// identity recorded when the file was read, else its SHA-256), and the
+// object is in the repository — which the archiver confirmed when it
+// wrote the record, so a fresh record (recordTrust) is believed and an
+// older one is confirmed again with a HEAD. A record that fails any check
+// is removed and the file is pushed normally.
 func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) (bool, error) {
 	recPath := filepath.Join(pushedDir, name)
-	data, err := os.ReadFile(recPath)
+	rf, err := os.Open(recPath)
 	if err != nil {
 		return false, nil
 	}
+	rfi, serr := rf.Stat()
+	data, rerr := io.ReadAll(io.LimitReader(rf, 1<<16))
+	rf.Close()
 	os.Remove(recPath)
 	var rec pushedRecord
-	if json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
+	if serr != nil || rerr != nil || json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
 		return false, nil
 	}
 	fi, err := os.Stat(path)
@@ -347,35 +348,19 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 		}
 		sum := sha256.Sum256(raw)
 		if int64(len(raw)) != rec.Size || hex.EncodeToString(sum[:]) != rec.SHA256 {
-			p.Log.Warn("push-ahead record does not match the file; pushing again", "file", name)
+			p.Log.Warn("archiver record does not match the file; pushing again", "file", name)
 			return false, nil
 		}
 	}
+	if recordFresh(rfi) {
+		return true, nil
+	}
 	obj, err := p.Repo.HeadWAL(ctx, rec.Key)
 	if err != nil || obj.SHA256 != rec.SHA256 {
-		p.Log.Warn("push-ahead record not confirmed by the repository; pushing again", "file", name, "err", err)
+		p.Log.Warn("archiver record not confirmed by the repository; pushing again", "file", name, "err", err)
 		return false, nil
 	}
 	return true, nil
-}
-
-// recordAhead leaves a record for each file pushed ahead successfully.
-func (p *Pusher) recordAhead(walDir, pushedDir string, results []pushResult) {
-	if len(results) == 0 {
-		return
-	}
-	own := spool.OwnerOf(walDir)
-	if own.MkdirAll(filepath.Dir(pushedDir), pushedDir) != nil {
-		return
-	}
-	for _, r := range results {
-		if r.err != nil {
-			continue
-		}
-		rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
-		// Not fsynced: a record lost in a crash only costs a re-push.
-		own.WriteRecord(filepath.Join(pushedDir, r.name), mustJSON(rec))
-	}
 }
 
 // readyFiles lists up to limit WAL files waiting in archive_status, other
@@ -418,14 +403,17 @@ func readyFiles(walDir, current string, limit int, pushedDir string) []string {
 // ended (while it goes on, as on a standby archiving with
 // archive_mode=always, only prefetched files that recovery left behind).
 func (p *Pusher) sweepSpool(walDir, sdir string) {
-	sweep(filepath.Join(sdir, "pushed"), func(name string, fi os.FileInfo) bool {
-		if inProgress(name) { // a record being written, or a dead writer's
-			return olderThan(fi, orphanAge)
+	pushedDir := filepath.Join(sdir, "pushed")
+	sweep(pushedDir, func(name string, fi os.FileInfo) bool {
+		if inProgress(name) || strings.HasSuffix(name, busySuffix) {
+			// A record being written or a file being archived, or a dead
+			// writer's leftover.
+			return orphaned(pushedDir, name, fi)
 		}
 		if olderThan(fi, 24*time.Hour) {
 			return true
 		}
-		_, err := os.Stat(filepath.Join(walDir, name))
+		_, err := os.Stat(filepath.Join(walDir, strings.TrimSuffix(name, failedSuffix)))
 		return errorsIsNotExist(err)
 	})
 	if !tidySpool(walDir, sdir) {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"github.com/walsnap/walsnap/internal/spool"
+	"github.com/walsnap/walsnap/internal/wal"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pushAll pushes segments first..last of timeline 1 and returns their bytes.
@@ -225,5 +228,74 @@ func TestFetchIntoMissingDirectory(t *testing.T) {
 	}
 	if started {
 		t.Fatal("a prefetcher was started for a missing directory")
+	}
+}
+
+// waitFor waits until cond holds (an event in the filesystem), failing
+// after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStandingPrefetcher: one prefetcher stays while recovery goes on,
+// keeps the window after the segment PostgreSQL asked for last filled,
+// and follows a timeline switch the repository's history describes.
+func TestStandingPrefetcher(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 8)
+	// Timeline 2 branched off timeline 1 inside segment 5.
+	for no := uint64(5); no <= 8; no++ {
+		p, _ := e.write(2, no, false)
+		if err := e.pusher().Push(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hist := filepath.Join(e.walDir, "00000002.history")
+	os.WriteFile(hist, []byte(fmt.Sprintf("1\t%s\tno recovery target specified\n", wal.LSN(5*segSize+100))), 0o600)
+	if err := e.pusher().Push(context.Background(), hist); err != nil {
+		t.Fatal(err)
+	}
+	f := e.fetcher()
+	f.Prefetch = 3
+	f.PrefetchIdle = time.Minute
+	f.StartPrefetch = func(string) error { return nil }
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.RunPrefetch(ctx, name(1, 1), e.walDir) }()
+	waitFor(t, "the window after segment 1", func() bool {
+		return prefetched(pdir, name(1, 2)) && prefetched(pdir, name(1, 3)) && prefetched(pdir, name(1, 4))
+	})
+	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
+	for _, no := range []uint64{2, 3} {
+		e.logs.Reset()
+		if err := f.Fetch(context.Background(), name(1, no), dest); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(e.logs.String(), "restored (prefetched)") {
+			t.Fatalf("segment %d not served from the standing prefetcher:\n%s", no, e.logs)
+		}
+	}
+	// After segment 3 the window is 4, then timeline 2 from segment 5 on.
+	waitFor(t, "the window to follow timeline 2", func() bool {
+		return prefetched(pdir, name(2, 5)) && prefetched(pdir, name(2, 6))
+	})
+	if prefetched(pdir, name(1, 5)) {
+		t.Fatal("segment 5 of the abandoned timeline 1 was prefetched")
+	}
+	// One prefetcher per spool: a second one leaves at once.
+	if err := f.RunPrefetch(context.Background(), name(2, 6), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

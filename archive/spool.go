@@ -14,15 +14,19 @@
 package archive
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/walsnap/walsnap/internal/spool"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/walsnap/walsnap/internal/fsutil"
+	"github.com/walsnap/walsnap/internal/pg"
+	"github.com/walsnap/walsnap/internal/spool"
 )
 
 // SpoolDirName is the spool directory created inside pg_wal by default.
@@ -101,6 +105,64 @@ func dataDirOf(walDir string) string {
 // recovery.signal and standby.signal when recovery ends (recovery.conf is
 // renamed before version 12).
 var recoverySignals = []string{"recovery.signal", "standby.signal", "recovery.conf"}
+
+// watchServer cancels ctx when the PostgreSQL server that runs on dataDir
+// as the helper starts has stopped (or was replaced by another postmaster),
+// checking every serverPoll, until ctx ends. The background helpers leave
+// with their server, uploads and downloads in flight included, so that a
+// stopped server's volumes can be unmounted at once. A helper started
+// where no server runs (dataDir unknown, a wal-fetch run by hand) has no
+// server to leave with and keeps to its own end conditions.
+func watchServer(ctx context.Context, cancel context.CancelFunc, dataDir string) {
+	if dataDir == "" {
+		return
+	}
+	server, running := pg.RunningPostmaster(dataDir)
+	if !running {
+		return
+	}
+	watch(ctx, serverPoll, func() bool {
+		pid, running := pg.RunningPostmaster(dataDir)
+		return !running || pid != server
+	}, cancel)
+}
+
+// watch checks cond every interval until ctx ends, and calls then (once)
+// when it holds.
+func watch(ctx context.Context, every time.Duration, cond func() bool, then func()) {
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if cond() {
+				then()
+				return
+			}
+		}
+	}()
+}
+
+// helperLock takes the lock file path of a background helper, created
+// for the spool's owner. It returns nil (and no error) when another
+// helper holds it.
+func helperLock(own spool.Owner, path string) (*fsutil.Lock, error) {
+	if err := own.EnsureFile(path); err != nil {
+		return nil, err
+	}
+	lock, err := fsutil.TryLock(path)
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, nil
+	}
+	return lock, err
+}
+
+// serverPoll is how often a background helper checks that its server runs.
+const serverPoll = 100 * time.Millisecond
 
 // recoveryEnded reports whether the cluster with data directory dataDir is
 // provably not in recovery: dataDir is known and has no recovery signal

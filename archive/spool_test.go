@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -39,6 +40,7 @@ func spoolNewCluster(t *testing.T, symlinked bool) *spoolCluster {
 	if err := os.WriteFile(filepath.Join(c.dataDir, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	c.serverRuns(t)
 	c.realWal = filepath.Join(c.dataDir, "pg_wal")
 	if symlinked {
 		c.realWal = filepath.Join(base, "walvol", "pg_wal")
@@ -153,12 +155,19 @@ func TestSpoolPushRemovesPrefetchAfterRecovery(t *testing.T) {
 				t.Fatalf("wal-push on a standby (standby.signal) removed a prefetched segment: %v", err)
 			}
 			c.signal("standby.signal", false)
+			// A record of the background archiver, which must survive.
+			c.write(1, 10, true)
+			archiver := c.pusher()
+			archiver.ArchiverIdle = time.Millisecond
+			if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
+				t.Fatal(err)
+			}
 			push(9)
 			if left := c.prefetchLeft(); len(left) != 0 {
 				t.Fatalf("after recovery ended, wal-push left %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(c.realWal, spool.DirName, "pushed")); err != nil {
-				t.Fatalf("the push-ahead records went too: %v", err)
+			if _, err := os.Stat(filepath.Join(c.realWal, spool.DirName, "pushed", name(1, 10))); err != nil {
+				t.Fatalf("the archiver's records went too: %v", err)
 			}
 		})
 	}
@@ -181,6 +190,21 @@ func TestSpoolPushRemovesPrefetchAfterRecovery(t *testing.T) {
 
 // spoolBlockingStore makes every WAL download wait until its context ends
 // or release is closed: a prefetcher on it runs until it is stopped.
+// serverRuns makes the cluster's server run, as far as walsnap can tell:
+// its postmaster.pid names a live process (this one) and the data
+// directory.
+func (c *spoolCluster) serverRuns(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(c.dataDir, "postmaster.pid"), fmt.Appendf(nil, "%d\n%s\n", os.Getpid(), c.dataDir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serverStops makes the cluster's server stop (see serverRuns).
+func (c *spoolCluster) serverStops() {
+	os.Remove(filepath.Join(c.dataDir, "postmaster.pid"))
+}
+
 type spoolBlockingStore struct {
 	storage.Store
 	waiting atomic.Int32
@@ -223,6 +247,13 @@ func (s *spoolBlockingStore) Head(ctx context.Context, key string) (storage.Obje
 		return storage.ObjectInfo{}, err
 	}
 	return s.Store.Head(ctx, key)
+}
+
+func (s *spoolBlockingStore) PutIfAbsent(ctx context.Context, key string, r io.ReadSeeker, size int64, meta map[string]string) error {
+	if err := s.block(ctx, key); err != nil {
+		return err
+	}
+	return s.Store.PutIfAbsent(ctx, key, r, size, meta)
 }
 
 func (s *spoolBlockingStore) List(ctx context.Context, prefix string) ([]storage.ObjectInfo, error) {
@@ -347,8 +378,13 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 1))); err != nil {
 		t.Fatal(err)
 	}
+	archiver := c.pusher()
+	archiver.ArchiverIdle = time.Millisecond
+	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
+		t.Fatal(err)
+	}
 	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
-		t.Fatal("no push-ahead records")
+		t.Fatal("no records of the background archiver")
 	}
 	f := c.fetcher()
 	dest := filepath.Join(c.walDir, "RECOVERYXLOG")
@@ -391,6 +427,9 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	c.write(1, 9, true)
 	c.write(1, 10, true)
 	if err := c.pusher().Push(context.Background(), filepath.Join(c.walDir, name(1, 9))); err != nil {
+		t.Fatal(err)
+	}
+	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
 		t.Fatal(err)
 	}
 	if u, _ := spoolOwnerOf(t, filepath.Join(sdir, "pushed")); u != uid {
@@ -506,5 +545,56 @@ func TestSpoolDeadFetchSwept(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Error("a live wal-fetch's download was swept")
+	}
+}
+
+// TestHelpersLeaveWithTheServer: the standing prefetcher and the background
+// archiver leave as soon as their server has stopped — downloads and
+// uploads in flight included — so that its volumes can be unmounted at
+// once; the prefetch spool stays (recovery has not ended).
+func TestHelpersLeaveWithTheServer(t *testing.T) {
+	c := spoolNewCluster(t, false)
+	c.signal("recovery.signal", true)
+	c.pushRange(1, 4)
+	c.write(1, 5, true)
+	c.write(1, 6, true)
+	st, err := storagefs.New(c.repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []struct {
+		what string
+		run  func(r *repo.Repo) error
+	}{
+		{"prefetcher", func(r *repo.Repo) error {
+			f := c.fetcher()
+			f.Repo = r
+			f.PrefetchIdle = time.Hour
+			return f.RunPrefetch(context.Background(), name(1, 1), c.walDir)
+		}},
+		{"archiver", func(r *repo.Repo) error {
+			p := c.pusher()
+			p.Repo = r
+			p.ArchiverIdle = time.Hour
+			return p.RunArchiver(context.Background(), c.walDir)
+		}},
+	} {
+		c.serverRuns(t)
+		blocked := &spoolBlockingStore{Store: st}
+		done := make(chan error, 1)
+		go func() { done <- h.run(repo.New(blocked)) }()
+		spoolWaitBlocked(t, blocked) // a download or upload in flight
+		c.serverStops()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("the %s: %v", h.what, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("the %s stayed after its server stopped", h.what)
+		}
+	}
+	if _, err := os.Stat(c.pdir()); err != nil {
+		t.Fatalf("the prefetch spool went with a stopped (not promoted) server: %v", err)
 	}
 }

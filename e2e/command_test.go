@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walsnap/walsnap/internal/testrig"
 )
@@ -187,6 +189,9 @@ func detachLoops(t *testing.T, dir string) {
 	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) })
 	for _, mp := range mounts {
 		exec.Command("fsfreeze", "-u", mp).Run() // fails unless frozen
+		// walsnap's background helpers leave within moments of their
+		// server; wait until nothing uses the mount any more.
+		waitUnused(t, mp)
 		if out, err := exec.Command("umount", mp).CombinedOutput(); err != nil {
 			t.Errorf("cleanup: umount %s: %v %s", mp, err, out)
 			exec.Command("umount", "-l", mp).Run()
@@ -263,4 +268,47 @@ func mustRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out)
+}
+
+// waitUnused waits (up to half a minute) until no process has its working
+// directory, root or an open file below the mount point mp, and reports
+// the ones that still do when it gives up.
+func waitUnused(t *testing.T, mp string) {
+	t.Helper()
+	users := func() []string {
+		var out []string
+		procs, _ := os.ReadDir("/proc")
+		for _, p := range procs {
+			if _, err := strconv.Atoi(p.Name()); err != nil {
+				continue
+			}
+			dir := filepath.Join("/proc", p.Name())
+			links := []string{filepath.Join(dir, "cwd"), filepath.Join(dir, "root")}
+			if fds, err := os.ReadDir(filepath.Join(dir, "fd")); err == nil {
+				for _, fd := range fds {
+					links = append(links, filepath.Join(dir, "fd", fd.Name()))
+				}
+			}
+			for _, l := range links {
+				if target, err := os.Readlink(l); err == nil && (target == mp || strings.HasPrefix(target, mp+"/")) {
+					cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
+					out = append(out, p.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+					break
+				}
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		u := users()
+		if len(u) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("cleanup: %s still in use by %v", mp, u)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

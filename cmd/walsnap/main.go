@@ -37,7 +37,7 @@ func newApp() *cli.App {
 	run.command, run.cfg = "", config.Config{}
 	commands := []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(),
 		backupStartCommand(), backupStopCommand(), verifyCommand(), checkCommand(), statusCommand(), deleteCommand(), backupPinCommand(), versionCommand(), completionCommand(), manCommand(), helpCommand(),
-		walPrefetchCommand(), backupHoldCommand()}
+		walPrefetchCommand(), walArchiverCommand(), backupHoldCommand()}
 	for _, cmd := range commands {
 		tidyHelp(cmd.Flags)
 		cmd.HideHelpCommand = true // "walsnap help CMD" and "walsnap CMD --help"

@@ -179,7 +179,7 @@ func newLogger(cfg config.Config, command string) *slog.Logger {
 // archive_command or restore_command, or as their helper), so that its
 // stderr is the server log.
 func underPostgres(command string) bool {
-	return command == "wal-push" || command == "wal-fetch" || command == "wal-prefetch"
+	return command == "wal-push" || command == "wal-fetch" || command == "wal-prefetch" || command == "wal-archiver"
 }
 
 // configuredLevel is cfg's log level.

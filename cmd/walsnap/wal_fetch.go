@@ -72,6 +72,7 @@ func newFetcher(ctx context.Context, cfg config.Config, command string) (*archiv
 		Prefetch:    cfg.Fetch.Prefetch,
 		Concurrency: cfg.Fetch.Concurrency,
 		SpoolDir:    cfg.SpoolDir,
+		Timeout:     cfg.Fetch.Timeout,
 		Log:         newLogger(cfg, command),
 	}, nil
 }
@@ -91,7 +92,7 @@ func startPrefetcher(cfg config.Config, after, walDir string) error {
 func walPrefetchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "wal-prefetch",
-		Usage:     "internal: prefetch the segments after NAME (started by wal-fetch)",
+		Usage:     "internal: the standing prefetcher, from NAME on (started by wal-fetch)",
 		ArgsUsage: "NAME WALDIR",
 		Hidden:    true,
 		Action: func(c *cli.Context) error {
@@ -102,8 +103,9 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context, cfg.Fetch.Timeout)
-			defer cancel()
+			// The standing prefetcher lives until PostgreSQL stops asking
+			// (or recovery ends); each download has fetch.timeout.
+			ctx := c.Context
 			f, err := newFetcher(ctx, cfg, "wal-prefetch")
 			if err != nil {
 				return err

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/walsnap/walsnap/archive"
+	"github.com/walsnap/walsnap/internal/config"
+	"github.com/walsnap/walsnap/internal/detach"
+	"github.com/walsnap/walsnap/internal/repo"
 )
 
 func walPushCommand() *cli.Command {
@@ -16,8 +21,9 @@ func walPushCommand() *cli.Command {
 		Description: "Validates the file (segment size, page header, system identifier), compresses it,\n" +
 			"records its SHA-256 and uploads it without ever overwriting: a file already\n" +
 			"archived with the same content succeeds, with different content fails.\n" +
-			"Also pushes ahead up to push.ahead files waiting in pg_wal/archive_status,\n" +
-			"push.concurrency at once, so a backlog drains at network speed.\n" +
+			"When more files wait in pg_wal/archive_status, starts a background archiver\n" +
+			"that drains them (push.concurrency at once, at most push.ahead ahead of\n" +
+			"PostgreSQL) so that PostgreSQL's next calls return from its records.\n" +
 			"Runs as the server's user (postgres); a config file other than " + defaultConfigPath + "\n" +
 			"must be named in archive_command itself: 'walsnap --config FILE wal-push %p'.\n" +
 			"Exit status: 0 archived, 1 not archived (PostgreSQL retries), 2 bad usage.",
@@ -35,15 +41,51 @@ func walPushCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			p := &archive.Pusher{
-				Repo:        r,
-				Codec:       cfg.Compression,
-				Concurrency: cfg.Push.Concurrency,
-				Ahead:       cfg.Push.Ahead,
-				SpoolDir:    cfg.SpoolDir,
-				Log:         newLogger(cfg, "wal-push"),
+			p := newPusher(cfg, r, "wal-push")
+			p.StartArchiver = func(walDir string) error {
+				walDir, err := filepath.Abs(walDir)
+				if err != nil {
+					return err
+				}
+				_, err = detach.Start([]string{"wal-archiver", walDir}, childEnv(cfg), os.Stderr)
+				return err
 			}
 			return p.Push(ctx, c.Args().First())
 		},
 	})
+}
+
+func newPusher(cfg config.Config, r *repo.Repo, command string) *archive.Pusher {
+	return &archive.Pusher{
+		Repo:        r,
+		Codec:       cfg.Compression,
+		Concurrency: cfg.Push.Concurrency,
+		Ahead:       cfg.Push.Ahead,
+		SpoolDir:    cfg.SpoolDir,
+		Timeout:     cfg.Push.Timeout,
+		Log:         newLogger(cfg, command),
+	}
+}
+
+func walArchiverCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wal-archiver",
+		Usage:     "internal: the background archiver of a WAL directory (started by wal-push)",
+		ArgsUsage: "WALDIR",
+		Hidden:    true,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageError{msg: "wal-archiver takes WALDIR"}
+			}
+			cfg, err := resolvedConfig()
+			if err != nil {
+				return err
+			}
+			r, err := openRepo(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			return newPusher(cfg, r, "wal-archiver").RunArchiver(c.Context, c.Args().First())
+		},
+	}
 }

@@ -28,6 +28,9 @@ func Start(args, env []string, out *os.File, extra ...*os.File) (pid int, err er
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = extra
+	// Not in the caller's directory (PostgreSQL's data directory): a
+	// helper must never keep a volume busy that an operator unmounts.
+	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, err

@@ -56,7 +56,7 @@ cleanup() {
 	fi
 	# Background workers of the commands under test (walsnap's prefetcher,
 	# pgBackRest's async processes) finish on their own; wait for their locks.
-	for f in "$pgb"/lock/*.lock "$work"/runs/*/*/pg_wal/.walsnap/prefetch/.lock; do
+	for f in "$pgb"/lock/*.lock "$work"/runs/*/*/pg_wal/.walsnap/prefetch/.lock "$work"/runs/*/*/pg_wal/.walsnap/archiver.lock; do
 		[ -e "$f" ] && flock -s -w 30 "$f" true
 	done
 	if [ -f "$tls/minio.pid" ]; then
@@ -274,11 +274,13 @@ for rep in $(seq 1 "$repeat"); do
 	cfg=$(walsnap_config "$r-single-http" "$http_ep" "$r-single")
 	wb archive "${common[@]}" "${rowf[@]}" -mode single -pgdata "$run/single-http" -walsnap \
 		-cmd "$walsnap --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-push-single-http.log" \
+		-wait-locks "$run/single-http/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$http_ep" -bucket walsnap -prefix "$r-single" -minio-pid "$http_pid" \
 		-id walsnap-push-single-http -label "walsnap push, one at a time" -endpoint-label http -notes "wall = sum of calls"
 	cfg=$(walsnap_config "$r-backlog-http" "$http_ep" "$r-backlog")
 	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-http" -walsnap \
 		-cmd "$walsnap --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-http.log" \
+		-wait-locks "$run/backlog-http/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$http_ep" -bucket walsnap -prefix "$r-backlog" -minio-pid "$http_pid" \
 		-id walsnap-push-backlog-http -label "walsnap push, backlog" -endpoint-label http
 	for pf in 8 0; do
@@ -297,8 +299,15 @@ for rep in $(seq 1 "$repeat"); do
 	cfg=$(walsnap_config "$r-backlog-tls" "$tls_ep" "$r-backlog" "$ca")
 	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-tls" -walsnap \
 		-cmd "$walsnap --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-tls.log" \
+		-wait-locks "$run/backlog-tls/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-backlog" -minio-pid "$tls_pid" \
-		-id walsnap-push-backlog-tls -label "walsnap push, backlog" -endpoint-label TLS -notes "s3.ca_file"
+		-id walsnap-push-backlog-tls -label "walsnap push, backlog" -endpoint-label TLS -notes "s3.ca_file, zstd:1"
+	s2cfg=$(walsnap_config "$r-backlog-s2-tls" "$tls_ep" "$r-backlog-s2" "$ca")
+	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-s2-tls" -walsnap \
+		-cmd "$walsnap --config $s2cfg --compression s2 wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-s2-tls.log" \
+		-wait-locks "$run/backlog-s2-tls/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-backlog-s2" -minio-pid "$tls_pid" \
+		-id walsnap-push-backlog-s2-tls -label "walsnap push, backlog, s2" -endpoint-label TLS -notes "s3.ca_file, s2"
 	wb restore "${common[@]}" "${rowf[@]}" -pgdata "$run/fetch8-tls" -walsnap \
 		-cmd "$walsnap --config $cfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-fetch8-tls.log" \
 		-wait-locks "$run/fetch8-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \

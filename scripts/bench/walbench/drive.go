@@ -264,7 +264,11 @@ func cmdArchive(args []string) error {
 	}
 	row.Details = append(row.Details, cpuDetail(lat, cpu), use.account(sum(cpu)))
 	if d.walsnap {
-		row.Details = append(row.Details, pushDetails(d.log, lat)...)
+		details, served := pushDetails(d.log, lat)
+		row.Details = append(row.Details, details...)
+		if len(served) > 0 {
+			row.ServedP50ms = percentile(served, 0.5)
+		}
 	}
 	return row.append(rf.out)
 }
@@ -340,7 +344,11 @@ func cmdRestore(args []string) error {
 	row.addUsage(use)
 	row.Details = append(row.Details, fmt.Sprintf("all %d restored files verified byte for byte against the corpus", len(names)), cpuDetail(lat, cpu), use.account(sum(cpu)))
 	if d.walsnap {
-		row.Details = append(row.Details, fetchDetails(d.log, lat)...)
+		details, served := fetchDetails(d.log, lat)
+		row.Details = append(row.Details, details...)
+		if len(served) > 0 {
+			row.ServedP50ms = percentile(served, 0.5)
+		}
 	}
 	return row.append(rf.out)
 }
@@ -501,72 +509,76 @@ func msOf(kv map[string]string) time.Duration {
 }
 
 // pushDetails breaks wal-push calls down from walsnap's per-file log lines
-// (file, bytes_in, bytes_out, ms, ahead_of).
-func pushDetails(log string, lat []time.Duration) []string {
-	calls, _, err := readCalls(log, "wal-push")
+// (file, bytes_in, bytes_out, ms and the stages read_ms, sha256_ms,
+// compress_ms, put_ms), those of the calls and those of the background
+// archiver (cmd=wal-archiver).
+func pushDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
+	calls, bg, err := readCalls(log, "wal-push")
 	if err != nil || len(calls) != len(lat) {
-		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}
+		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}, nil
 	}
-	var own, ownFile, overhead, served, batch, aheadFile []time.Duration
-	var ahead, bytesIn, bytesOut, files int
+	var own, ownFile, overhead, served []time.Duration
+	var stages [4][]time.Duration
+	var bytesIn, bytesOut, files, byArchiver, twice int
+	count := func(kv map[string]string) {
+		if kv["msg"] == "already archived" {
+			twice++
+		}
+		if n, err := strconv.Atoi(kv["bytes_out"]); err == nil {
+			o, _ := strconv.Atoi(kv["bytes_in"])
+			bytesIn, bytesOut, files = bytesIn+o, bytesOut+n, files+1
+		}
+		for i, k := range []string{"read_ms", "sha256_ms", "compress_ms", "put_ms"} {
+			if v, err := strconv.ParseFloat(kv[k], 64); err == nil {
+				stages[i] = append(stages[i], time.Duration(v*float64(time.Millisecond)))
+			}
+		}
+	}
 	for i, c := range calls {
-		var mine map[string]string
-		nAhead := 0
 		for _, kv := range c.lines {
-			// A file other than the call's own was pushed ahead, even when
-			// logged without ahead_of (the call that creates walsnap.json
-			// logs its first push-ahead file that way).
-			if kv["ahead_of"] != "" || kv["file"] != c.name {
-				nAhead++
-				aheadFile = append(aheadFile, msOf(kv))
-			} else if kv["file"] == c.name {
-				mine = kv
+			if kv["file"] != c.name {
+				continue
 			}
-			if n, err := strconv.Atoi(kv["bytes_out"]); err == nil {
-				o, _ := strconv.Atoi(kv["bytes_in"])
-				bytesIn, bytesOut, files = bytesIn+o, bytesOut+n, files+1
+			switch kv["msg"] {
+			case "archived (by the background archiver)":
+				served = append(served, lat[i])
+			case "archived", "already archived":
+				count(kv)
+				own = append(own, lat[i])
+				ownFile = append(ownFile, msOf(kv))
+				overhead = append(overhead, lat[i]-msOf(kv))
 			}
-		}
-		ahead += nAhead
-		switch {
-		case mine == nil:
-		case mine["msg"] == "archived (pushed ahead earlier)":
-			served = append(served, lat[i])
-		case nAhead > 0:
-			batch = append(batch, lat[i])
-			ownFile = append(ownFile, msOf(mine))
-		default:
-			own = append(own, lat[i])
-			ownFile = append(ownFile, msOf(mine))
-			overhead = append(overhead, lat[i]-msOf(mine))
 		}
 	}
-	out := []string{fmt.Sprintf("walsnap log: %d files uploaded (%d by PostgreSQL's own call, %d pushed ahead), %.1f MiB in → %.1f MiB out (ratio %.1f)",
-		files, files-ahead, ahead, float64(bytesIn)/(1<<20), float64(bytesOut)/(1<<20), float64(bytesIn)/float64(max(1, bytesOut)))}
+	for _, kv := range bg {
+		if kv["cmd"] == "wal-archiver" && (kv["msg"] == "archived" || kv["msg"] == "already archived") {
+			count(kv)
+			byArchiver++
+		}
+	}
+	out := []string{fmt.Sprintf("walsnap log: %d files uploaded (%d by PostgreSQL's own calls, %d by the background archiver; %d found already archived), %.1f MiB in → %.1f MiB out (ratio %.1f)",
+		files, files-byArchiver, byArchiver, twice, float64(bytesIn)/(1<<20), float64(bytesOut)/(1<<20), float64(bytesIn)/float64(max(1, bytesOut)))}
+	if len(stages[0]) > 0 {
+		out = append(out, fmt.Sprintf("per file, p50: read %.1f ms, sha256 %.1f ms ∥ compress %.1f ms, PUT %.1f ms",
+			percentile(stages[0], 0.5), percentile(stages[1], 0.5), percentile(stages[2], 0.5), percentile(stages[3], 0.5)))
+	}
 	if len(own) > 0 {
-		out = append(out, fmt.Sprintf("%d calls uploaded only their own file: call p50 %.1f / p99 %.1f ms = file p50 %.1f ms (logged: read, check, zstd ∥ sha256, crc32c, PUT) + outside the file p50 %.1f / p99 %.1f ms (exec, Go runtime, config, SDK setup, identity, spool sweep, exit)",
+		out = append(out, fmt.Sprintf("%d calls uploaded their own file: call p50 %.1f / p99 %.1f ms = file p50 %.1f ms + outside the file p50 %.1f / p99 %.1f ms (exec, Go runtime, config, identity, spool sweep, exit)",
 			len(own), percentile(own, 0.5), percentile(own, 0.99), percentile(ownFile, 0.5), percentile(overhead, 0.5), percentile(overhead, 0.99)))
 	}
-	if len(batch) > 0 {
-		out = append(out, fmt.Sprintf("%d calls pushed ahead (%.1f files each on average): call p50 %.1f / p99 %.1f ms; per file (logged) p50 %.1f / p99 %.1f ms",
-			len(batch), float64(ahead)/float64(len(batch)), percentile(batch, 0.5), percentile(batch, 0.99), percentile(aheadFile, 0.5), percentile(aheadFile, 0.99)))
-	}
 	if len(served) > 0 {
-		out = append(out, fmt.Sprintf("%d calls found their file pushed ahead (record check + HEAD, no upload): call p50 %.1f / p99 %.1f ms, total %.2f s of the run",
+		out = append(out, fmt.Sprintf("%d calls returned from the archiver's record (no upload): call p50 %.1f / p99 %.1f ms, total %.2f s of the run",
 			len(served), percentile(served, 0.5), percentile(served, 0.99), sum(served).Seconds()))
 	}
-	if len(batch) > 0 {
-		out = append(out, fmt.Sprintf("time in push-ahead calls: %.2f s; in calls served from records: %.2f s", sum(batch).Seconds(), sum(served).Seconds()))
-	}
-	return out
+	return out, served
 }
 
 // fetchDetails breaks wal-fetch calls down: served from the prefetch spool
 // or downloaded by the call itself.
-func fetchDetails(log string, lat []time.Duration) []string {
+func fetchDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 	calls, bg, err := readCalls(log, "wal-fetch")
 	if err != nil || len(calls) != len(lat) {
-		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}
+		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}, nil
 	}
 	var pre, direct, directFile []time.Duration
 	for i, c := range calls {
@@ -598,5 +610,5 @@ func fetchDetails(log string, lat []time.Duration) []string {
 	if warn > 0 {
 		out = append(out, fmt.Sprintf("prefetcher logged %d warnings/errors (see the log)", warn))
 	}
-	return out
+	return out, pre
 }

@@ -1,0 +1,262 @@
+package archive
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/walsnap/walsnap/internal/fsutil"
+	"github.com/walsnap/walsnap/internal/spool"
+	"github.com/walsnap/walsnap/internal/wal"
+)
+
+// The background archiver drains PostgreSQL's backlog of .ready files so
+// that PostgreSQL's own (serial) archive_command calls find them archived.
+//
+// A wal-push call that sees more .ready files than its own starts one
+// archiver per spool (the resolved walsnap executable, detached), unless
+// one runs: it holds an flock on <spool>/archiver.lock. The archiver takes
+// the .ready files in PostgreSQL's order, Concurrency at a time, and for
+// each file it archived leaves a record in <spool>/pushed (see
+// pushedRecord), which PostgreSQL's call for that file verifies and
+// returns from. While it uploads a file it holds an flock on
+// pushed/<name>.busy, so a call for that file waits for it instead of
+// uploading twice; when it fails on a file it leaves the error in
+// pushed/<name>.failed, and the call reports it and uploads the file
+// itself. It never reads more than Concurrency files at once (memory: at
+// most Concurrency segments and their compressed copies) and never keeps
+// more than Ahead records that PostgreSQL has not used yet, so it runs at
+// most that far ahead of the archiver. It leaves when nothing has been
+// ready for archiverIdle. It never decides what is archived: PostgreSQL
+// marks a file done only when its own call returns success.
+const (
+	archiverLock = "archiver.lock"
+	busySuffix   = ".busy"
+	failedSuffix = ".failed"
+	// archiverIdle is how long the archiver waits for new .ready files
+	// before it leaves.
+	archiverIdle = 15 * time.Second
+	// archiverPoll is how often it looks at archive_status.
+	archiverPoll = 50 * time.Millisecond
+	// recordTrust is how long a record written by a walsnap process
+	// (right after the repository confirmed the object) is trusted without
+	// asking the repository again.
+	recordTrust = 5 * time.Minute
+	// busyWait bounds how long a call waits for the archiver to finish
+	// the file it asks for.
+	busyWait = 2 * time.Minute
+)
+
+// RunArchiver is the background archiver for the WAL directory walDir. It
+// returns at once when another archiver serves that spool, and when it has
+// been idle for archiverIdle or ctx ends.
+func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
+	sdir := spool.Dir(p.SpoolDir, walDir)
+	pushedDir := filepath.Join(sdir, "pushed")
+	own := spool.OwnerOf(walDir)
+	if err := own.MkdirAll(sdir, pushedDir); err != nil {
+		return err
+	}
+	lock, err := helperLock(own, filepath.Join(sdir, archiverLock))
+	if err != nil || lock == nil {
+		return err
+	}
+	defer lock.Unlock()
+	p.Log.Info("archiver started", "wal_dir", walDir)
+	// A stopped server needs no archiver: leave at once, uploads and all
+	// (PostgreSQL asks again when it runs).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchServer(ctx, cancel, dataDirOf(walDir))
+
+	type done struct {
+		name string
+		err  error
+	}
+	inflight := map[string]bool{}
+	// archivedHere are the files this archiver archived: PostgreSQL marks
+	// them done a moment after its call used the record, and until then
+	// they must not be taken again.
+	archivedHere := map[string]bool{}
+	// retryAt holds off files that could not be taken (another process's
+	// upload, a failed attempt) for a moment, so nothing spins.
+	retryAt := map[string]time.Time{}
+	finished := make(chan done, max(1, p.Concurrency))
+	idleSince := time.Now()
+	tick := time.NewTicker(archiverPoll)
+	defer tick.Stop()
+	archived, failed := 0, 0
+	for {
+		if ctx.Err() != nil {
+			break
+		}
+		for name := range archivedHere {
+			if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
+				delete(archivedHere, name)
+			}
+		}
+		if n := len(inflight); n < max(1, p.Concurrency) {
+			for _, name := range p.pending(walDir, pushedDir, len(inflight), func(n string) bool {
+				return inflight[n] || archivedHere[n] || time.Now().Before(retryAt[n])
+			}) {
+				if len(inflight) >= max(1, p.Concurrency) {
+					break
+				}
+				inflight[name] = true
+				go func() { finished <- done{name, p.archiveOne(ctx, walDir, pushedDir, name, own)} }()
+			}
+		}
+		if len(inflight) > 0 {
+			idleSince = time.Now()
+		} else if time.Since(idleSince) > cmp.Or(p.ArchiverIdle, archiverIdle) {
+			break
+		}
+		select {
+		case d := <-finished:
+			delete(inflight, d.name)
+			switch {
+			case errors.Is(d.err, errTaken):
+				retryAt[d.name] = time.Now().Add(time.Second)
+			case d.err != nil:
+				retryAt[d.name] = time.Now().Add(time.Second)
+				failed++
+			default:
+				archivedHere[d.name] = true
+				archived++
+			}
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	for len(inflight) > 0 {
+		d := <-finished
+		delete(inflight, d.name)
+	}
+	p.Log.Info("archiver leaving", "archived", archived, "failed", failed)
+	return nil
+}
+
+// pending lists the .ready files the archiver should take next: in
+// PostgreSQL's order, without those skip names, those with a record or a
+// failure marker, and those another process is archiving, and only as many
+// as keep the unused records and the inflight uploads under Ahead.
+func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name string) bool) []string {
+	unused := 0
+	if ents, err := os.ReadDir(pushedDir); err == nil {
+		for _, e := range ents {
+			if _, err := wal.Classify(e.Name()); err == nil {
+				unused++
+			}
+		}
+	}
+	room := p.Ahead - unused - inflight
+	if room <= 0 {
+		return nil
+	}
+	var out []string
+	for _, name := range readyFiles(walDir, "", 4*p.Ahead, pushedDir) {
+		if skip(name) || fsutil.IsLocked(filepath.Join(pushedDir, name+busySuffix)) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pushedDir, name+failedSuffix)); err == nil {
+			continue // PostgreSQL's own call retries it and reports why
+		}
+		out = append(out, name)
+		if len(out) == room {
+			break
+		}
+	}
+	return out
+}
+
+// errTaken means another process holds the file's busy lock.
+var errTaken = errors.New("another process is archiving it")
+
+// archiveOne archives one file for the archiver, holding its busy lock,
+// and leaves a record or the reason it failed.
+func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string, own spool.Owner) error {
+	busy := filepath.Join(pushedDir, name+busySuffix)
+	f, err := own.CreateExcl(busy)
+	if errors.Is(err, os.ErrExist) {
+		if fsutil.IsLocked(busy) {
+			return errTaken
+		}
+		// Left by an archiver that died (SIGKILL) while uploading it.
+		os.Remove(busy)
+		f, err = own.CreateExcl(busy)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return errTaken
+	}
+	if err != nil {
+		return err
+	}
+	lock, err := fsutil.LockFileWait(f)
+	if err != nil {
+		f.Close()
+		os.Remove(busy)
+		return err
+	}
+	defer func() {
+		os.Remove(busy)
+		lock.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, p.fileTimeout())
+	defer cancel()
+	// The identity is read from the repository for every file, as a call
+	// does: an archiver outliving a repository's replacement is refused.
+	r := p.pushOne(ctx, filepath.Join(walDir, name), identityOf(ctx, p.Repo))
+	r.pushedFor = "archiver"
+	p.report(r)
+	if r.err != nil {
+		own.WriteRecord(filepath.Join(pushedDir, name+failedSuffix), []byte(r.err.Error()))
+		return r.err
+	}
+	rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
+	// Not fsynced: a record lost in a crash only costs a re-push.
+	return own.WriteRecord(filepath.Join(pushedDir, name), mustJSON(rec))
+}
+
+// fileTimeout bounds one file's upload by the archiver.
+func (p *Pusher) fileTimeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return 5 * time.Minute
+}
+
+// waitArchiver waits while the archiver uploads name, and returns the
+// archiver's error for it if it failed (the failure is then consumed: the
+// caller pushes the file itself).
+func (p *Pusher) waitArchiver(ctx context.Context, pushedDir, name string) error {
+	busy := filepath.Join(pushedDir, name+busySuffix)
+	if fsutil.IsLocked(busy) {
+		wctx, cancel := context.WithTimeout(ctx, busyWait)
+		err := fsutil.WaitUnlocked(wctx, busy)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.Log.Warn("the archiver is still on this file; pushing it here", "file", name)
+		}
+	}
+	failed := filepath.Join(pushedDir, name+failedSuffix)
+	msg, err := os.ReadFile(failed)
+	if err != nil {
+		return nil
+	}
+	os.Remove(failed)
+	return fmt.Errorf("the background archiver failed on it: %s", strings.TrimSpace(string(msg)))
+}
+
+// archiverRunning reports whether an archiver serves the spool sdir.
+func archiverRunning(sdir string) bool {
+	return fsutil.IsLocked(filepath.Join(sdir, archiverLock))
+}
+
+// recordFresh reports whether a record file was written recently enough
+// to be trusted without asking the repository (see recordTrust).
+func recordFresh(fi os.FileInfo) bool { return !olderThan(fi, recordTrust) }

@@ -67,7 +67,7 @@ type EBS struct {
 	WindowTimeout time.Duration
 
 	// mountinfo and sysRoot are the mount table and the sysfs root that
-	// discovery reads; "" means the real ones.
+	// discovery reads; "" means the real mount table and blockdev.SysRoot.
 	mountinfo, sysRoot string
 	// freezer freezes filesystems; nil means freeze.Kernel.
 	freezer freeze.Freezer
@@ -317,7 +317,7 @@ type volumeMounts struct {
 // its volumes by device name.
 func (e *EBS) locate(paths []string, root string, attached map[string]string, instance string) (*volumeMounts, error) {
 	mountinfo := cmp.Or(e.mountinfo, blockdev.DefaultMountinfo)
-	sysRoot := cmp.Or(e.sysRoot, blockdev.DefaultSysRoot)
+	sysRoot := cmp.Or(e.sysRoot, blockdev.SysRoot())
 	all, err := readMounts(mountinfo)
 	if err != nil {
 		return nil, err

@@ -142,6 +142,19 @@ const pgbenchAccounts = "500000"
 // stopped only after it.
 func (c *cluster) backupUnderLoad(t *testing.T) string {
 	t.Helper()
+	return c.underLoad(t, func() string {
+		out := c.walsnap(t, "backup", "--fast")
+		t.Logf("backup under load: %s", strings.TrimSpace(out))
+		return strings.Fields(out)[1]
+	})
+}
+
+// underLoad runs backup, which takes a backup and returns its id, while
+// pgbench writes (on tables it first creates at scale 5), and returns
+// that id. The load starts before the backup and is stopped only after
+// it.
+func (c *cluster) underLoad(t *testing.T, backup func() string) string {
+	t.Helper()
 	c.pg.RunAs(t, "pgbench", "-i", "-s", "5", "-q", "postgres")
 	load := c.pg.Command(context.Background(), "pgbench", "-T", "600", "-c", "2", "postgres")
 	var loadOut bytes.Buffer
@@ -157,15 +170,14 @@ func (c *cluster) backupUnderLoad(t *testing.T) string {
 	}()
 	// Under load once pgbench has committed a transaction.
 	c.pg.WaitFor(t, time.Minute, "t", "SELECT EXISTS (SELECT FROM pgbench_history)")
-	out := c.walsnap(t, "backup", "--fast")
+	id := backup()
 	select {
 	case err := <-ended:
 		ended <- err
 		t.Fatalf("pgbench ended (%v) before the backup did; the backup was not taken under load\n%s", err, loadOut.String())
 	default:
 	}
-	t.Logf("backup under load: %s", strings.TrimSpace(out))
-	return strings.Fields(out)[1]
+	return id
 }
 
 // marks records a recovery target: rows 1..100 committed, then T.
@@ -213,7 +225,14 @@ func (c *cluster) restore(t *testing.T, dir string, args ...string) *restored {
 	if dir == "" {
 		dir = filepath.Join(testrig.WorkDir(t), "data")
 	}
-	r := &restored{server: server{t: t, sock: filepath.Dir(dir), port: freePort(t)}, dataDir: dir}
+	return c.restoreSock(t, dir, filepath.Dir(dir), args...)
+}
+
+// restoreSock is restore into dir with the server's socket in sock: for
+// a data directory whose path is too long for a socket next to it.
+func (c *cluster) restoreSock(t *testing.T, dir, sock string, args ...string) *restored {
+	t.Helper()
+	r := &restored{server: server{t: t, sock: sock, port: freePort(t)}, dataDir: dir}
 	t.Cleanup(func() {
 		c.pg.Command(context.Background(), "pg_ctl", "-D", dir, "-m", "immediate", "-w", "stop").Run()
 	})

@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/walsnap/walsnap/internal/testrig"
 )
@@ -155,7 +152,7 @@ func newLoopFS(t *testing.T, work, image, mnt string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { detachLoops(t, work) })
+	t.Cleanup(func() { testrig.ReleaseLoops(t, work) })
 	// Direct I/O to the image: the snapshot's copy of the device does not
 	// go through the page cache of the image's holes, which takes seconds.
 	dev := strings.TrimSpace(mustRun(t, "losetup", "--direct-io=on", "-f", "--show", image))
@@ -163,68 +160,6 @@ func newLoopFS(t *testing.T, work, image, mnt string) string {
 	mustRun(t, "mount", "-t", "ext4", dev, mnt)
 	mustRun(t, "chown", "postgres:postgres", mnt)
 	return dev
-}
-
-// detachLoops unmounts every mount of a loop device backed by a file under
-// dir (deepest first, after a thaw) and detaches the devices.
-func detachLoops(t *testing.T, dir string) {
-	out, err := exec.Command("losetup", "--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE").Output()
-	if err != nil {
-		t.Errorf("cleanup: losetup --list: %v", err)
-		return
-	}
-	var devs []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		name, back, ok := strings.Cut(line, " ")
-		if ok && strings.HasPrefix(back, dir+"/") {
-			devs = append(devs, name)
-		}
-	}
-	var mounts []string
-	for _, mi := range readMountinfo(t) {
-		if slices.Contains(devs, mi.source) {
-			mounts = append(mounts, mi.point)
-		}
-	}
-	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) })
-	for _, mp := range mounts {
-		exec.Command("fsfreeze", "-u", mp).Run() // fails unless frozen
-		// walsnap's background helpers leave within moments of their
-		// server; wait until nothing uses the mount any more.
-		waitUnused(t, mp)
-		if out, err := exec.Command("umount", mp).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: umount %s: %v %s", mp, err, out)
-			exec.Command("umount", "-l", mp).Run()
-		}
-	}
-	for _, dev := range devs {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: losetup -d %s: %v %s", dev, err, out)
-		}
-	}
-}
-
-type mountEntry struct{ point, source string }
-
-// readMountinfo lists this process's mounts (mount points with spaces do
-// not occur in these tests).
-func readMountinfo(t *testing.T) []mountEntry {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return nil
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := slices.Index(fields, "-")
-		if sep > 4 && sep+2 < len(fields) {
-			out = append(out, mountEntry{point: fields[4], source: fields[sep+2]})
-		}
-	}
-	return out
 }
 
 // findmntSource is the device mounted at dir (without the "[/subdir]" of a
@@ -268,47 +203,4 @@ func mustRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out)
-}
-
-// waitUnused waits (up to half a minute) until no process has its working
-// directory, root or an open file below the mount point mp, and reports
-// the ones that still do when it gives up.
-func waitUnused(t *testing.T, mp string) {
-	t.Helper()
-	users := func() []string {
-		var out []string
-		procs, _ := os.ReadDir("/proc")
-		for _, p := range procs {
-			if _, err := strconv.Atoi(p.Name()); err != nil {
-				continue
-			}
-			dir := filepath.Join("/proc", p.Name())
-			links := []string{filepath.Join(dir, "cwd"), filepath.Join(dir, "root")}
-			if fds, err := os.ReadDir(filepath.Join(dir, "fd")); err == nil {
-				for _, fd := range fds {
-					links = append(links, filepath.Join(dir, "fd", fd.Name()))
-				}
-			}
-			for _, l := range links {
-				if target, err := os.Readlink(l); err == nil && (target == mp || strings.HasPrefix(target, mp+"/")) {
-					cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-					out = append(out, p.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-					break
-				}
-			}
-		}
-		return out
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		u := users()
-		if len(u) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("cleanup: %s still in use by %v", mp, u)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

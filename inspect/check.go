@@ -58,7 +58,8 @@ type EBSCheck struct {
 	Client     func(ctx context.Context) (*ebs.Client, error)
 	InstanceID string   // "": from the instance metadata service
 	Volumes    []string // ebs.volumes, instead of discovery
-	// Mountinfo and SysRoot are what discovery reads ("": the real ones).
+	// Mountinfo and SysRoot are what discovery reads ("": the real mount
+	// table and blockdev.SysRoot).
 	Mountinfo, SysRoot string
 }
 
@@ -312,7 +313,7 @@ func (k *checker) ebsVolumes(ctx context.Context, s *pg.Session) []string {
 	}
 	var found []blockdev.Volume
 	if err == nil {
-		found, err = blockdev.Discover(paths, cmp.Or(e.Mountinfo, blockdev.DefaultMountinfo), cmp.Or(e.SysRoot, blockdev.DefaultSysRoot))
+		found, err = blockdev.Discover(paths, cmp.Or(e.Mountinfo, blockdev.DefaultMountinfo), cmp.Or(e.SysRoot, blockdev.SysRoot()))
 	}
 	if err != nil {
 		k.add("ebs volumes", bad, "the PostgreSQL directories do not map to EBS volumes: %v", err)

@@ -74,9 +74,9 @@ type EBS struct {
 	// DeviceTimeout bounds the wait for each attached volume's device
 	// (default DefaultDeviceTimeout).
 	DeviceTimeout time.Duration
-	// Devices defaults to waiting for the volume's device in sysfs: the
-	// NVMe disk with its serial (Nitro), or the Xen disk of its
-	// attachment name.
+	// Devices defaults to waiting for the volume's device in sysfs
+	// (blockdev.SysRoot, blockdev.DevRoot): the NVMe disk with its serial
+	// (Nitro), or the Xen disk of its attachment name.
 	Devices Devices
 	// Mounter defaults to mount(2) and umount(2).
 	Mounter Mounter
@@ -240,7 +240,7 @@ func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destin
 	}
 	devices, mounter := e.Devices, e.Mounter
 	if devices == nil {
-		devices = ec2Devices{sysRoot: blockdev.DefaultSysRoot, devRoot: blockdev.DefaultDevRoot}
+		devices = ec2Devices{sysRoot: blockdev.SysRoot(), devRoot: blockdev.DevRoot()}
 	}
 	deviceTimeout := cmp.Or(e.DeviceTimeout, DefaultDeviceTimeout)
 	if mounter == nil {

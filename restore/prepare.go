@@ -256,11 +256,15 @@ func humanMajor(versionNum int) string { return "PostgreSQL " + strconv.Itoa(ver
 
 // prepareDir makes sure dir exists and is empty: absent and empty are
 // fine; anything else needs force, and a directory a running server uses
-// is never touched.
+// is never touched. Missing parents are made as mkdir -p would (0755), so
+// that the server's user can reach dir; dir itself is the owner's only.
 func prepareDir(dir string, force bool) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return os.MkdirAll(dir, 0o700)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return fmt.Errorf("restore into %s: %w", dir, err)
+		}
+		return os.Mkdir(dir, 0o700)
 	}
 	if err != nil {
 		return fmt.Errorf("restore into %s: %w", dir, err)

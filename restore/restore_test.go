@@ -185,6 +185,17 @@ func TestPrepareDir(t *testing.T) {
 	if err := prepareDir(filepath.Join(dir, "new", "pgdata"), false); err != nil {
 		t.Fatal(err)
 	}
+	// The server's user must reach the data directory through the parents
+	// made for it (under a restore's --mount-root, they belong to root).
+	for name, want := range map[string]os.FileMode{"new": 0o755, "new/pgdata": 0o700} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode().Perm(), want)
+		}
+	}
 	full := filepath.Join(dir, "full")
 	os.MkdirAll(filepath.Join(full, "base"), 0o700)
 	if err := prepareDir(full, false); err == nil || !strings.Contains(err.Error(), "--force") {

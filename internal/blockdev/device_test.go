@@ -66,3 +66,18 @@ func TestDeviceForAttachment(t *testing.T) {
 		t.Errorf("sdh without a /dev node: %q, %v; want ErrNotFound", got, err)
 	}
 }
+
+// TestRootsTestSeam: walsnap reads the real sysfs and /dev unless the test
+// seam's variables name others.
+func TestRootsTestSeam(t *testing.T) {
+	t.Setenv(EnvTestSysRoot, "")
+	t.Setenv(EnvTestDevRoot, "")
+	if SysRoot() != DefaultSysRoot || DevRoot() != DefaultDevRoot {
+		t.Fatalf("roots %s and %s, want %s and %s", SysRoot(), DevRoot(), DefaultSysRoot, DefaultDevRoot)
+	}
+	t.Setenv(EnvTestSysRoot, "/kit/sys")
+	t.Setenv(EnvTestDevRoot, "/kit/dev")
+	if SysRoot() != "/kit/sys" || DevRoot() != "/kit/dev" {
+		t.Fatalf("roots %s and %s, want the test's", SysRoot(), DevRoot())
+	}
+}

@@ -3,13 +3,16 @@
 //
 // Everything here is pure logic over files: each function takes the roots it
 // reads (the mountinfo file, the sysfs root, the /dev root) as parameters, so
-// tests run it against fake trees. The Default* constants name the real ones.
+// tests run it against fake trees. The Default* constants name the real ones;
+// SysRoot and DevRoot are the ones walsnap reads.
 package blockdev
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +24,25 @@ const (
 	DefaultSysRoot   = "/sys"
 	DefaultDevRoot   = "/dev"
 )
+
+// A test seam, and only that: the end-to-end tests back EBS volumes with
+// loop devices and describe each as Nitro does (an NVMe disk whose serial
+// is the volume id) in a sysfs tree and a /dev tree of their own
+// (internal/testrig, BlockEC2). These variables point walsnap's volume
+// discovery (backup, backup-start, check) and its wait for a restored
+// volume's device (restore) at those trees. Never set them on a server.
+const (
+	EnvTestSysRoot = "WALSNAP_TEST_SYSFS_ROOT"
+	EnvTestDevRoot = "WALSNAP_TEST_DEV_ROOT"
+)
+
+// SysRoot is the sysfs root walsnap reads: DefaultSysRoot, unless
+// EnvTestSysRoot names another.
+func SysRoot() string { return cmp.Or(os.Getenv(EnvTestSysRoot), DefaultSysRoot) }
+
+// DevRoot is the /dev root walsnap finds devices in: DefaultDevRoot,
+// unless EnvTestDevRoot names another.
+func DevRoot() string { return cmp.Or(os.Getenv(EnvTestDevRoot), DefaultDevRoot) }
 
 // ErrNotFound reports that no mount or device matched.
 var ErrNotFound = errors.New("not found")

@@ -1,4 +1,4 @@
-package freeze
+package freeze_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walsnap/walsnap/internal/freeze"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
 
@@ -58,7 +59,7 @@ func TestHold(t *testing.T) {
 
 	t.Run("thaw in reverse order, once", func(t *testing.T) {
 		r := &recorder{}
-		h, err := Hold(t.Context(), r, mps, time.Hour)
+		h, err := freeze.Hold(t.Context(), r, mps, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func TestHold(t *testing.T) {
 	})
 	t.Run("a failed freeze thaws the others", func(t *testing.T) {
 		r := &recorder{fail: "freeze /c"}
-		if _, err := Hold(t.Context(), r, mps, time.Hour); err == nil || !strings.Contains(err.Error(), "/c") {
+		if _, err := freeze.Hold(t.Context(), r, mps, time.Hour); err == nil || !strings.Contains(err.Error(), "/c") {
 			t.Fatalf("Hold = %v, want the failure of /c", err)
 		}
 		want := []string{"freeze /a", "freeze /b", "freeze /c", "thaw /b", "thaw /a"}
@@ -87,7 +88,7 @@ func TestHold(t *testing.T) {
 	})
 	t.Run("thaw goes on past failures", func(t *testing.T) {
 		r := &recorder{fail: "thaw /b"}
-		h, err := Hold(t.Context(), r, mps, time.Hour)
+		h, err := freeze.Hold(t.Context(), r, mps, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +102,7 @@ func TestHold(t *testing.T) {
 	t.Run("context ends", func(t *testing.T) {
 		r := &recorder{}
 		ctx, cancel := context.WithCancelCause(t.Context())
-		h, err := Hold(ctx, r, mps, time.Hour)
+		h, err := freeze.Hold(ctx, r, mps, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,13 +121,13 @@ func TestHold(t *testing.T) {
 	})
 	t.Run("time limit", func(t *testing.T) {
 		r := &recorder{}
-		h, err := Hold(t.Context(), r, mps, 20*time.Millisecond)
+		h, err := freeze.Hold(t.Context(), r, mps, 20*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the watchdog's thaw", func() bool { return len(r.log()) == len(all) })
-		if err := h.Early(); !errors.Is(err, ErrLimit) {
-			t.Errorf("Early = %v, want ErrLimit", err)
+		if err := h.Early(); !errors.Is(err, freeze.ErrLimit) {
+			t.Errorf("Early = %v, want freeze.ErrLimit", err)
 		}
 		h.Thaw()
 		if got := r.log(); !slices.Equal(got, all) {
@@ -137,7 +138,7 @@ func TestHold(t *testing.T) {
 		r := &recorder{}
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if _, err := Hold(ctx, r, mps, time.Hour); !errors.Is(err, context.Canceled) {
+		if _, err := freeze.Hold(ctx, r, mps, time.Hour); !errors.Is(err, context.Canceled) {
 			t.Errorf("Hold = %v, want context.Canceled", err)
 		}
 		if got := r.log(); len(got) != 0 {
@@ -193,7 +194,7 @@ func loopExt4(t *testing.T) string {
 
 func TestKernelFreeze(t *testing.T) {
 	mnt := loopExt4(t)
-	var k Kernel
+	var k freeze.Kernel
 	if err := k.Freeze(mnt); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestKernelFreeze(t *testing.T) {
 func TestHoldKernelContextEnds(t *testing.T) {
 	mnt := loopExt4(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	h, err := Hold(ctx, Kernel{}, []string{mnt}, time.Minute)
+	h, err := freeze.Hold(ctx, freeze.Kernel{}, []string{mnt}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

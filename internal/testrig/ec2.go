@@ -151,6 +151,9 @@ type EC2Proxy struct {
 	rewrite func(form url.Values, body string) string
 	edit    func(form url.Values)
 	answers map[string]func(form url.Values) string
+	// blocks, when set, backs volumes with loop devices (BlockEC2): it
+	// serves each forwarded call around its forwarding.
+	blocks *blockLayer
 }
 
 // NewEC2Proxy starts a proxy to the EC2 API at target (a MotoEnv's
@@ -231,7 +234,7 @@ func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.calls = append(p.calls, form)
-	observe, refuse, rewrite, edit, answer := p.observe, p.refuse, p.rewrite, p.edit, p.answers[form.Get("Action")]
+	observe, refuse, rewrite, edit, answer, blocks := p.observe, p.refuse, p.rewrite, p.edit, p.answers[form.Get("Action")], p.blocks
 	p.mu.Unlock()
 	if observe != nil {
 		observe(form)
@@ -250,42 +253,66 @@ func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, answer(form))
 		return
 	}
+	sent := form
 	if edit != nil {
-		edited := maps.Clone(form) // the recorded form stays as sent
-		edit(edited)
-		body = []byte(edited.Encode())
+		sent = maps.Clone(form) // the recorded form stays as sent
+		edit(sent)
+		body = []byte(sent.Encode())
 	}
+	forward := func() ec2Answer { return p.forward(r, body) }
+	var a ec2Answer
+	if blocks != nil {
+		a = blocks.serve(sent, forward)
+	} else {
+		a = forward()
+	}
+	if a.err != nil {
+		http.Error(w, a.err.Error(), http.StatusBadGateway)
+		return
+	}
+	out := a.body
+	if rewrite != nil {
+		out = rewrite(form, out)
+	}
+	for k, vs := range a.header {
+		if k != "Content-Length" {
+			w.Header()[k] = vs
+		}
+	}
+	w.WriteHeader(a.status)
+	io.WriteString(w, out)
+}
 
+// ec2Answer is an EC2 API answer, or why there is none (err).
+type ec2Answer struct {
+	status int
+	header http.Header
+	body   string
+	err    error
+}
+
+// ok reports a successful answer.
+func (a ec2Answer) ok() bool { return a.err == nil && a.status == http.StatusOK }
+
+// forward sends r, with body, to moto and returns its answer.
+func (p *EC2Proxy) forward(r *http.Request, body []byte) ec2Answer {
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return ec2Answer{err: err}
 	}
 	req.Header = r.Header.Clone()
 	req.Header.Del("Content-Length")
 	req.ContentLength = int64(len(body))
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
+		return ec2Answer{err: err}
 	}
 	defer resp.Body.Close()
 	got, err := io.ReadAll(resp.Body)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
+		return ec2Answer{err: err}
 	}
-	out := string(got)
-	if rewrite != nil {
-		out = rewrite(form, out)
-	}
-	for k, vs := range resp.Header {
-		if k != "Content-Length" {
-			w.Header()[k] = vs
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.WriteString(w, out)
+	return ec2Answer{status: resp.StatusCode, header: resp.Header, body: string(got)}
 }
 
 // Countdown returns a function, safe for concurrent use, that is true the

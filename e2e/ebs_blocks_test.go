@@ -265,13 +265,10 @@ func TestEBSBlocksOrchestrator(t *testing.T) {
 		return id
 	})
 	// The holder marks the backup complete once the snapshots are.
-	deadline := time.Now().Add(time.Minute)
-	m, p := s.manifest(t, id)
-	for ; m.Status != manifest.StatusComplete && time.Now().Before(deadline); m, p = s.manifest(t, id) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if m.Status != manifest.StatusComplete || p.Orchestrator != "e2e" {
-		t.Fatalf("backup %s: %s, orchestrator %q", id, m.Status, p.Orchestrator)
+	waitManifest(t, s.cluster, id, manifest.StatusComplete, time.Minute)
+	_, p := s.manifest(t, id)
+	if p.Orchestrator != "e2e" {
+		t.Fatalf("backup %s: orchestrator %q, want e2e", id, p.Orchestrator)
 	}
 	for i, sn := range p.Snapshots {
 		if sn.SnapshotID != taken[s.vols[i]] || sn.FSType != "xfs" || sn.Frozen {

@@ -26,6 +26,13 @@
 //	kit.EC2                                     // a client through the kit: setup, an orchestrator's snapshots
 //	kit.Proxy                                   // refuse or rewrite calls, watch requests (EC2Proxy)
 //
+// In package e2e, newBlockSetup (e2e/ebs_blocks_test.go) builds the usual
+// setup on it: PostgreSQL 15 archiving into MinIO with PGDATA on one kit
+// volume and pg_wal on another, backup.provider ebs, no ebs.volumes; its
+// manifest, oneInstant and pitr methods check a backup's snapshots and a
+// restore --target-time on new volumes. A test of the restore drill's EBS
+// case starts from there.
+//
 // When the test ends, after the servers it started later have stopped,
 // the kit unmounts what is mounted on its loop devices, detaches them,
 // and fails the test if one of them remains or the block layer met a

@@ -48,31 +48,41 @@ func newBlockSetup(t *testing.T, fstype, config string) *blockSetup {
 	return s
 }
 
-// manifest returns backup id's manifest and ebs payload, as backup-list
-// --json shows them.
-func (s *blockSetup) manifest(t *testing.T, id string) (*manifest.Manifest, *manifest.EBSPayload) {
+// listed returns backup id's manifest as backup-list --json shows it, or
+// nil if it lists none.
+func (s *blockSetup) listed(t *testing.T, id string) *manifest.Manifest {
 	t.Helper()
 	var list []*manifest.Manifest
 	if err := json.Unmarshal([]byte(s.walsnap(t, "backup-list", "--json")), &list); err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(list, func(m *manifest.Manifest) bool { return m.ID == id })
-	if i < 0 {
+	if i := slices.IndexFunc(list, func(m *manifest.Manifest) bool { return m.ID == id }); i >= 0 {
+		return list[i]
+	}
+	return nil
+}
+
+// manifest returns backup id's manifest and ebs payload, as backup-list
+// --json shows them.
+func (s *blockSetup) manifest(t *testing.T, id string) (*manifest.Manifest, *manifest.EBSPayload) {
+	t.Helper()
+	m := s.listed(t, id)
+	if m == nil {
 		t.Fatalf("no manifest of backup %s", id)
 	}
-	p, err := manifest.PayloadOf[manifest.EBSPayload](list[i])
+	p, err := manifest.PayloadOf[manifest.EBSPayload](m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list[i].Provider != manifest.ProviderEBS || len(p.Snapshots) != 2 || p.InstanceID != s.kit.Instance || p.PGData != s.pgdata {
-		t.Fatalf("backup %s: provider %s, payload %s", id, list[i].Provider, list[i].Payload)
+	if m.Provider != manifest.ProviderEBS || len(p.Snapshots) != 2 || p.InstanceID != s.kit.Instance || p.PGData != s.pgdata {
+		t.Fatalf("backup %s: provider %s, payload %s", id, m.Provider, m.Payload)
 	}
 	for i, sn := range p.Snapshots {
 		if sn.VolumeID != s.vols[i] || sn.MountPoint != s.mnts[i] || sn.SizeGiB != testrig.BlockVolumeGiB || sn.AZ != s.kit.AZ {
 			t.Errorf("snapshot %d: %+v, want one of %s mounted at %s", i, sn, s.vols[i], s.mnts[i])
 		}
 	}
-	return list[i], p
+	return m, p
 }
 
 // oneInstant checks that the snapshots of p come from one CreateSnapshots
@@ -264,11 +274,16 @@ func TestEBSBlocksOrchestrator(t *testing.T) {
 		t.Logf("backup under load: %s", strings.TrimSpace(out))
 		return id
 	})
-	// The holder marks the backup complete once the snapshots are.
-	waitManifest(t, s.cluster, id, manifest.StatusComplete, time.Minute)
-	_, p := s.manifest(t, id)
-	if p.Orchestrator != "e2e" {
-		t.Fatalf("backup %s: orchestrator %q, want e2e", id, p.Orchestrator)
+	// The holder marks the backup complete once the snapshots are: it
+	// replaces the pending manifest (removed first, so for a moment there
+	// is none) with the complete one.
+	deadline := time.Now().Add(time.Minute)
+	for m := s.listed(t, id); (m == nil || m.Status == manifest.StatusPending) && time.Now().Before(deadline); m = s.listed(t, id) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	m, p := s.manifest(t, id)
+	if m.Status != manifest.StatusComplete || p.Orchestrator != "e2e" {
+		t.Fatalf("backup %s: %s, orchestrator %q; want complete, e2e", id, m.Status, p.Orchestrator)
 	}
 	for i, sn := range p.Snapshots {
 		if sn.SnapshotID != taken[s.vols[i]] || sn.FSType != "xfs" || sn.Frozen {

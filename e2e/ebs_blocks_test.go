@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/walsnap/walsnap/inspect"
 	"github.com/walsnap/walsnap/internal/blockdev"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/testrig"
@@ -157,7 +158,7 @@ func (s *blockSetup) pitr(t *testing.T, p *manifest.EBSPayload, target, fstype, 
 // TestEBSBlocksPITR: the ebs provider end to end on real blocks.
 // `walsnap backup` (ebs.freeze) under pgbench finds the two volumes
 // itself and snapshots both in one CreateSnapshots call, with their
-// filesystems frozen; after a mistake past a recorded time T, `walsnap
+// filesystems frozen (`walsnap check` finds the same two); after a mistake past a recorded time T, `walsnap
 // restore --target-time T --mount-root … --start` creates two volumes from
 // the snapshots, attaches them, waits for their devices by volume id,
 // mounts them, and recovers: the data is exactly as at T. Then a restore
@@ -177,6 +178,9 @@ func TestEBSBlocksPITR(t *testing.T) {
 		}
 	}
 	s.oneInstant(t, p, true)
+	// walsnap check finds the same volumes, through the same discovery.
+	lines, _ := s.check(t, "--timeout", "30s")
+	want(t, lines, "ebs volumes", inspect.Pass, s.vols[0]+", "+s.vols[1])
 	r, restored := s.pitr(t, p, s.goodThenBad(t).time, "ext4", "rw")
 
 	// The second volume's attachment is refused.

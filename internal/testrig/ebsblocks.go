@@ -225,12 +225,16 @@ func (b *BlockEC2) Device(t testing.TB, id string) string {
 	l := b.layer
 	l.mu.Lock()
 	v := l.volumes[id]
+	var ready chan struct{}
+	if v != nil {
+		ready = v.ready
+	}
 	l.mu.Unlock()
-	if v == nil || v.ready == nil {
+	if ready == nil {
 		t.Fatalf("volume %s: not attached through the kit", id)
 	}
 	select {
-	case <-v.ready:
+	case <-ready:
 	case <-time.After(time.Minute):
 		t.Fatalf("volume %s: no loop device within a minute of its attachment", id)
 	}
@@ -511,9 +515,13 @@ func (l *blockLayer) createVolume(forward func() ec2Answer) ec2Answer {
 func (l *blockLayer) volumeCall(form url.Values, forward func() ec2Answer) ec2Answer {
 	l.mu.Lock()
 	v := l.volumes[form.Get("VolumeId")]
+	var ready chan struct{}
+	if v != nil {
+		ready = v.ready
+	}
 	l.mu.Unlock()
-	if v != nil && v.ready != nil {
-		<-v.ready
+	if ready != nil {
+		<-ready
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

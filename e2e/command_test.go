@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
 
@@ -275,33 +275,9 @@ func mustRun(t *testing.T, name string, args ...string) string {
 // the ones that still do when it gives up.
 func waitUnused(t *testing.T, mp string) {
 	t.Helper()
-	users := func() []string {
-		var out []string
-		procs, _ := os.ReadDir("/proc")
-		for _, p := range procs {
-			if _, err := strconv.Atoi(p.Name()); err != nil {
-				continue
-			}
-			dir := filepath.Join("/proc", p.Name())
-			links := []string{filepath.Join(dir, "cwd"), filepath.Join(dir, "root")}
-			if fds, err := os.ReadDir(filepath.Join(dir, "fd")); err == nil {
-				for _, fd := range fds {
-					links = append(links, filepath.Join(dir, "fd", fd.Name()))
-				}
-			}
-			for _, l := range links {
-				if target, err := os.Readlink(l); err == nil && (target == mp || strings.HasPrefix(target, mp+"/")) {
-					cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-					out = append(out, p.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-					break
-				}
-			}
-		}
-		return out
-	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		u := users()
+		u := fsutil.ProcessesUsing(mp)
 		if len(u) == 0 {
 			return
 		}

@@ -231,18 +231,32 @@ func (r *run) scratchDir() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(parent, "walsnap-drill-"+r.res.ID)
-	// The server's socket is run/.s.PGSQL.NNNNN: unix socket paths are
-	// limited to 107 bytes.
-	if n := len(dir) + len("/run/.s.PGSQL.65535"); n > 107 {
-		return fmt.Errorf("--scratch %s is too long a path for the server's unix socket (%d bytes of 107): choose a shorter one", parent, n)
-	}
+	dir := filepath.Join(parent, dirPrefix+r.res.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("scratch directory: %w", err)
 	}
 	r.scratch = dir
 	r.res.Scratch = dir
 	return r.own(dir)
+}
+
+// dirPrefix begins the name of the drill's scratch directory and of its
+// socket directory, each followed by the drill's id.
+const dirPrefix = "walsnap-drill-"
+
+// socketDir creates the directory of the copy's unix socket, private to
+// the server's owner (and root): in the temporary directory ($TMPDIR, else
+// /tmp), not in the scratch directory, whose path may be too long for a
+// socket (108 bytes at most, with the socket's name .s.PGSQL.NNNNN).
+func (r *run) socketDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), dirPrefix+r.res.ID)
+	if n := len(dir) + len("/.s.PGSQL.65535"); n > 107 {
+		return "", fmt.Errorf("the temporary directory %s is too long a path for the server's unix socket (%d bytes of 107): set TMPDIR to a shorter one", os.TempDir(), n)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("socket directory: %w", err)
+	}
+	return dir, r.own(dir)
 }
 
 // own gives path to the server's owner when walsnap runs as root.

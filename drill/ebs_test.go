@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -108,9 +109,12 @@ func TestDrillEBS(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Exec(t, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g")
-	out, err := exec.Command(bin, "--config", cfg, "backup", "--fast").CombinedOutput()
+	var stderr strings.Builder
+	cmd := exec.Command(bin, "--config", cfg, "backup", "--fast")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("walsnap backup: %v\n%s", err, out)
+		t.Fatalf("walsnap backup: %v\n%s%s", err, out, stderr.String())
 	}
 	copied := strings.Fields(string(out))[1]
 	p.Exec(t, "INSERT INTO t SELECT g FROM generate_series(101, 150) g")
@@ -156,6 +160,7 @@ func TestDrillEBS(t *testing.T) {
 	drill := func(t *testing.T, check string) (*drillresult.Result, *copyMounter, error) {
 		t.Helper()
 		mounter := &copyMounter{from: filepath.Join(snapDir, copied)}
+		before := len(proxy.Requests("CreateVolume"))
 		var progress strings.Builder
 		res, err := Run(t.Context(), Options{
 			Repo: r, BackupID: m.ID, RestoreCommand: restore.CommandLine(bin, cfg, nil), PGBin: p.BinDir,
@@ -167,7 +172,7 @@ func TestDrillEBS(t *testing.T) {
 		// Whatever the verdict: every volume the drill created carried its
 		// tag, and none is left; nothing is mounted or left in the
 		// scratch directory.
-		creates := proxy.Requests("CreateVolume")
+		creates := proxy.Requests("CreateVolume")[before:]
 		if len(creates) == 0 {
 			t.Fatal("the drill created no volume")
 		}
@@ -185,6 +190,9 @@ func TestDrillEBS(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(work); slices.ContainsFunc(ents, func(e os.DirEntry) bool { return strings.HasPrefix(e.Name(), "walsnap-drill-") }) {
 			t.Errorf("scratch directory left in %s: %v", work, ents)
+		}
+		if _, err := os.Stat(filepath.Join(os.TempDir(), "walsnap-drill-"+res.ID)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket directory of drill %s left (%v)", res.ID, err)
 		}
 		return res, mounter, err
 	}

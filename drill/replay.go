@@ -86,11 +86,16 @@ func serverSettings(major int, pgdata, scratch, configFile string, set [][2]stri
 }
 
 // replay writes the scratch copy's authentication and configuration,
-// starts the server on a socket in scratch/run and no TCP, follows
+// starts the server on a socket in its own directory and no TCP, follows
 // recovery to the promotion, and records where it ended and what it read.
 func (r *run) replay(ctx context.Context, p *drillresult.Phase) error {
 	start := time.Now()
-	r.server = server{sockDir: filepath.Join(r.scratch, "run"), port: pg.DefaultPort, logFile: filepath.Join(r.scratch, "server.log")}
+	sockDir, err := r.socketDir()
+	r.server.sockDir = sockDir // made: the teardown removes it
+	if err != nil {
+		return err
+	}
+	r.server.port, r.server.logFile = pg.DefaultPort, filepath.Join(r.scratch, "server.log")
 	configFile, note, err := r.writeConfig()
 	if err != nil {
 		return err
@@ -180,9 +185,6 @@ func (r *run) explain(err error) error {
 // needed); else an empty one, with a note that the source's settings are
 // not known.
 func (r *run) writeConfig() (configFile, note string, err error) {
-	if err := os.Mkdir(r.server.sockDir, 0o700); err != nil {
-		return "", "", err
-	}
 	files := map[string]string{
 		"pg_hba.conf":   "# walsnap drill: the socket directory is private to the server's owner and root\nlocal all all trust\n",
 		"pg_ident.conf": "",
@@ -211,7 +213,7 @@ func (r *run) writeConfig() (configFile, note string, err error) {
 			return "", "", err
 		}
 	}
-	return configFile, note, r.own(r.server.sockDir)
+	return configFile, note, nil
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -49,5 +49,9 @@ func (r *run) keepNotes() {
 			r.printf("  # command.cleanup, with command.restore's environment (WALSNAP_BACKUP_ID=%s, WALSNAP_PGDATA=%s, ...):\n  %s\n", r.m.ID, r.dest.PGData, b.Cleanup)
 		}
 	}
-	r.printf("  rm -rf %s\n", r.scratch)
+	r.printf("  rm -rf %s", r.scratch)
+	if r.server.sockDir != "" {
+		r.printf(" %s", r.server.sockDir)
+	}
+	r.printf("\n")
 }

@@ -32,8 +32,8 @@ const (
 // stops the server, waits until no process uses the scratch directory,
 // removes what the provider built (EBS volumes unmounted, detached and
 // deleted; command.cleanup), unmounts whatever is still mounted below the
-// scratch directory, and removes the directory. Nothing is removed while
-// a process still uses it, nor through a mount.
+// scratch directory, and removes it and the socket directory. Nothing is
+// removed while a process still uses it, nor through a mount.
 func (r *run) teardown(ctx context.Context, p *drillresult.Phase) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
@@ -59,6 +59,11 @@ func (r *run) teardown(ctx context.Context, p *drillresult.Phase) error {
 	// it is stopped while the drill waits for its directory.
 	if err := waitUnused(ctx, r.scratch, unusedWait, func() { stop() }); err != nil {
 		return fmt.Errorf("teardown: %w (the scratch copy in %s is left)", err, r.scratch)
+	}
+	if r.server.sockDir != "" {
+		if err := os.RemoveAll(r.server.sockDir); err != nil {
+			return fmt.Errorf("teardown: %w", err)
+		}
 	}
 	if b := r.built; b != nil {
 		if err := b.Undo(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -66,14 +67,17 @@ func (s *drillSetup) drill(t *testing.T, args ...string) (*drillresult.Result, s
 	if jerr := json.Unmarshal(out.Bytes(), &res); jerr != nil {
 		t.Fatalf("drill --json printed no result (%v, exit %v):\n%s", jerr, err, out.String())
 	}
-	s.leftNothing(t)
+	s.leftNothing(t, res.ID)
 	return &res, progress.String(), err
 }
 
 // leftNothing checks that no drill left its scratch directory, a process
-// using it, or a server.
-func (s *drillSetup) leftNothing(t *testing.T) {
+// using it, or a server, nor drill id its socket directory.
+func (s *drillSetup) leftNothing(t *testing.T, id string) {
 	t.Helper()
+	if sock := filepath.Join(os.TempDir(), "walsnap-drill-"+id); id == "" || !errors.Is(statErr(sock), os.ErrNotExist) {
+		t.Errorf("drill %q left its socket directory %s", id, sock)
+	}
 	ents, err := os.ReadDir(s.scratch)
 	if err != nil || len(ents) != 0 {
 		t.Errorf("the drill left %v in %s (%v)", ents, s.scratch, err)
@@ -81,6 +85,20 @@ func (s *drillSetup) leftNothing(t *testing.T) {
 	if users := fsutil.ProcessesUsing(s.scratch); len(users) != 0 {
 		t.Errorf("processes still use %s: %v", s.scratch, users)
 	}
+}
+
+func statErr(path string) error { _, err := os.Stat(path); return err }
+
+// drillID is the drill's id in its progress ("drill ID: target ...").
+func drillID(progress string) string {
+	for _, line := range strings.Split(progress, "\n") {
+		if id, ok := strings.CutPrefix(line, "drill "); ok {
+			if id, _, ok := strings.Cut(id, ": target "); ok {
+				return id
+			}
+		}
+	}
+	return ""
 }
 
 // checkPassed checks a passed drill's result: every phase timed, the
@@ -207,7 +225,7 @@ func TestDrillFailures(t *testing.T) {
 		if out, err := exec.Command("sh", "-ec", cleanup).CombinedOutput(); err != nil {
 			t.Fatalf("the printed clean-up failed: %v\n%s\n%s", err, cleanup, out)
 		}
-		s.leftNothing(t)
+		s.leftNothing(t, drillID(text))
 	})
 
 	t.Run("check-sql false or no rows", func(t *testing.T) {
@@ -291,7 +309,7 @@ func TestDrillInterrupted(t *testing.T) {
 	if !strings.Contains(out.String(), "teardown: ") || !strings.Contains(out.String(), "server stopped") {
 		t.Errorf("the interrupted drill did not tear down")
 	}
-	s.leftNothing(t)
+	s.leftNothing(t, drillID(out.String()))
 	if st := s.walsnap(t, "status"); !strings.Contains(st, "last drill:        never") {
 		t.Errorf("an interrupted drill stored a result:\n%s", st)
 	}

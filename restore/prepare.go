@@ -284,11 +284,16 @@ func humanMajor(versionNum int) string { return "PostgreSQL " + strconv.Itoa(ver
 
 // prepareDir makes sure dir exists and is empty: absent and empty are
 // fine; anything else needs force, and a directory a running server uses
-// is never touched.
+// is never touched. An absent dir is made private (0700), the parents it
+// needs open to all (0755, like mkdir -p): the server's owner must reach
+// it through them.
 func prepareDir(dir string, force bool) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return os.MkdirAll(dir, 0o700)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		return os.Mkdir(dir, 0o700)
 	}
 	if err != nil {
 		return fmt.Errorf("restore into %s: %w", dir, err)

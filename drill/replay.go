@@ -139,7 +139,13 @@ func (r *run) replay(ctx context.Context, p *drillresult.Phase) error {
 		return errors.Join(errors.New("the promoted server does not say where recovery ended"), err)
 	}
 	segSize := r.cat.Identity.SegmentSize
-	endSeg := wal.SegmentForLSN(r.timelineAt(uint64(end)/segSize), end, segSize)
+	// end is where the last record replayed ends: on a segment boundary
+	// (after a WAL switch), that record is in the segment before.
+	last := end
+	if last > 0 && uint64(last)%segSize == 0 {
+		last--
+	}
+	endSeg := wal.SegmentForLSN(r.timelineAt(uint64(last)/segSize), last, segSize)
 	r.res.Reached = &drillresult.Reached{LSN: end.String(), Segment: endSeg.Name(segSize)}
 	took := time.Since(start).Seconds()
 	bytes := max(int64(end)-int64(r.m.StartLSN), 0)

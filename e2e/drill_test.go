@@ -29,6 +29,9 @@ type drillSetup struct {
 	*cluster
 	backup  string
 	scratch string // --scratch of the drills, a directory of the test's
+	// between is a time after rows 1001-1200 were committed and archived,
+	// before 1201-1400 were.
+	between string
 }
 
 func newDrillSetup(t *testing.T, o clusterOptions) *drillSetup {
@@ -40,6 +43,9 @@ func newDrillSetup(t *testing.T, o clusterOptions) *drillSetup {
 	for i := range 3 {
 		s.pg.Exec(t, fmt.Sprintf("INSERT INTO t SELECT g, repeat('y', 500) FROM generate_series(%d, %d) g", 1001+i*200, min(1200+i*200, 1500)))
 		s.archiveAll(t)
+		if i == 0 {
+			s.between = s.pg.QueryString(t, "SELECT now()::text")
+		}
 	}
 	return s
 }
@@ -183,7 +189,8 @@ func TestDrillEveryMajor(t *testing.T) {
 	})
 }
 
-// TestDrillFailures (PostgreSQL 15): a --check-sql that returns false or
+// TestDrillFailures (PostgreSQL 15): a drill to a target time passes
+// with the data as at that time; a --check-sql that returns false or
 // no rows fails the drill; a WAL object deleted from the middle of the
 // range fails it before anything is built, naming the missing segment;
 // --keep leaves the promoted copy reachable and says how to remove it.
@@ -226,6 +233,13 @@ func TestDrillFailures(t *testing.T) {
 			t.Fatalf("the printed clean-up failed: %v\n%s\n%s", err, cleanup, out)
 		}
 		s.leftNothing(t, drillID(text))
+	})
+
+	t.Run("target time", func(t *testing.T) {
+		res, _, err := s.drill(t, "--target-time", s.between, "--check-sql", sqlFile(t, "rows.sql", "SELECT count(*) = 1200 FROM t"))
+		if err != nil || !res.OK || !strings.Contains(res.Target, "time") || res.Reached == nil {
+			t.Fatalf("drill to %s: %v; ok %v, target %q, reached %+v", s.between, err, res.OK, res.Target, res.Reached)
+		}
 	})
 
 	t.Run("check-sql false or no rows", func(t *testing.T) {
@@ -366,11 +380,14 @@ func TestDrillCommandProvider(t *testing.T) {
 		}
 		return copies
 	}
-	res, progress, err := s.drill(t, "--check-sql", sqlFile(t, "rows.sql", "SELECT count(*) = 1500 FROM t"))
+	res, progress, err := s.drill(t, "--amcheck", "all", "--check-sql", sqlFile(t, "rows.sql", "SELECT count(*) = 1500 FROM t"))
 	if err != nil {
 		t.Fatalf("drill: %v", err)
 	}
 	checkPassed(t, res, s.backup, true)
+	if !strings.Contains(progress, "check pg_amcheck: pass") || !strings.Contains(progress, "every relation of every database") {
+		t.Errorf("--amcheck all did not check every relation:\n%s", progress)
+	}
 	if p := res.Phase(drillresult.PhaseMaterialize); p == nil || len(p.Steps) == 0 || p.Steps[0].Name != "command.restore" {
 		t.Errorf("materialize phase %+v, want the command.restore step", p)
 	}

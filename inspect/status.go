@@ -312,13 +312,24 @@ func (st *Status) WriteText(w io.Writer) {
 		fmt.Fprintln(w, "last drill:        never")
 	case d.OK:
 		fmt.Fprintf(w, "last drill:        ok at %s (%s ago) on %s: backup %s recovered to %s in %s\n", stamp(d.Time), age(st.Time.Sub(d.Time)),
-			d.Host, d.Backup, d.Target, time.Duration(d.RecoverySeconds*float64(time.Second)).Round(time.Second))
+			d.Host, d.Backup, d.Target, recoveryTime(d.RecoverySeconds))
 	default:
 		fmt.Fprintf(w, "last drill:        FAILED at %s (%s ago) on %s: %s\n", stamp(d.Time), age(st.Time.Sub(d.Time)), d.Host, firstLine(d.Error))
 	}
 	for _, p := range st.Problems {
 		fmt.Fprintln(w, "problem:", p)
 	}
+}
+
+// recoveryTime renders a drill's recovery time: to 100 ms under a
+// minute (a small database recovers in a second or two), else to the
+// second.
+func recoveryTime(s float64) time.Duration {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // firstLine is the first line of s.

@@ -105,7 +105,7 @@ func TestStatus(t *testing.T) {
 	st.WriteText(&text)
 	for _, want := range []string{"newest segment:    " + segName(2, 12), "backups:           5 (3 complete, 1 pending, 1 failed, 0 unreadable)",
 		"recoverable from:  2026-11-24 10:03:00Z", "EBS snapshots 120 GiB", "last verify:       FAILED, 1 problems at ",
-		"last drill:        ok at 2026-11-25 06:00:00Z (4h0m0s ago) on standby1: backup d recovered to end of archived WAL in 43s"} {
+		"last drill:        ok at 2026-11-25 06:00:00Z (4h0m0s ago) on standby1: backup d recovered to end of archived WAL in 42.5s"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}

@@ -25,11 +25,12 @@ import (
 // and environment that every walsnap command of the test runs with.
 type cluster struct {
 	pg      *testrig.PG
-	bin     string   // the walsnap binary under test
-	cfg     string   // walsnap.yaml, in a root-owned directory (testrig.ConfigDir)
-	work    string   // a work directory of the test, owned by postgres
-	repoDir string   // the local repository (file://), or "" for an S3 bucket
-	env     []string // AWS_* for walsnap commands: the bucket's, or clusterOptions.env
+	bin     string        // the walsnap binary under test
+	cfg     string        // walsnap.yaml, in a root-owned directory (testrig.ConfigDir)
+	work    string        // a work directory of the test, owned by postgres
+	repoDir string        // the local repository (file://), or "" for an S3 bucket
+	s3      testrig.S3Env // the bucket, when the repository is in S3
+	env     []string      // AWS_* for walsnap commands: the bucket's, or clusterOptions.env
 }
 
 // clusterOptions shape a cluster; the zero value is PostgreSQL 15
@@ -57,6 +58,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		repoConf = "repo: file://" + c.repoDir + "\n"
 	} else {
 		s3 := testrig.S3(t)
+		c.s3 = s3
 		serverEnv = s3.Environ()
 		c.env = append(s3.Environ(), o.env...)
 		repoConf = fmt.Sprintf("repo: s3://%s/db\ns3:\n  endpoint: %s\n  path_style: true\n  region: %s\n",

@@ -809,7 +809,7 @@ func checkBackupWhole(t *testing.T, s repoState, m *manifest.Manifest) {
 	}
 }
 
-// TestSystemdUnits: the shipped backup and delete units and their timers
+// TestSystemdUnits: the shipped backup, delete and drill units and their timers
 // are valid for systemd (systemd-analyze verify, without a warning), and
 // what each service runs is a walsnap command line (pointed at the binary
 // under test, it answers --help).
@@ -822,7 +822,7 @@ func TestSystemdUnits(t *testing.T) {
 	bin := testrig.Walsnap(t)
 	dir := t.TempDir()
 	var units []string
-	for _, name := range []string{"walsnap-backup.service", "walsnap-backup.timer", "walsnap-delete.service", "walsnap-delete.timer"} {
+	for _, name := range []string{"walsnap-backup.service", "walsnap-backup.timer", "walsnap-delete.service", "walsnap-delete.timer", "walsnap-drill.service", "walsnap-drill.timer"} {
 		data, err := os.ReadFile(filepath.Join("..", "scripts", "systemd", name))
 		if err != nil {
 			t.Fatal(err)

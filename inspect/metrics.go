@@ -23,13 +23,17 @@ const (
 	MetricVerifyOK            = "walsnap_verify_ok"
 	MetricVerifyTime          = "walsnap_verify_timestamp_seconds"
 	MetricVerifyProblems      = "walsnap_verify_problems"
+	MetricDrillOK             = "walsnap_drill_ok"
+	MetricDrillTime           = "walsnap_drill_timestamp_seconds"
+	MetricDrillRecovery       = "walsnap_drill_recovery_seconds"
 )
 
 // Registry builds the metrics of st, for node_exporter's textfile
 // collector. A nil st is a status that could not be read (the repository
 // is unreachable): only MetricStatusTime and MetricRepositoryUp 0, at now.
 // Metrics whose value is unknown (nothing archived yet, no server, no
-// verify) are left out rather than given a made-up value.
+// verify or drill, the recovery time of a failed drill) are left out
+// rather than given a made-up value.
 func Registry(st *Status, now time.Time) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	m := &metrics{reg: reg}
@@ -76,13 +80,16 @@ func Registry(st *Status, now time.Time) (*prometheus.Registry, error) {
 	size.WithLabelValues("ebs_snapshot").Set(float64(st.Size.EBSSnapshotGiB << 30))
 	m.register(size)
 	if v := st.LastVerify; v != nil {
-		ok := 0.0
-		if v.OK {
-			ok = 1
-		}
-		m.gauge(MetricVerifyOK, "1 when the last walsnap verify found no problem.", ok)
+		m.gauge(MetricVerifyOK, "1 when the last walsnap verify found no problem.", one(v.OK))
 		m.gauge(MetricVerifyTime, "When the last walsnap verify ran.", seconds(v.Time))
 		m.gauge(MetricVerifyProblems, "Problems the last walsnap verify found.", float64(v.Problems))
+	}
+	if d := st.LastDrill; d != nil {
+		m.gauge(MetricDrillOK, "1 when the last walsnap drill restored its backup, recovered it and passed every check.", one(d.OK))
+		m.gauge(MetricDrillTime, "When the last walsnap drill began.", seconds(d.Time))
+		if d.OK {
+			m.gauge(MetricDrillRecovery, "How long the last walsnap drill took to restore and recover its backup, until the promotion (only when it passed).", d.RecoverySeconds)
+		}
 	}
 	return reg, m.err
 }
@@ -121,3 +128,11 @@ func (m *metrics) gauge(name, help string, v float64) {
 }
 
 func seconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// one is 1 for true, 0 for false.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

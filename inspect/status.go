@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/catalog"
+	"github.com/walsnap/walsnap/internal/drillresult"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
@@ -39,6 +41,8 @@ type Status struct {
 	Size          Size       `json:"size"`
 	// LastVerify is the latest stored verify result (nil: never run).
 	LastVerify *VerifySummary `json:"last_verify,omitempty"`
+	// LastDrill is the latest stored drill result (nil: never run).
+	LastDrill *DrillSummary `json:"last_drill,omitempty"`
 	// Problems are what could not be read (the last verify result, history
 	// files, manifests).
 	Problems []string `json:"problems"`
@@ -91,9 +95,37 @@ type VerifySummary struct {
 	Problems int       `json:"problems"`
 }
 
+// DrillSummary is the gist of a stored drill result.
+type DrillSummary struct {
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	OK     bool      `json:"ok"`
+	Backup string    `json:"backup,omitempty"`
+	Target string    `json:"target"`
+	// RecoverySeconds is the time the drilled backup took to restore and
+	// recover on the drill's host (0 when the drill did not get there).
+	RecoverySeconds float64 `json:"recovery_seconds"`
+	Host            string  `json:"host"`
+	Error           string  `json:"error,omitempty"`
+}
+
+// LastDrill reads the latest stored drill result; an error matching
+// repo.ErrNoResult when no drill ran.
+func LastDrill(ctx context.Context, r *repo.Repo) (*drillresult.Result, error) {
+	stored, err := r.LatestResult(ctx, repo.ResultDrill)
+	if err != nil {
+		return nil, err
+	}
+	res, err := drillresult.Parse(stored.Data)
+	if err != nil {
+		return nil, fmt.Errorf("the stored drill result: %w", err)
+	}
+	return res, nil
+}
+
 // ReadStatus reads the repository (one listing of its WAL and backups,
-// the manifests, the history files and the last verify result) and, with
-// o.Conn, the server.
+// the manifests, the history files and the last verify and drill
+// results) and, with o.Conn, the server.
 func ReadStatus(ctx context.Context, o StatusOptions) (*Status, error) {
 	now := o.Now
 	if now.IsZero() {
@@ -126,6 +158,12 @@ func ReadStatus(ctx context.Context, o StatusOptions) (*Status, error) {
 	st.backups(c, now)
 	if res, err := LastVerify(ctx, o.Repo); err == nil {
 		st.LastVerify = &VerifySummary{Time: res.Time, OK: res.OK, Deep: res.Deep, Problems: len(res.Problems)}
+	} else if !errors.Is(err, repo.ErrNoResult) {
+		st.Problems = append(st.Problems, err.Error())
+	}
+	if res, err := LastDrill(ctx, o.Repo); err == nil {
+		st.LastDrill = &DrillSummary{ID: res.ID, Time: res.Time, OK: res.OK, Backup: res.Backup.ID, Target: res.Target,
+			RecoverySeconds: res.RecoverySeconds, Host: res.Host, Error: res.Error}
 	} else if !errors.Is(err, repo.ErrNoResult) {
 		st.Problems = append(st.Problems, err.Error())
 	}
@@ -269,9 +307,35 @@ func (st *Status) WriteText(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "last verify:       never")
 	}
+	switch d := st.LastDrill; {
+	case d == nil:
+		fmt.Fprintln(w, "last drill:        never")
+	case d.OK:
+		fmt.Fprintf(w, "last drill:        ok at %s (%s ago) on %s: backup %s recovered to %s in %s\n", stamp(d.Time), age(st.Time.Sub(d.Time)),
+			d.Host, d.Backup, d.Target, recoveryTime(d.RecoverySeconds))
+	default:
+		fmt.Fprintf(w, "last drill:        FAILED at %s (%s ago) on %s: %s\n", stamp(d.Time), age(st.Time.Sub(d.Time)), d.Host, firstLine(d.Error))
+	}
 	for _, p := range st.Problems {
 		fmt.Fprintln(w, "problem:", p)
 	}
+}
+
+// recoveryTime renders a drill's recovery time: to 100 ms under a
+// minute (a small database recovers in a second or two), else to the
+// second.
+func recoveryTime(s float64) time.Duration {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+// firstLine is the first line of s.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // age renders a duration for people, to the second.

@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
@@ -16,12 +17,14 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/walsnap/walsnap/internal/drillresult"
 	"github.com/walsnap/walsnap/internal/manifest"
+	"github.com/walsnap/walsnap/internal/repo"
 )
 
 // statusRepo is branched (two complete files backups, a timeline switch)
-// plus a complete EBS backup, a failed and a pending one, and a verify
-// result.
+// plus a complete EBS backup, a failed and a pending one, a verify
+// result and a passed drill.
 func statusRepo(t *testing.T) (*testRepo, *Status) {
 	tr := branched(t)
 	tr.backup("e", manifest.ProviderEBS, 1, 4, 4, manifest.EBSPayload{Snapshots: []manifest.EBSSnapshot{{SnapshotID: "snap-1", SizeGiB: 100}, {SnapshotID: "snap-2", SizeGiB: 20}}})
@@ -43,12 +46,26 @@ func statusRepo(t *testing.T) (*testRepo, *Status) {
 	if err := SaveVerify(context.Background(), tr.r, res); err != nil {
 		t.Fatal(err)
 	}
+	putDrill(t, tr, drillresult.Result{ID: "D1", Time: t0.Add(20 * time.Hour), OK: true, Host: "standby1",
+		Backup: drillresult.Backup{ID: "d"}, Target: "end of archived WAL", RecoverySeconds: 42.5})
 	now := t0.Add(24 * time.Hour)
 	st, err := ReadStatus(context.Background(), StatusOptions{Repo: tr.r, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tr, st
+}
+
+// putDrill stores res as the latest drill result.
+func putDrill(t *testing.T, tr *testRepo, res drillresult.Result) {
+	t.Helper()
+	data, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.r.PutResult(context.Background(), repo.ResultDrill, data); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestStatus(t *testing.T) {
@@ -79,13 +96,16 @@ func TestStatus(t *testing.T) {
 		t.Errorf("size %+v, want WAL %d, backups %d, 120 GiB of the complete EBS backup", st.Size, walBytes, backupBytes)
 	case st.LastVerify == nil || st.LastVerify.OK || st.LastVerify.Problems != 1:
 		t.Errorf("last verify: %+v", st.LastVerify)
+	case st.LastDrill == nil || !st.LastDrill.OK || st.LastDrill.Backup != "d" || st.LastDrill.RecoverySeconds != 42.5 || !st.LastDrill.Time.Equal(t0.Add(20*time.Hour)):
+		t.Errorf("last drill: %+v", st.LastDrill)
 	case st.Server != nil || len(st.Problems) != 0:
 		t.Errorf("server %+v, problems %q", st.Server, st.Problems)
 	}
 	var text strings.Builder
 	st.WriteText(&text)
 	for _, want := range []string{"newest segment:    " + segName(2, 12), "backups:           5 (3 complete, 1 pending, 1 failed, 0 unreadable)",
-		"recoverable from:  2026-11-24 10:03:00Z", "EBS snapshots 120 GiB", "last verify:       FAILED, 1 problems at "} {
+		"recoverable from:  2026-11-24 10:03:00Z", "EBS snapshots 120 GiB", "last verify:       FAILED, 1 problems at ",
+		"last drill:        ok at 2026-11-25 06:00:00Z (4h0m0s ago) on standby1: backup d recovered to end of archived WAL in 42.5s"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}
@@ -161,12 +181,15 @@ func TestMetrics(t *testing.T) {
 		{MetricVerifyOK, nil, 0},
 		{MetricVerifyTime, nil, sec(st.LastVerify.Time)},
 		{MetricVerifyProblems, nil, 1},
+		{MetricDrillOK, nil, 1},
+		{MetricDrillTime, nil, sec(t0.Add(20 * time.Hour))},
+		{MetricDrillRecovery, nil, 42.5},
 	} {
 		if got := value(t, mfs, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if len(mfs) != 13 {
+	if len(mfs) != 16 {
 		t.Errorf("%d metric families: %v", len(mfs), slices.Sorted(maps.Keys(mfs)))
 	}
 	// Nothing else was left in the directory (the temporary file is renamed).
@@ -182,6 +205,39 @@ func TestMetrics(t *testing.T) {
 	mfs = parseMetrics(t, path)
 	if len(mfs) != 2 || value(t, mfs, MetricRepositoryUp) != 0 || value(t, mfs, MetricStatusTime) != sec(now) {
 		t.Errorf("unreadable repository: %v", mfs)
+	}
+}
+
+// TestFailedDrill: a failed drill is reported as such, with its error's
+// first line, and without a recovery time.
+func TestFailedDrill(t *testing.T) {
+	tr := branched(t)
+	putDrill(t, tr, drillresult.Result{ID: "D2", Time: t0, Host: "standby1", Target: "end of archived WAL",
+		Error: "the WAL from backup a to the target has a gap: timeline 1: segment X is missing\nmore"})
+	st, err := ReadStatus(context.Background(), StatusOptions{Repo: tr.r, Now: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	st.WriteText(&text)
+	if want := "last drill:        FAILED at 2026-11-24 10:00:00Z (1h0m0s ago) on standby1: the WAL from backup a to the target has a gap: timeline 1: segment X is missing\n"; !strings.Contains(text.String(), want) {
+		t.Errorf("text lacks %q:\n%s", want, text.String())
+	}
+	path := filepath.Join(t.TempDir(), "walsnap.prom")
+	if err := WriteMetrics(path, st, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	mfs := parseMetrics(t, path)
+	if value(t, mfs, MetricDrillOK) != 0 || value(t, mfs, MetricDrillTime) != float64(t0.Unix()) {
+		t.Errorf("failed drill metrics: %v", mfs)
+	}
+	if _, ok := mfs[MetricDrillRecovery]; ok {
+		t.Errorf("a failed drill has a recovery time metric")
+	}
+	// A repository without a drill result says so.
+	st, err = ReadStatus(context.Background(), StatusOptions{Repo: branched(t).r})
+	if err != nil || st.LastDrill != nil || len(st.Problems) != 0 {
+		t.Fatalf("no drill: %+v, %v", st.LastDrill, err)
 	}
 }
 
@@ -233,7 +289,7 @@ func TestAlertRules(t *testing.T) {
 			alerts[r.Alert] = true
 		}
 	}
-	for _, want := range []string{"WalsnapArchivingStalled", "WalsnapNoRecentBackup", "WalsnapVerifyFailed"} {
+	for _, want := range []string{"WalsnapArchivingStalled", "WalsnapNoRecentBackup", "WalsnapVerifyFailed", "WalsnapDrillFailed", "WalsnapDrillStale"} {
 		if !alerts[want] {
 			t.Errorf("no alert %s", want)
 		}

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,10 @@ import (
 type Command struct {
 	// Script is run with /bin/sh -c; see Materialize.
 	Script string
+	// Cleanup (command.cleanup), when set, removes what Script set up
+	// (unmounts, detaches, destroys a clone); it is Built.Undo. It runs
+	// with the same environment, after the server has stopped.
+	Cleanup string
 	// Output receives the script's stdout and stderr; nil means os.Stderr.
 	Output io.Writer
 	Log    *slog.Logger
@@ -65,41 +70,70 @@ func (c *Command) Plan(_ context.Context, m *manifest.Manifest, dest Destination
 // directory must be once the script exits), WALSNAP_SOURCE_PGDATA (the data
 // directory at backup time) and WALSNAP_TABLESPACES ("OID OLDPATH NEWPATH"
 // lines). A non-zero exit, the end of ctx, or no data directory at
-// WALSNAP_PGDATA afterwards fails the restore.
-func (c *Command) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error {
+// WALSNAP_PGDATA afterwards fails the restore; then command.cleanup, when
+// set, runs. The Built it returns names command.cleanup, which its Undo
+// runs.
+func (c *Command) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (_ *Built, err error) {
 	p, err := c.payload(m)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	env, err := c.env(m, p, dest)
+	if err != nil {
+		return nil, err
+	}
+	built := &Built{Cleanup: c.Cleanup}
+	if c.Cleanup != "" {
+		built.undo = func(ctx context.Context) error { return c.run(ctx, "command.cleanup", c.Cleanup, env) }
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, built.Undo(context.WithoutCancel(ctx)))
+		}
+	}()
+	c.Log.Info("running command.restore", "command", c.Script, "snapshots", p.Snapshots)
+	start := time.Now()
+	if err := c.run(ctx, "command.restore", c.Script, env); err != nil {
+		return nil, err
+	}
+	built.add("command.restore", time.Since(start))
+	if _, err := os.Stat(filepath.Join(dest.PGData, "PG_VERSION")); err != nil {
+		return nil, fmt.Errorf("command.restore %q succeeded but left no data directory at %s: %w", c.Script, dest.PGData, err)
+	}
+	for _, t := range m.Tablespaces {
+		if ents, err := os.ReadDir(dest.Tablespaces[t.OID]); err != nil || len(ents) == 0 {
+			return nil, fmt.Errorf("command.restore %q succeeded but left tablespace %s empty or absent at %s", c.Script, t.Name, dest.Tablespaces[t.OID])
+		}
+	}
+	c.Log.Info("command.restore done", "duration", time.Since(start).Round(time.Millisecond))
+	return built, nil
+}
+
+// env is the environment of command.restore and command.cleanup.
+func (c *Command) env(m *manifest.Manifest, p *manifest.CommandPayload, dest Destinations) ([]string, error) {
 	ts, err := tablespaceLines(m, dest)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	env := []string{
+	return []string{
 		"WALSNAP_BACKUP_ID=" + m.ID,
 		"WALSNAP_SNAPSHOTS=" + strings.Join(p.Snapshots, "\n"),
 		"WALSNAP_PGDATA=" + dest.PGData,
 		"WALSNAP_SOURCE_PGDATA=" + m.PGData,
 		"WALSNAP_TABLESPACES=" + strings.Join(ts, "\n"),
-	}
+	}, nil
+}
+
+// run runs one of the provider's commands (what names its setting), its
+// output on Output.
+func (c *Command) run(ctx context.Context, what, script string, env []string) error {
 	out := c.Output
 	if out == nil {
 		out = os.Stderr
 	}
-	c.Log.Info("running command.restore", "command", c.Script, "snapshots", p.Snapshots)
-	start := time.Now()
-	if err := shellcmd.Run(ctx, c.Script, env, out, out); err != nil {
-		return fmt.Errorf("command.restore %q: %w", c.Script, err)
+	if err := shellcmd.Run(ctx, script, env, out, out); err != nil {
+		return fmt.Errorf("%s %q: %w", what, script, err)
 	}
-	if _, err := os.Stat(filepath.Join(dest.PGData, "PG_VERSION")); err != nil {
-		return fmt.Errorf("command.restore %q succeeded but left no data directory at %s: %w", c.Script, dest.PGData, err)
-	}
-	for _, t := range m.Tablespaces {
-		if ents, err := os.ReadDir(dest.Tablespaces[t.OID]); err != nil || len(ents) == 0 {
-			return fmt.Errorf("command.restore %q succeeded but left tablespace %s empty or absent at %s", c.Script, t.Name, dest.Tablespaces[t.OID])
-		}
-	}
-	c.Log.Info("command.restore done", "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

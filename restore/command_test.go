@@ -77,11 +77,25 @@ func TestCommandMaterialize(t *testing.T) {
 			echo 15 > "$WALSNAP_PGDATA/PG_VERSION"
 			mkdir "$(printf '%s\n' "$WALSNAP_TABLESPACES" | cut -d' ' -f3)/PG_15_202209061"
 			echo 'attached /dev/loop7'; echo 'mounted' >&2`,
-		Output: &out,
-		Log:    slog.New(slog.DiscardHandler),
+		Cleanup: `printf '%s %s\n' "$WALSNAP_BACKUP_ID" "$WALSNAP_PGDATA" > ` + filepath.Join(dir, "cleaned"),
+		Output:  &out,
+		Log:     slog.New(slog.DiscardHandler),
 	}
-	if err := c.Materialize(context.Background(), commandManifest(twoSnapshots), dest); err != nil {
+	built, err := c.Materialize(context.Background(), commandManifest(twoSnapshots), dest)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if built.Cleanup != c.Cleanup || len(built.Steps) != 1 || built.Steps[0].Name != "command.restore" {
+		t.Errorf("built %+v, want command.cleanup and the command.restore step", built)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cleaned")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("command.cleanup ran before Undo: %v", err)
+	}
+	if err := built.Undo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "cleaned")); err != nil || string(got) != "20260102T030405Z "+dest.PGData+"\n" {
+		t.Errorf("command.cleanup wrote %q (%v), want the backup id and WALSNAP_PGDATA", got, err)
 	}
 	env, err := os.ReadFile(envOut)
 	if err != nil {
@@ -111,10 +125,14 @@ func TestCommandMaterializeFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			dest := Destinations{PGData: dir, Tablespaces: map[uint32]string{16384: filepath.Join(dir, "ts1")}}
-			c := &Command{Script: tc.script, Output: &bytes.Buffer{}, Log: slog.New(slog.DiscardHandler)}
-			err := c.Materialize(context.Background(), commandManifest(twoSnapshots), dest)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			cleaned := filepath.Join(t.TempDir(), "cleaned")
+			c := &Command{Script: tc.script, Cleanup: "touch " + cleaned, Output: &bytes.Buffer{}, Log: slog.New(slog.DiscardHandler)}
+			built, err := c.Materialize(context.Background(), commandManifest(twoSnapshots), dest)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || built != nil {
+				t.Fatalf("err = %v, built %v; want it to mention %q", err, built, tc.want)
+			}
+			if _, err := os.Stat(cleaned); err != nil {
+				t.Errorf("command.cleanup did not run after the failure: %v", err)
 			}
 		})
 	}
@@ -125,7 +143,7 @@ func TestCommandMaterializeFailures(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := c.Materialize(ctx, commandManifest(twoSnapshots), Destinations{PGData: t.TempDir()})
+		_, err := c.Materialize(ctx, commandManifest(twoSnapshots), Destinations{PGData: t.TempDir()})
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want a deadline error", err)
 		}

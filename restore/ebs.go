@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,6 +72,9 @@ type EBS struct {
 	InitializationRate int32
 	// MountRoot prefixes every mount point ("": the recorded ones).
 	MountRoot string
+	// Tags are added to every volume created (walsnap drill's
+	// walsnap:drill).
+	Tags map[string]string
 	// DeviceTimeout bounds the wait for each attached volume's device
 	// (default DefaultDeviceTimeout).
 	DeviceTimeout time.Duration
@@ -225,16 +229,19 @@ func describeSpec(v ebsVolume) string {
 	return strings.Join(parts, ", ")
 }
 
-// Materialize implements Provider.
-func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (err error) {
+// Materialize implements Provider. The Built it returns lists the
+// volumes created and where they are mounted; its Undo unmounts, detaches
+// and deletes them. Each kind of step is timed (create, attach, device,
+// mount).
+func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (_ *Built, err error) {
 	l, err := e.layout(ctx, m, dest)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, v := range l.volumes {
 		if v.target != "" && !below(l.volumes, v.target) {
 			if err := mountable(v.target); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
@@ -247,51 +254,91 @@ func (e *EBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destin
 		mounter = kernelMounter{log: e.Log}
 	}
 
-	var created, mounted []string
+	b := &Built{Instance: l.instance}
+	b.undo = func(ctx context.Context) error { return e.undo(ctx, mounter, b.Volumes, b.Mounts) }
 	defer func() {
-		if err != nil && len(created) > 0 {
-			err = errors.Join(err, e.undo(ctx, mounter, created, mounted))
+		if err != nil && len(b.Volumes) > 0 {
+			e.Log.Warn("restore failed: removing the volumes it created", "volumes", b.Volumes)
+			err = errors.Join(err, b.Undo(ctx))
 		}
 	}()
 	for _, v := range l.volumes {
+		start := time.Now()
 		id, err := e.Client.CreateVolume(ctx, v.spec)
 		if id != "" {
-			created = append(created, id)
+			b.Volumes = append(b.Volumes, id)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
+		b.add("create", time.Since(start))
 		e.Log.Info("volume created", "volume", id, "snapshot", v.snap.SnapshotID)
+		start = time.Now()
 		dev, err := e.Client.FreeDeviceName(ctx, l.instance)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := e.Client.AttachVolume(ctx, id, l.instance, dev); err != nil {
-			return err
+			return nil, err
 		}
+		b.add("attach", time.Since(start))
 		if v.target == "" {
 			e.Log.Warn("volume attached but not mounted: the backup recorded no mount point for it", "volume", id, "device", dev)
 			continue
 		}
+		start = time.Now()
 		wctx, cancel := context.WithTimeout(ctx, deviceTimeout)
 		node, err := devices.WaitDevice(wctx, id, dev)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("volume %s attached as %s: its device did not appear within %s (--device-timeout): %w", id, dev, deviceTimeout, err)
+			return nil, fmt.Errorf("volume %s attached as %s: its device did not appear within %s (--device-timeout): %w", id, dev, deviceTimeout, err)
 		}
+		b.add("device", time.Since(start))
 		if err := mountable(v.target); err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.MkdirAll(v.target, 0o755); err != nil {
-			return fmt.Errorf("mount point: %w", err)
+			return nil, fmt.Errorf("mount point: %w", err)
 		}
+		start = time.Now()
 		if err := mounter.Mount(ctx, node, v.target, v.snap.FSType, v.options); err != nil {
-			return fmt.Errorf("volume %s: %w", id, err)
+			return nil, fmt.Errorf("volume %s: %w", id, err)
 		}
-		mounted = append(mounted, v.target)
+		b.add("mount", time.Since(start))
+		b.Mounts = append(b.Mounts, v.target)
 		e.Log.Info("volume mounted", "volume", id, "device", node, "mount_point", v.target)
 	}
-	return e.checkData(m, l)
+	if err := e.checkData(m, l); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// EBSDestinations are where a restore of the ebs backup m under mountRoot
+// ("": at the recorded mount points) puts the data directory and each
+// tablespace: their paths at backup time, under mountRoot.
+func EBSDestinations(m *manifest.Manifest, mountRoot string) (Destinations, error) {
+	p, err := manifest.PayloadOf[manifest.EBSPayload](m)
+	if err != nil {
+		return Destinations{}, err
+	}
+	e := &EBS{MountRoot: mountRoot}
+	pgdata, ts := recordedPaths(m, p)
+	dest := Destinations{PGData: e.relocate(pgdata), Tablespaces: map[uint32]string{}}
+	for oid, loc := range ts {
+		dest.Tablespaces[oid] = e.relocate(loc)
+	}
+	return dest, nil
+}
+
+// recordedPaths are the data directory and the tablespaces (by OID) of
+// an ebs backup, as they were at backup time.
+func recordedPaths(m *manifest.Manifest, p *manifest.EBSPayload) (string, map[uint32]string) {
+	ts := map[uint32]string{}
+	for _, t := range m.Tablespaces {
+		ts[t.OID] = cmp.Or(p.Tablespaces[t.OID], t.Location)
+	}
+	return cmp.Or(p.PGData, m.PGData), ts
 }
 
 // layout works out the restore of m into dest, refusing what cannot work.
@@ -342,7 +389,7 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	}
 	slices.SortStableFunc(l.volumes, func(a, b ebsVolume) int { return depth(a.target) - depth(b.target) })
 
-	pgdata := cmp.Or(p.PGData, m.PGData)
+	pgdata, recorded := recordedPaths(m, p)
 	if !l.holds(pgdata, e) {
 		return nil, fmt.Errorf("backup %s: no snapshot has a recorded mount point holding the data directory %s (volumes listed in ebs.volumes that walsnap could not map): restore them by hand", m.ID, pgdata)
 	}
@@ -352,7 +399,7 @@ func (e *EBS) layout(ctx context.Context, m *manifest.Manifest, dest Destination
 	}
 	var remap []string
 	for _, ts := range m.Tablespaces {
-		loc := cmp.Or(p.Tablespaces[ts.OID], ts.Location)
+		loc := recorded[ts.OID]
 		if !l.holds(loc, e) {
 			return nil, fmt.Errorf("backup %s: no snapshot has a recorded mount point holding tablespace %s at %s", m.ID, ts.Name, loc)
 		}
@@ -419,6 +466,7 @@ func (e *EBS) volumeSpec(backupID string, s manifest.EBSSnapshot, az string) ebs
 			"Name":                  "walsnap restore " + backupID + " " + cmp.Or(s.MountPoint, s.VolumeID),
 		},
 	}
+	maps.Copy(spec.Tags, e.Tags)
 	// The overrides go in as given, for CheckVolume to refuse those the
 	// type does not take.
 	switch spec.Type {
@@ -474,10 +522,9 @@ func (e *EBS) checkData(m *manifest.Manifest, l *ebsLayout) error {
 	return nil
 }
 
-// undo unmounts what a failed restore mounted and removes exactly the
-// volumes it created, even when ctx has ended.
+// undo unmounts what a restore mounted and removes exactly the volumes it
+// created, even when ctx has ended.
 func (e *EBS) undo(ctx context.Context, mounter Mounter, created, mounted []string) error {
-	e.Log.Warn("restore failed: removing the volumes it created", "volumes", created)
 	var errs []error
 	for i := len(mounted) - 1; i >= 0; i-- {
 		if err := mounter.Unmount(mounted[i]); err != nil {

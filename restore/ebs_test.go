@@ -299,7 +299,8 @@ func TestEBSRestore(t *testing.T) {
 			t.Errorf("Plan made %d volumes", n)
 		}
 
-		if err := e.Materialize(t.Context(), r.m, dest); err != nil {
+		built, err := e.Materialize(t.Context(), r.m, dest)
+		if err != nil {
 			t.Fatal(err)
 		}
 		vols := r.restoredVolumes()
@@ -376,6 +377,25 @@ func TestEBSRestore(t *testing.T) {
 		if len(mounter.unmounts) != 0 {
 			t.Errorf("unmounted %v", mounter.unmounts)
 		}
+		// What was built, and its removal.
+		var steps []string
+		for _, s := range built.Steps {
+			steps = append(steps, s.Name)
+		}
+		wantMounted := []string{root + "/pgwal", root + "/pgts", root + "/var/lib/postgresql"}
+		if !slices.Equal(built.Volumes, order) || built.Instance != r.instance || !slices.Equal(built.Mounts, wantMounted) ||
+			!slices.Equal(steps, []string{"create", "attach", "device", "mount"}) {
+			t.Errorf("built %+v, want volumes %v on %s mounted at %v, and four steps", built, order, r.instance, wantMounted)
+		}
+		if err := built.Undo(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if left := r.restoredVolumes(); len(left) != 0 {
+			t.Errorf("volumes left after Undo: %v", r.restored())
+		}
+		if want := []string{root + "/var/lib/postgresql", root + "/pgts", root + "/pgwal"}; !slices.Equal(mounter.unmounts, want) {
+			t.Errorf("Undo unmounted %v, want %v (deepest last mounted first)", mounter.unmounts, want)
+		}
 	})
 
 	t.Run("overrides", func(t *testing.T) {
@@ -383,7 +403,8 @@ func TestEBSRestore(t *testing.T) {
 		r := newEBSRestoreRig(t, env)
 		e, _, _, root := r.provider()
 		e.VolumeType, e.IOPS = "io2", 5000
-		if err := e.Materialize(t.Context(), r.m, dests(root)); err != nil {
+		e.Tags = map[string]string{"walsnap:drill": "D1"}
+		if _, err := e.Materialize(t.Context(), r.m, dests(root)); err != nil {
 			t.Fatal(err)
 		}
 		vols := r.restoredVolumes()
@@ -391,6 +412,9 @@ func TestEBSRestore(t *testing.T) {
 			t.Fatalf("%d restored volumes, want 3", len(vols))
 		}
 		for _, v := range vols {
+			if got := tags(v.Tags); got["walsnap:drill"] != "D1" || got["walsnap:backup-id"] != r.m.ID {
+				t.Errorf("volume %s: tags %v, want walsnap:drill D1 beside the restore's own", aws.ToString(v.VolumeId), got)
+			}
 			if v.VolumeType != types.VolumeTypeIo2 || aws.ToInt32(v.Iops) != 5000 || aws.ToInt32(v.Throughput) != 0 {
 				t.Errorf("volume from %s: %s, %d IOPS, %d MiB/s; want io2, 5000 IOPS, no throughput",
 					aws.ToString(v.SnapshotId), v.VolumeType, aws.ToInt32(v.Iops), aws.ToInt32(v.Throughput))
@@ -430,7 +454,7 @@ func TestEBSRestore(t *testing.T) {
 		r := newEBSRestoreRig(t, env)
 		e, devices, mounter, root := r.provider()
 		devices.fail = 2
-		err := e.Materialize(t.Context(), r.m, dests(root))
+		_, err := e.Materialize(t.Context(), r.m, dests(root))
 		if err == nil || !strings.Contains(err.Error(), "refused by the test") {
 			t.Errorf("Materialize = %v, want the device failure", err)
 		}
@@ -456,7 +480,7 @@ func TestEBSRestore(t *testing.T) {
 			}
 			return ""
 		}, nil)
-		err := e.Materialize(t.Context(), r.m, dests(root))
+		_, err := e.Materialize(t.Context(), r.m, dests(root))
 		r.proxy.Set(nil, nil)
 		if err == nil || !strings.Contains(err.Error(), "IncorrectState") {
 			t.Errorf("Materialize = %v, want the attach failure", err)
@@ -478,7 +502,7 @@ func TestEBSRestore(t *testing.T) {
 			}
 			return contents(target)
 		}
-		err := e.Materialize(t.Context(), r.m, dests(root))
+		_, err := e.Materialize(t.Context(), r.m, dests(root))
 		if err == nil || !strings.Contains(err.Error(), "no data directory") {
 			t.Errorf("Materialize = %v, want no data directory", err)
 		}
@@ -516,7 +540,7 @@ func TestEBSRestore(t *testing.T) {
 			e := *e
 			e.MountRoot = tc.mountRoot
 			_, perr := e.Plan(t.Context(), tc.m, tc.dest)
-			merr := e.Materialize(t.Context(), tc.m, tc.dest)
+			_, merr := e.Materialize(t.Context(), tc.m, tc.dest)
 			if perr == nil || merr == nil || !strings.Contains(perr.Error(), tc.want) || !strings.Contains(merr.Error(), tc.want) {
 				t.Errorf("%s: Plan = %v, Materialize = %v; want %q", tc.name, perr, merr, tc.want)
 			}
@@ -528,7 +552,7 @@ func TestEBSRestore(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(root, "pgts", "precious"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.Materialize(t.Context(), r.m, dests(root)); err == nil || !strings.Contains(err.Error(), "precious") {
+		if _, err := e.Materialize(t.Context(), r.m, dests(root)); err == nil || !strings.Contains(err.Error(), "precious") {
 			t.Errorf("Materialize = %v, want a refusal to hide %s/pgts/precious", err, root)
 		}
 		if n := len(r.proxy.Requests("CreateVolume")); n != 0 {
@@ -559,7 +583,7 @@ func TestEBSRestore(t *testing.T) {
 			e, _, _, root := r.provider()
 			tc.edit(e)
 			_, perr := e.Plan(t.Context(), r.m, dests(root))
-			merr := e.Materialize(t.Context(), r.m, dests(root))
+			_, merr := e.Materialize(t.Context(), r.m, dests(root))
 			if perr == nil || merr == nil || !strings.Contains(perr.Error(), tc.want) || !strings.Contains(merr.Error(), tc.want) {
 				t.Errorf("%s: Plan = %v, Materialize = %v; want %q", tc.name, perr, merr, tc.want)
 			}
@@ -579,7 +603,7 @@ func TestEBSRestore(t *testing.T) {
 		}
 		e.Devices, e.DeviceTimeout = ec2Devices{sysRoot: empty, devRoot: empty}, time.Second
 		start := time.Now()
-		err := e.Materialize(t.Context(), r.m, dests(root))
+		_, err := e.Materialize(t.Context(), r.m, dests(root))
 		if err == nil || !strings.Contains(err.Error(), "its device did not appear within 1s (--device-timeout)") {
 			t.Errorf("Materialize = %v, want the device timeout", err)
 		}

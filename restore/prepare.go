@@ -55,6 +55,14 @@ type Result struct {
 	// Warnings are problems the restore foresees but that do not stop it,
 	// such as a target past the archived WAL; each was also logged.
 	Warnings []string
+	// Built is what the provider built beyond the files (EBS volumes,
+	// command.restore's mounts); Built.Undo removes it. The restore
+	// leaves it in place: it is the restored server's.
+	Built *Built
+	// Materialized is how long the provider took to put the data in
+	// place; Prepared how long the rest took (backup_label, recovery
+	// configuration, owner, sync).
+	Materialized, Prepared time.Duration
 }
 
 // Run chooses the backup, puts it in place and configures recovery. In a
@@ -150,20 +158,40 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	o.Log.Info("restoring", "backup", m.ID, "provider", m.Provider, "pgdata", pgdata)
-	if err := prov.Materialize(ctx, m, dest); err != nil {
+	start := time.Now()
+	built, err := prov.Materialize(ctx, m, dest)
+	if err != nil {
 		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
 	}
-	if err := finishDataDir(m, dest, o, signal); err != nil {
+	res.Materialized = time.Since(start)
+	start = time.Now()
+	if err := prepare(m, dest, o, signal, uid, gid); err != nil {
+		// What the provider built is removed: a half-prepared data
+		// directory is of no use.
+		if uerr := built.Undo(context.WithoutCancel(ctx)); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove what the restore built: %w", uerr))
+		}
 		return nil, fmt.Errorf("restore backup %s: %w", m.ID, err)
+	}
+	res.Built, res.Prepared = built, time.Since(start)
+	return res, nil
+}
+
+// prepare turns the materialized backup into a data directory set up for
+// recovery (finishDataDir), owned by uid:gid (-1: left alone), and flushes
+// it to disk.
+func prepare(m *manifest.Manifest, dest Destinations, o Options, signal string, uid, gid int) error {
+	if err := finishDataDir(m, dest, o, signal); err != nil {
+		return err
 	}
 	if uid >= 0 {
 		for _, dir := range ownedDirs(dest) {
 			if err := chownTree(dir, uid, gid); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return res, syncFS(pgdata)
+	return syncFS(dest.PGData)
 }
 
 // archivingPlan says what the restored server does with its WAL, for the

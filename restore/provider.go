@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/filebackup"
@@ -22,8 +23,56 @@ type Provider interface {
 	// Materialize fills dest with the backup's files: the data directory
 	// and every tablespace at its (possibly remapped) location. For an
 	// in-place provider (manifest.ProviderInfo.InPlace) the data is there
-	// already and Materialize only checks it.
-	Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error
+	// already and Materialize only checks it. What it built outside dest
+	// (volumes, mounts) is in the *Built it returns (nil: nothing); when
+	// it fails, it removes that itself.
+	Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (*Built, error)
+}
+
+// Built is what a provider's Materialize built beyond the files in the
+// destinations, and how to remove it: the EBS volumes it created,
+// attached and mounted, or what command.restore set up (removed by
+// command.cleanup). A nil *Built is nothing.
+type Built struct {
+	// Volumes are the EBS volumes created, attached to Instance, and
+	// Mounts where they are mounted (in mounting order).
+	Volumes  []string
+	Instance string
+	Mounts   []string
+	// Cleanup is the command that removes what command.restore set up
+	// ("": none is configured).
+	Cleanup string
+	// Steps are how long each kind of step took, in the order they first
+	// ran (ebs: create, attach, device, mount).
+	Steps []Step
+	undo  func(ctx context.Context) error
+}
+
+// Step is the time a kind of step took in all.
+type Step struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Undo removes what was built: for EBS it unmounts the volumes, detaches
+// and deletes them (even when ctx has ended); for the command provider it
+// runs command.cleanup. Undo on a nil *Built does nothing.
+func (b *Built) Undo(ctx context.Context) error {
+	if b == nil || b.undo == nil {
+		return nil
+	}
+	return b.undo(ctx)
+}
+
+// add counts d to the step name.
+func (b *Built) add(name string, d time.Duration) {
+	for i := range b.Steps {
+		if b.Steps[i].Name == name {
+			b.Steps[i].Seconds += d.Seconds()
+			return
+		}
+	}
+	b.Steps = append(b.Steps, Step{Name: name, Seconds: d.Seconds()})
 }
 
 // ProviderSettings configure the restore providers; only the one that the
@@ -33,6 +82,7 @@ type ProviderSettings struct {
 	Concurrency    int                     // files: parts restored at once
 	Progress       func(done, total int64) // files: optional
 	CommandRestore string                  // command: command.restore
+	CommandCleanup string                  // command: command.cleanup
 	// EBS is the ebs provider without its client; NewEC2 makes the client
 	// when an ebs backup is restored.
 	EBS    EBS
@@ -47,7 +97,7 @@ func Providers(s ProviderSettings) map[manifest.Provider]Provider {
 	e.Log = s.Log
 	return map[manifest.Provider]Provider{
 		manifest.ProviderFiles:    &Files{Repo: s.Repo, Concurrency: s.Concurrency, Log: s.Log, Progress: s.Progress},
-		manifest.ProviderCommand:  &Command{Script: s.CommandRestore, Log: s.Log},
+		manifest.ProviderCommand:  &Command{Script: s.CommandRestore, Cleanup: s.CommandCleanup, Log: s.Log},
 		manifest.ProviderExternal: External{},
 		manifest.ProviderEBS:      &lazyEBS{p: e, newClient: s.NewEC2},
 	}
@@ -82,10 +132,10 @@ func (l *lazyEBS) Plan(ctx context.Context, m *manifest.Manifest, dest Destinati
 	return p.Plan(ctx, m, dest)
 }
 
-func (l *lazyEBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error {
+func (l *lazyEBS) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (*Built, error) {
 	p, err := l.provider(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return p.Materialize(ctx, m, dest)
 }
@@ -101,17 +151,17 @@ func (External) Plan(_ context.Context, m *manifest.Manifest, dest Destinations)
 }
 
 // Materialize implements Provider: it only checks that the data is there.
-func (External) Materialize(_ context.Context, m *manifest.Manifest, dest Destinations) error {
+func (External) Materialize(_ context.Context, m *manifest.Manifest, dest Destinations) (*Built, error) {
 	dirs := append([]string{dest.PGData}, values(dest.Tablespaces)...)
 	if _, err := os.Stat(filepath.Join(dest.PGData, "PG_VERSION")); err != nil {
-		return fmt.Errorf("backup %s: %s holds no PostgreSQL data directory: restore and mount the backup's snapshots there first", m.ID, dirs[0])
+		return nil, fmt.Errorf("backup %s: %s holds no PostgreSQL data directory: restore and mount the backup's snapshots there first", m.ID, dirs[0])
 	}
 	for _, d := range dirs[1:] {
 		if _, err := os.Stat(d); err != nil {
-			return fmt.Errorf("backup %s: tablespace directory %s is missing: restore its snapshot there first", m.ID, d)
+			return nil, fmt.Errorf("backup %s: tablespace directory %s is missing: restore its snapshot there first", m.ID, d)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // Destinations are where a restore puts the data directory and each
@@ -161,17 +211,17 @@ func (f *Files) Plan(_ context.Context, m *manifest.Manifest, dest Destinations)
 	return lines, nil
 }
 
-// Materialize implements Provider.
-func (f *Files) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) error {
+// Materialize implements Provider; it builds nothing beyond the files.
+func (f *Files) Materialize(ctx context.Context, m *manifest.Manifest, dest Destinations) (*Built, error) {
 	p, err := f.payload(m)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dirs := map[uint32]string{0: dest.PGData}
 	for oid, dir := range dest.Tablespaces {
 		dirs[oid] = dir
 	}
-	return filebackup.Restore(ctx, filebackup.RestoreOptions{
+	return nil, filebackup.Restore(ctx, filebackup.RestoreOptions{
 		Repo:        f.Repo,
 		BackupID:    m.ID,
 		Concurrency: f.Concurrency,

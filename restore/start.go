@@ -3,6 +3,7 @@ package restore
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,9 +28,18 @@ type StartOptions struct {
 	Owner     string // user to run the server as when walsnap runs as root ("" = postgres)
 	Port      int    // 0 = the port in the restored configuration
 	SocketDir string // "" = the restored configuration's; also where walsnap connects
-	LogFile   string // server log; "" = <pgdata>.walsnap-restore.log next to PGData
-	Target    Target
-	Standby   bool
+	// NoTCP starts the server without a TCP listener (listen_addresses
+	// empty): only the unix socket in SocketDir, which must be given.
+	NoTCP bool
+	// Settings are more server settings, as -c name=value (they override
+	// every configuration file).
+	Settings [][2]string
+	// User is the role walsnap connects as to follow recovery ("" =
+	// $PGUSER, else postgres).
+	User    string
+	LogFile string // server log; "" = <pgdata>.walsnap-restore.log next to PGData
+	Target  Target
+	Standby bool
 	// Archiving says whether the server keeps the backup's archiving
 	// (--archive-mode preserve), for the final message.
 	Archiving bool
@@ -43,6 +53,9 @@ type Outcome struct {
 	ReplayLSN string
 	Message   string
 	LogFile   string
+	PGCtl     string // the pg_ctl that started the server
+	Port      int    // the port it listens on (its socket's number)
+	SocketDir string // where its socket is ("": the configured default)
 }
 
 // Start starts the restored server with pg_ctl and follows recovery until
@@ -56,7 +69,7 @@ func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
 	}
-	pgctl, err := findPGCtl(o.PGBin, o.Major, pgBinLayouts)
+	pgctl, err := FindPGCtl(o.PGBin, o.Major)
 	if err != nil {
 		return nil, err
 	}
@@ -71,10 +84,24 @@ func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 	}
 	if o.SocketDir != "" {
 		opts = append(opts, "-k", o.SocketDir)
+	} else if o.NoTCP {
+		return nil, errors.New("start without TCP: a socket directory is required")
 	} else {
 		o.SocketDir = configuredSocketDir(o.PGData)
 	}
-	if err := CheckPort(o.Port, o.SocketDir); err != nil {
+	settings := o.Settings
+	if o.NoTCP {
+		settings = append([][2]string{{"listen_addresses", ""}}, settings...)
+	}
+	for _, kv := range settings {
+		// pg_ctl hands the options to /bin/sh.
+		opts = append(opts, "-c", shellQuote(kv[0]+"="+kv[1]))
+	}
+	check := CheckPort
+	if o.NoTCP {
+		check = checkSocket
+	}
+	if err := check(o.Port, o.SocketDir); err != nil {
 		return nil, fmt.Errorf("%w; the restored data directory %s is ready: restore again with --force and those flags, or start it yourself", err, o.PGData)
 	}
 	if o.LogFile == "" {
@@ -99,17 +126,56 @@ func Start(ctx context.Context, o StartOptions) (*Outcome, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	fmt.Fprintf(o.Out, "server starting on port %d (log: %s); recovering to %s\n", o.Port, o.LogFile, o.Target)
-	return follow(ctx, o)
+	where := fmt.Sprintf("port %d", o.Port)
+	if o.NoTCP {
+		where = "socket " + filepath.Join(o.SocketDir, fmt.Sprintf(".s.PGSQL.%d", o.Port)) + ", no TCP"
+	}
+	fmt.Fprintf(o.Out, "server starting on %s (log: %s); recovering to %s\n", where, o.LogFile, o.Target)
+	out, err := follow(ctx, o)
+	if out != nil {
+		out.PGCtl, out.Port, out.SocketDir = pgctl, o.Port, o.SocketDir
+	}
+	return out, err
+}
+
+// Stop stops the server of pgdata with pgctl, as owner when walsnap runs
+// as root: a fast shutdown, then an immediate one when it is not down
+// within wait. A server that is not running is no error.
+func Stop(ctx context.Context, pgctl, pgdata, owner string, wait time.Duration) error {
+	if _, running := pg.RunningPostmaster(pgdata); !running {
+		return nil
+	}
+	cred, err := credential(owner)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, mode := range []string{"fast", "immediate"} {
+		cmd := exec.CommandContext(ctx, pgctl, "-D", pgdata, "-m", mode, "-w", "-t", strconv.Itoa(int(max(wait, time.Second).Seconds())), "stop")
+		if cred != nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		}
+		out, err := cmd.CombinedOutput()
+		if _, running := pg.RunningPostmaster(pgdata); !running {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("pg_ctl stop -m %s: %v: %s", mode, err, strings.TrimSpace(string(out))))
+	}
+	return errors.Join(errs...)
 }
 
 // pgBinLayouts are where PostgreSQL's programs of one major version live:
 // Debian and Ubuntu's packages, then PGDG's RPMs (RHEL and its kin).
 var pgBinLayouts = []string{"/usr/lib/postgresql/%d/bin", "/usr/pgsql-%d/bin"}
 
-// findPGCtl returns the pg_ctl of PostgreSQL major: in bin when given
-// (--pg-bin); else in the packaged layouts (pgBinLayouts in use); else in
-// `pg_config --bindir`, then on PATH, when that one is of the same major.
+// FindPGCtl returns the pg_ctl of PostgreSQL major: in bin when given
+// (--pg-bin); else in the packaged layouts (/usr/lib/postgresql/N/bin,
+// /usr/pgsql-N/bin); else in `pg_config --bindir`, then on PATH, when
+// that one is of the same major.
+func FindPGCtl(bin string, major int) (string, error) {
+	return findPGCtl(bin, major, pgBinLayouts)
+}
+
 func findPGCtl(bin string, major int, layouts []string) (string, error) {
 	if bin != "" {
 		p := filepath.Join(bin, "pg_ctl")
@@ -184,6 +250,17 @@ func credential(name string) (*syscall.Credential, error) {
 // defaultSocketDirs are where PostgreSQL's sockets usually are when the
 // configuration names none: Debian's and PGDG's directory, and upstream's.
 var defaultSocketDirs = []string{"/var/run/postgresql", "/tmp"}
+
+// checkSocket refuses a port whose unix socket in socketDir a server
+// already answers on.
+func checkSocket(port int, socketDir string) error {
+	sock := filepath.Join(socketDir, fmt.Sprintf(".s.PGSQL.%d", port))
+	if conn, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("a server already answers on %s", sock)
+	}
+	return nil
+}
 
 // CheckPort refuses a port on which a server on this host already answers,
 // over TCP on the loopback addresses or on its unix socket in socketDir
@@ -301,7 +378,7 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 			// The restored cluster's roles are the backed-up cluster's:
 			// the connection defaults (PGUSER, else postgres) apply, not the
 			// OS user running walsnap.
-			sess, _ = pg.Connect(ctx, pg.ConnConfig{Host: o.SocketDir, Port: o.Port, ConnectTimeout: 2 * time.Second})
+			sess, _ = pg.Connect(ctx, pg.ConnConfig{Host: o.SocketDir, Port: o.Port, User: o.User, ConnectTimeout: 2 * time.Second})
 		}
 		if sess != nil {
 			st, err := sess.Recovery(ctx)
@@ -329,7 +406,7 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 				}
 			}
 		} else if time.Since(lastReport) > 5*time.Second && alive {
-			msg := "recovering: not yet consistent, the server accepts no connections yet"
+			msg := "recovering: the server accepts no connections yet (not yet consistent, or hot_standby is off)"
 			if f := lastRestored(o.LogFile); f != "" {
 				msg += "; last WAL file restored " + f
 			}
@@ -338,7 +415,11 @@ func follow(ctx context.Context, o StartOptions) (*Outcome, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("recovery did not finish in time (last replayed %s); the server is still running, see %s", out.ReplayLSN, o.LogFile)
+			why := "recovery did not finish in time"
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				why = "interrupted while recovering"
+			}
+			return nil, fmt.Errorf("%s (last replayed %s); the server is still running, see %s", why, out.ReplayLSN, o.LogFile)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}

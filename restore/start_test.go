@@ -97,6 +97,14 @@ func TestCheckPort(t *testing.T) {
 	if err := CheckPort(port, dir); err == nil || !strings.Contains(err.Error(), ".s.PGSQL.") {
 		t.Fatalf("CheckPort(port with a socket in the directory) = %v", err)
 	}
+	// Without TCP only the socket counts: a server on the same port over
+	// TCP (the source, next to a drill) is no conflict.
+	if err := checkSocket(port, dir); err == nil || !strings.Contains(err.Error(), ".s.PGSQL."+strconv.Itoa(port)) {
+		t.Fatalf("checkSocket(port with a socket in the directory) = %v", err)
+	}
+	if err := checkSocket(busy, dir); err != nil {
+		t.Fatalf("checkSocket(port busy over TCP only) = %v", err)
+	}
 }
 
 func TestConfiguredPortAndSocketDir(t *testing.T) {

@@ -4,7 +4,8 @@
 # a local file:// repository, runs load, takes a base backup with
 # `walsnap backup` (the built-in files provider) while the load runs, suffers
 # a "human error" (DROP TABLE), and `walsnap restore --start` brings it back
-# to the moment before it. Everything lives in one temporary directory, removed at
+# to the moment before it; `walsnap drill` then proves the same recovery in a
+# scratch directory and records it. Everything lives in one temporary directory, removed at
 # the end. Run as root (PostgreSQL runs as the postgres user) after
 # `make setup`.
 set -euo pipefail
@@ -109,4 +110,11 @@ count=$(psql "$rport" -c "SELECT count(*) FROM customers")
 say "customers after recovery: $count rows; first three:"
 psql "$rport" -c "SELECT id, name FROM customers ORDER BY id LIMIT 3" | sed 's/^/    /'
 [ "$count" = 1000 ] || die "expected 1000 customers, got $count"
+
+say "walsnap drill: the same recovery again, checked, timed and recorded, in a scratch directory it removes"
+echo "SELECT count(*) = 1000 AS customers_back FROM customers;" >"$work/drill.sql"
+chmod 0644 "$work/drill.sql"
+$walsnap drill --scratch "$work" --pg-bin "$pgbin" --target-time "$target" --check-sql "$work/drill.sql" 2>"$work/drill.err" |
+	sed 's/^/    /' || { cat "$work/drill.err" >&2; die "drill failed"; }
+$walsnap status | grep '^last drill' | sed 's/^/    /'
 say "all 1000 customers are back. Cleaning up $work."

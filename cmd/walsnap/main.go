@@ -35,7 +35,7 @@ var run struct {
 
 func newApp() *cli.App {
 	run.command, run.cfg = "", config.Config{}
-	commands := []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(),
+	commands := []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(), drillCommand(),
 		backupStartCommand(), backupStopCommand(), verifyCommand(), checkCommand(), statusCommand(), deleteCommand(), backupPinCommand(), versionCommand(), completionCommand(), manCommand(), helpCommand(),
 		walPrefetchCommand(), walArchiverCommand(), backupHoldCommand()}
 	for _, cmd := range commands {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/ebs"
+	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/restore"
 )
 
@@ -40,16 +42,8 @@ func restoreCommand() *cli.Command {
 			"own --port and --socket-dir, and a port in use is refused. The restore_command\n" +
 			"runs as the server's user: AWS credentials must reach it (instance profile or\n" +
 			"that user's ~/.aws).",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "backup", Value: restore.Latest, Usage: "backup id, or LATEST for the newest one that reaches the target"},
-			&cli.StringFlag{Name: "target-time", Usage: "recover to this time, e.g. '2026-11-24 15:04:05+00'"},
-			&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 0/5000028"},
-			&cli.StringFlag{Name: "target-xid", Usage: "recover to this transaction id"},
-			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
-			&cli.BoolFlag{Name: "target-immediate", Usage: "stop as soon as the backup is consistent"},
+		Flags: append(targetFlags(),
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: pause (PostgreSQL's default), promote or shutdown"},
-			&cli.BoolFlag{Name: "target-inclusive", DisableDefaultText: true, Usage: "--target-inclusive=false stops just before the target; left out, recovery stops just after it (PostgreSQL's default)"},
-			&cli.StringFlag{Name: "target-timeline", Usage: "latest (default), current or a timeline number"},
 			&cli.BoolFlag{Name: "standby", Usage: "set the server up as a standby (standby.signal)"},
 			&cli.StringSliceFlag{Name: "tablespace-map", Usage: "relocate a tablespace: OLD=NEW (repeatable)"},
 			&cli.StringFlag{Name: "archive-mode", Value: "off", Usage: "off: the restored server never archives (a copy); preserve: keep the backup's archive_command, for a server that replaces the primary"},
@@ -70,7 +64,7 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "mount-root", Usage: "ebs backups: mount the new volumes under this directory instead of at their recorded mount points"},
 			&cli.DurationFlag{Name: "device-timeout", Value: restore.DefaultDeviceTimeout, Usage: "ebs backups: how long to wait for each attached volume's device to appear"},
 			&cli.DurationFlag{Name: "start-timeout", Usage: "with --start: give up following after this long (0: no limit)"},
-		},
+		),
 		Action: runRestore,
 	})
 }
@@ -86,18 +80,9 @@ func runRestore(c *cli.Context) error {
 	if cfg.PGData == "" {
 		return usageError{msg: "restore needs --pgdata (the directory to restore into), or PGDATA"}
 	}
-	spec := restore.TargetSpec{
-		Time: c.String("target-time"), LSN: c.String("target-lsn"), XID: c.String("target-xid"),
-		Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
-		Action: c.String("target-action"), Timeline: c.String("target-timeline"),
-	}
-	if c.IsSet("target-inclusive") {
-		v := c.Bool("target-inclusive")
-		spec.Inclusive = &v
-	}
-	t, err := restore.ParseTarget(spec)
+	t, err := parseTarget(c, c.String("target-action"))
 	if err != nil {
-		return usageError{msg: err.Error(), err: err}
+		return err
 	}
 	tsmap := map[string]string{}
 	for _, kv := range c.StringSlice("tablespace-map") {
@@ -138,17 +123,10 @@ func runRestore(c *cli.Context) error {
 		NoArchive:      !archiving,
 		DryRun:         c.Bool("dry-run"),
 		Log:            log,
-		Providers: restore.Providers(restore.ProviderSettings{
-			Repo:           r,
-			Concurrency:    cfg.Backup.Streams,
-			Progress:       newProgress(os.Stderr, "restored"),
-			CommandRestore: cfg.Command.Restore,
-			EBS: restore.EBS{InstanceID: cmp.Or(c.String("instance-id"), cfg.EBS.InstanceID), AZ: c.String("availability-zone"), DeviceTimeout: c.Duration("device-timeout"),
-				VolumeType: c.String("volume-type"), IOPS: int32(c.Int("iops")), Throughput: int32(c.Int("throughput")),
-				InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root")},
-			NewEC2: func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
-			Log:    log,
-		}),
+		Providers: restore.Providers(providerSettings(cfg, r, log, restore.EBS{InstanceID: cmp.Or(c.String("instance-id"), cfg.EBS.InstanceID),
+			AZ: c.String("availability-zone"), DeviceTimeout: c.Duration("device-timeout"),
+			VolumeType: c.String("volume-type"), IOPS: int32(c.Int("iops")), Throughput: int32(c.Int("throughput")),
+			InitializationRate: int32(c.Int("initialization-rate")), MountRoot: c.String("mount-root")})),
 	})
 	if err != nil {
 		return err
@@ -200,6 +178,54 @@ func runRestore(c *cli.Context) error {
 		fmt.Println(out.Message)
 	}
 	return nil
+}
+
+// providerSettings are the restore providers' settings from cfg, for
+// restore and drill; e is the ebs provider's.
+func providerSettings(cfg config.Config, r *repo.Repo, log *slog.Logger, e restore.EBS) restore.ProviderSettings {
+	return restore.ProviderSettings{
+		Repo:           r,
+		Concurrency:    cfg.Backup.Streams,
+		Progress:       newProgress(os.Stderr, "restored"),
+		CommandRestore: cfg.Command.Restore,
+		CommandCleanup: cfg.Command.Cleanup,
+		EBS:            e,
+		NewEC2:         func(ctx context.Context) (*ebs.Client, error) { return ebsClient(ctx, cfg) },
+		Log:            log,
+	}
+}
+
+// targetFlags are the flags of a recovery target (--backup and the
+// --target-* but --target-action), for restore and drill.
+func targetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "backup", Value: restore.Latest, Usage: "backup id, or LATEST for the newest one that reaches the target"},
+		&cli.StringFlag{Name: "target-time", Usage: "recover to this time, e.g. '2026-11-24 15:04:05+00'"},
+		&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 0/5000028"},
+		&cli.StringFlag{Name: "target-xid", Usage: "recover to this transaction id"},
+		&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
+		&cli.BoolFlag{Name: "target-immediate", Usage: "stop as soon as the backup is consistent"},
+		&cli.BoolFlag{Name: "target-inclusive", DisableDefaultText: true, Usage: "--target-inclusive=false stops just before the target; left out, recovery stops just after it (PostgreSQL's default)"},
+		&cli.StringFlag{Name: "target-timeline", Usage: "latest (default), current or a timeline number"},
+	}
+}
+
+// parseTarget reads the target flags (targetFlags) with the action.
+func parseTarget(c *cli.Context, action string) (restore.Target, error) {
+	spec := restore.TargetSpec{
+		Time: c.String("target-time"), LSN: c.String("target-lsn"), XID: c.String("target-xid"),
+		Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
+		Action: action, Timeline: c.String("target-timeline"),
+	}
+	if c.IsSet("target-inclusive") {
+		v := c.Bool("target-inclusive")
+		spec.Inclusive = &v
+	}
+	t, err := restore.ParseTarget(spec)
+	if err != nil {
+		return t, usageError{msg: err.Error(), err: err}
+	}
+	return t, nil
 }
 
 // restoreCommandLine is the restore_command for the restored server: this

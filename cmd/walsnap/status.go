@@ -19,10 +19,10 @@ func statusCommand() *cli.Command {
 			"segment and when; the archive lag (the server's WAL position past the newest\n" +
 			"archived segment) and the archiver's failures, when the server answers; the\n" +
 			"backups (count, newest and its age, the oldest point a backup restores to);\n" +
-			"what the WAL, the backups and the EBS snapshots occupy; and the result of the\n" +
-			"last walsnap verify. --prometheus writes the same as metrics for node_exporter's\n" +
-			"textfile collector (replaced atomically); when the repository cannot be read it\n" +
-			"writes walsnap_repository_up 0 and exits 1.",
+			"what the WAL, the backups and the EBS snapshots occupy; and the results of the\n" +
+			"last walsnap verify and walsnap drill. --prometheus writes the same as metrics\n" +
+			"for node_exporter's textfile collector (replaced atomically); when the repository\n" +
+			"cannot be read it writes walsnap_repository_up 0 and exits 1.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the status as JSON"},
 			&cli.StringFlag{Name: "prometheus", Usage: "write the metrics to `FILE` (e.g. /var/lib/prometheus/node-exporter/walsnap.prom)"},

@@ -70,6 +70,7 @@ type Command struct {
 	Restore  string `yaml:"restore" json:"restore"`   // run at restore with those references; puts the data in place
 	Verify   string `yaml:"verify" json:"verify"`     // run by verify with those references; exits 0 when they exist
 	Delete   string `yaml:"delete" json:"delete"`     // run by delete with the references of an expired backup
+	Cleanup  string `yaml:"cleanup" json:"cleanup"`   // run after a drill (and a failed restore): undoes what restore set up
 }
 
 // PG says how backups reach the PostgreSQL server. The password comes only
@@ -209,6 +210,7 @@ var Keys = []Key{
 	{"command.restore", String, "command provider: shell command that restores the snapshots (see README)"},
 	{"command.delete", String, "command provider: shell command that deletes an expired backup's snapshots (see README; unset: delete only prints them)"},
 	{"command.verify", String, "command provider: shell command that walsnap verify runs to check that a backup's snapshots exist (see README)"},
+	{"command.cleanup", String, "command provider: shell command that removes what command.restore set up, run at the end of walsnap drill and after a failed restore (see README)"},
 	{"ebs.region", String, "ebs provider: EC2 region (default: from the AWS SDK chain or IMDS)"},
 	{"ebs.endpoint", String, "ebs provider: EC2 endpoint URL for EC2-compatible APIs"},
 	{"ebs.instance_id", String, "ebs provider: this instance's id (default: from IMDS)"},

@@ -71,6 +71,9 @@ type Manifest struct {
 	// is pinned (retention never deletes it), which can change after the
 	// manifest is written.
 	Pinned bool `json:"pinned,omitempty"`
+	// Drilled is never stored either: when a walsnap drill last restored
+	// the backup and passed (nil: never).
+	Drilled *time.Time `json:"drilled,omitempty"`
 	// Payload is the provider's own record (files: the parts; ebs: the
 	// snapshots).
 	Payload json.RawMessage `json:"payload"`

@@ -10,15 +10,18 @@ import (
 // WriteTable prints backups as an aligned table for people.
 func WriteTable(w io.Writer, backups []*Manifest) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPROVIDER\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tSTATUS\tPIN")
+	fmt.Fprintln(tw, "ID\tPROVIDER\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tSIZE\tSTORED\tSTATUS\tPIN\tDRILLED")
 	for _, m := range backups {
-		pin := ""
+		pin, drilled := "", ""
 		if m.Pinned {
 			pin = "pinned"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
+		if m.Drilled != nil {
+			drilled = stamp(*m.Drilled)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
 			m.ID, m.Provider, stamp(m.StartTime), stamp(m.StopTime), m.StartLSN, m.StopLSN, m.Timeline,
-			Human(m.BytesIn), Human(m.BytesOut), m.Status, pin)
+			Human(m.BytesIn), Human(m.BytesOut), m.Status, pin, drilled)
 	}
 	return tw.Flush()
 }

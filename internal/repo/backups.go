@@ -49,8 +49,8 @@ func (r *Repo) PutManifest(ctx context.Context, m *manifest.Manifest) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	if m.Pinned || m.Status == manifest.StatusDeleting {
-		return fmt.Errorf("backup %s: pinned and deleting are marks (Pin, MarkDeleting), never stored in the manifest", m.ID)
+	if m.Pinned || m.Status == manifest.StatusDeleting || m.Drilled != nil {
+		return fmt.Errorf("backup %s: pinned, deleting and drilled are marks (Pin, MarkDeleting, MarkDrilled), never stored in the manifest", m.ID)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -120,7 +120,7 @@ type BackupProblem struct {
 // the others: the caller reports the problems and goes on. Objects under
 // backups/ without a manifest (a backup still running, or abandoned) are
 // not backups and are not listed. Each manifest carries its marks
-// (Pinned, StatusDeleting; see MarkPinned).
+// (Pinned, StatusDeleting, Drilled; see MarkPinned).
 func (r *Repo) Backups(ctx context.Context) ([]*manifest.Manifest, []BackupProblem, error) {
 	objs, err := r.store.List(ctx, backupsDir)
 	if err != nil {
@@ -159,7 +159,7 @@ type BackupObject struct {
 	Size     int64
 	ModTime  time.Time
 	Manifest bool   // the backup's manifest
-	Mark     string // MarkPinned or MarkDeleting for a mark, else ""
+	Mark     string // MarkPinned, MarkDeleting or MarkDrilled for a mark, else ""
 }
 
 // BackupObjects lists everything stored for backups, manifests and

@@ -25,13 +25,17 @@ import (
 //     before anything of the backup is deleted and removed after the
 //     manifest, so a backup whose payload may be going is always marked,
 //     and a delete that was interrupted is found and finished.
+//   - drilled: a walsnap drill restored the backup, recovered it and
+//     passed its checks; rewritten by every drill that passes, so its
+//     time is the last one's.
 //
 // Manifest and Backups report the marks in the manifest they return
-// (Pinned, and Status StatusDeleting), so that restore, verify and
-// retention see them without asking.
+// (Pinned, Status StatusDeleting, Drilled), so that restore, verify,
+// retention and backup-list see them without asking.
 const (
 	MarkPinned   = "pinned"
 	MarkDeleting = "deleting"
+	MarkDrilled  = "drilled"
 )
 
 const marksDir = "marks/"
@@ -44,25 +48,62 @@ var (
 	ErrDeleting = errors.New("backup is being deleted")
 )
 
-// markRecord is the content of a mark: when and where it was set.
+// markRecord is the content of a mark: when and where it was set (and,
+// for drilled, by which drill).
 type markRecord struct {
-	At   time.Time `json:"at"`
-	Host string    `json:"host"`
+	At    time.Time `json:"at"`
+	Host  string    `json:"host"`
+	Drill string    `json:"drill,omitempty"`
 }
 
 // putMark writes mark of backup id unless it is there already.
 func (r *Repo) putMark(ctx context.Context, id, mark string) error {
+	err := r.writeMark(ctx, id, mark, markRecord{})
+	if err != nil && !errors.Is(err, storage.ErrExists) {
+		return fmt.Errorf("mark backup %s %s: %w", id, mark, err)
+	}
+	return nil
+}
+
+// writeMark writes mark of backup id with rec (At and Host filled in);
+// an error matching storage.ErrExists when it is there already.
+func (r *Repo) writeMark(ctx context.Context, id, mark string, rec markRecord) error {
 	if err := checkBackupID(id); err != nil {
 		return err
 	}
-	host, _ := os.Hostname()
-	data, err := json.Marshal(markRecord{At: time.Now().UTC(), Host: host})
+	rec.Host, _ = os.Hostname()
+	rec.At = time.Now().UTC()
+	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	err = r.store.PutIfAbsent(ctx, markKey(id, mark), bytes.NewReader(data), int64(len(data)), nil)
-	if err != nil && !errors.Is(err, storage.ErrExists) {
-		return fmt.Errorf("mark backup %s %s: %w", id, mark, err)
+	return r.store.PutIfAbsent(ctx, markKey(id, mark), bytes.NewReader(data), int64(len(data)), nil)
+}
+
+// MarkDrilled records that drill (its id) restored backup id and passed:
+// the drilled mark is written anew, so that its time is this drill's. A
+// backup without a manifest, or being deleted, is not marked.
+func (r *Repo) MarkDrilled(ctx context.Context, id, drill string) error {
+	m, err := r.Manifest(ctx, id)
+	if err != nil {
+		return err
+	}
+	if m.Status == manifest.StatusDeleting {
+		return fmt.Errorf("backup %s: %w", id, ErrDeleting)
+	}
+	for range 3 {
+		err = r.writeMark(ctx, id, MarkDrilled, markRecord{Drill: drill})
+		if !errors.Is(err, storage.ErrExists) {
+			break
+		}
+		// An earlier drill's mark: replace it. (Two drills that pass at
+		// once each leave a mark of a passed drill.)
+		if err = r.deleteMark(ctx, id, MarkDrilled); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mark backup %s %s: %w", id, MarkDrilled, err)
 	}
 	return nil
 }
@@ -150,29 +191,37 @@ func (r *Repo) Manifest(ctx context.Context, id string) (*manifest.Manifest, err
 	return m, nil
 }
 
-// applyMarks reports in m the marks that has (whether a key exists) finds.
-func applyMarks(m *manifest.Manifest, has func(key string) bool) {
-	if has(markKey(m.ID, MarkPinned)) {
+// applyMarks reports in m the marks that lookup (the listed object of a
+// key) finds.
+func applyMarks(m *manifest.Manifest, lookup func(key string) (storage.ObjectInfo, bool)) {
+	if _, ok := lookup(markKey(m.ID, MarkPinned)); ok {
 		m.Pinned = true
 	}
-	if has(markKey(m.ID, MarkDeleting)) {
+	if _, ok := lookup(markKey(m.ID, MarkDeleting)); ok {
 		m.Status = manifest.StatusDeleting
+	}
+	if o, ok := lookup(markKey(m.ID, MarkDrilled)); ok {
+		t := o.ModTime.UTC()
+		m.Drilled = &t
 	}
 }
 
-// keySet is a lookup of objs' keys.
-func keySet(objs []storage.ObjectInfo) func(key string) bool {
-	keys := make(map[string]bool, len(objs))
+// keySet is a lookup of objs by key.
+func keySet(objs []storage.ObjectInfo) func(key string) (storage.ObjectInfo, bool) {
+	keys := make(map[string]storage.ObjectInfo, len(objs))
 	for _, o := range objs {
-		keys[o.Key] = true
+		keys[o.Key] = o
 	}
-	return func(key string) bool { return keys[key] }
+	return func(key string) (storage.ObjectInfo, bool) {
+		o, ok := keys[key]
+		return o, ok
+	}
 }
 
 // markOf returns the mark that key (an object of backup id) is, or "".
 func markOf(id, key string) string {
 	mark, ok := strings.CutPrefix(key, backupPrefix(id)+marksDir)
-	if !ok || (mark != MarkPinned && mark != MarkDeleting) {
+	if !ok || (mark != MarkPinned && mark != MarkDeleting && mark != MarkDrilled) {
 		return ""
 	}
 	return mark

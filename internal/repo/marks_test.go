@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -160,5 +161,66 @@ func TestBatchDeletes(t *testing.T) {
 	}
 	if err := r.DeleteWALFiles(ctx, []WALFile{{Name: "000000010000000000000009"}}); err == nil {
 		t.Fatal("DeleteWALFiles of an unlisted file")
+	}
+}
+
+// TestMarkDrilled: the drilled mark is reported with its time by
+// Manifest and Backups, rewritten by every drill that passes, refused for
+// a backup that is absent or being deleted, and never stored in a
+// manifest.
+func TestMarkDrilled(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	t0 := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	for _, id := range []string{"B1", "B2"} {
+		if err := r.PutManifest(ctx, sampleManifest(id, t0, manifest.StatusComplete)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now().Add(-time.Second)
+	if err := r.MarkDrilled(ctx, "B1", "D1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MarkDrilled(ctx, "B1", "D2"); err != nil {
+		t.Fatalf("a second drill: %v", err)
+	}
+	rc, _, err := r.store.Get(ctx, markKey("B1", MarkDrilled))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec markRecord
+	err = json.NewDecoder(rc).Decode(&rec)
+	rc.Close()
+	if err != nil || rec.Drill != "D2" {
+		t.Fatalf("drilled mark %+v (%v), want the last drill's, D2", rec, err)
+	}
+	one, err := r.Manifest(ctx, "B1")
+	if err != nil || one.Drilled == nil || one.Drilled.Before(before) {
+		t.Fatalf("Manifest(B1).Drilled = %v (%v), want the mark's time", one.Drilled, err)
+	}
+	list, _, err := r.Backups(ctx)
+	if err != nil || len(list) != 2 || list[0].Drilled == nil || !list[0].Drilled.Equal(*one.Drilled) || list[1].Drilled != nil {
+		t.Fatalf("Backups: %+v (%v), want B1 drilled at %v and B2 not", list, err, one.Drilled)
+	}
+	if err := r.MarkDeleting(ctx, "B2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MarkDrilled(ctx, "B2", "D3"); !errors.Is(err, ErrDeleting) {
+		t.Errorf("MarkDrilled of a deleting backup: %v", err)
+	}
+	if err := r.MarkDrilled(ctx, "B9", "D3"); !errors.Is(err, ErrNoBackup) {
+		t.Errorf("MarkDrilled of a backup without a manifest: %v", err)
+	}
+	objs, err := r.BackupObjects(ctx, "B1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(objs, func(o BackupObject) bool { return o.Mark == MarkDrilled }) {
+		t.Errorf("BackupObjects of B1 has no drilled mark: %+v", objs)
+	}
+	m := sampleManifest("B5", t0, manifest.StatusComplete)
+	m.Drilled = &t0
+	if err := r.PutManifest(ctx, m); err == nil {
+		t.Error("PutManifest with Drilled set was accepted")
 	}
 }

@@ -11,7 +11,8 @@
 //	wal/<TLI>.history                     timeline history files, codec suffix appended
 //	backups/<id>/manifest.json            written last: a backup exists once its manifest does
 //	backups/<id>/data/<base|OID>/<part>   payload parts of the files provider
-//	backups/<id>/marks/<pinned|deleting>  what changed after the manifest (marks.go)
+//	backups/<id>/marks/<pinned|deleting|drilled>  what changed after the manifest (marks.go)
+//	status/<verify|drill>/<generation>.json      the results of verify and drill (results.go)
 //	locks/backup-<generation>.json        the backup lease
 package repo
 

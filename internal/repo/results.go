@@ -16,9 +16,9 @@ import (
 	"github.com/walsnap/walsnap/internal/storage"
 )
 
-// Results of the repository's own checks (walsnap verify; later the
-// restore drill) live in the repository, so that every host and every
-// `walsnap status` sees the same last result:
+// Results of the repository's own checks (walsnap verify, walsnap drill)
+// live in the repository, so that every host and every `walsnap status`
+// sees the same last result:
 //
 //	status/<kind>/<generation>.json
 //
@@ -36,8 +36,11 @@ const resultsKept = 10
 // ResultKind names a kind of stored result.
 type ResultKind string
 
-// ResultVerify is the outcome of walsnap verify.
-const ResultVerify ResultKind = "verify"
+// Result kinds.
+const (
+	ResultVerify ResultKind = "verify" // the outcome of walsnap verify
+	ResultDrill  ResultKind = "drill"  // the outcome of walsnap drill
+)
 
 // ErrNoResult means the repository holds no result of that kind yet.
 var ErrNoResult = errors.New("no result stored yet")

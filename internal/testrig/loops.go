@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/blockdev"
+	"github.com/walsnap/walsnap/internal/fsutil"
 )
 
 // LoopsUnder lists the loop devices (/dev/loopN) whose backing file is
@@ -120,33 +119,9 @@ func deviceNumber(dev string) (string, error) {
 // the ones that still do when it gives up.
 func WaitUnused(t testing.TB, mp string) {
 	t.Helper()
-	users := func() []string {
-		var out []string
-		procs, _ := os.ReadDir("/proc")
-		for _, p := range procs {
-			if _, err := strconv.Atoi(p.Name()); err != nil {
-				continue
-			}
-			dir := filepath.Join("/proc", p.Name())
-			links := []string{filepath.Join(dir, "cwd"), filepath.Join(dir, "root")}
-			if fds, err := os.ReadDir(filepath.Join(dir, "fd")); err == nil {
-				for _, fd := range fds {
-					links = append(links, filepath.Join(dir, "fd", fd.Name()))
-				}
-			}
-			for _, l := range links {
-				if target, err := os.Readlink(l); err == nil && (target == mp || strings.HasPrefix(target, mp+"/")) {
-					cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-					out = append(out, p.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-					break
-				}
-			}
-		}
-		return out
-	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		u := users()
+		u := fsutil.ProcessesUsing(mp)
 		if len(u) == 0 {
 			return
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/manifest"
@@ -711,13 +712,21 @@ func TestRetentionKilled(t *testing.T) {
 	// adapt, to aim where a delete deletes: a run that finished first, or
 	// a kill after it had deleted everything, lowers hi; a kill before it
 	// had changed anything raises lo. Each retry, with less to do, is
-	// killed before hi.
+	// killed before hi. Every fourth round instead kills its first run on
+	// an event: the first object it removes (after its deleting mark, with
+	// the rest of the delete, each step fsynced, still to do), so that
+	// some kill certainly lands midway however loaded the machine is.
 	lo, hi := time.Duration(0), full
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
 	kills, midway := 0, 0
 	for round := 1; round <= 12; round++ {
 		putBack()
 		for tries := 0; ; tries++ {
+			onEvent := tries == 0 && round%4 == 1
+			var removed <-chan struct{}
+			if onEvent {
+				removed = firstRemoval(t, c.repoDir, "backups", "wal")
+			}
 			cmd, out := deleteCmd()
 			began := time.Now()
 			if err := cmd.Start(); err != nil {
@@ -730,7 +739,10 @@ func TestRetentionKilled(t *testing.T) {
 				delay = lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
 			}
 			kill := time.After(delay)
-			if tries == 10 {
+			switch {
+			case onEvent:
+				kill = nil
+			case tries == 10:
 				kill = nil // enough: let it finish
 			}
 			killed := false
@@ -739,10 +751,14 @@ func TestRetentionKilled(t *testing.T) {
 				if err != nil {
 					t.Fatalf("delete: %v\n%s", err, out.String())
 				}
-				if took := time.Since(began); tries == 0 && took < hi {
+				if took := time.Since(began); tries == 0 && !onEvent && took < hi {
 					hi = max(took, lo+time.Millisecond)
 				}
 			case <-kill:
+				cmd.Process.Kill()
+				<-ended
+				kills, killed = kills+1, true
+			case <-removed:
 				cmd.Process.Kill()
 				<-ended
 				kills, killed = kills+1, true
@@ -750,6 +766,9 @@ func TestRetentionKilled(t *testing.T) {
 			s := c.state(t)
 			switch ids := s.ids(); {
 			case !killed:
+			case onEvent && !slices.Equal(ids, final):
+				midway++ // (it may, on a loaded machine, have finished first)
+			case onEvent:
 			case tries == 0 && slices.Equal(ids, initial): // too early
 				lo = min(delay, hi-time.Millisecond)
 			case tries == 0 && slices.Equal(ids, final): // too late
@@ -787,6 +806,39 @@ func TestRetentionKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// firstRemoval watches the directories below root/sub (for each sub, as
+// they are now) and closes the channel it returns at the first file
+// removed from any of them.
+func firstRemoval(t *testing.T, root string, subs ...string) <-chan struct{} {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	t.Cleanup(func() { f.Close() })
+	for _, sub := range subs {
+		err := filepath.WalkDir(filepath.Join(root, sub), func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return err
+			}
+			_, err = unix.InotifyAddWatch(fd, path, unix.IN_DELETE)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		if n, err := f.Read(buf); err == nil && n > 0 {
+			close(removed)
+		}
+	}()
+	return removed
 }
 
 // checkBackupWhole fails t unless complete backup m has every part its

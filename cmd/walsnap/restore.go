@@ -39,7 +39,8 @@ func restoreCommand() *cli.Command {
 			"PATH) and recovery is followed to its end; next to a running server it needs its\n" +
 			"own --port and --socket-dir, and a port in use is refused. The restore_command\n" +
 			"runs as the server's user: AWS credentials must reach it (instance profile or\n" +
-			"that user's ~/.aws).",
+			"that user's ~/.aws), and for an encrypted repository so must encryption.identity_file,\n" +
+			"which restore checks opens the backup's objects before it changes anything.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "backup", Value: restore.Latest, Usage: "backup id, or LATEST for the newest one that reaches the target"},
 			&cli.StringFlag{Name: "target-time", Usage: "recover to this time, e.g. '2026-11-24 15:04:05+00'"},

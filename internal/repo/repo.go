@@ -214,6 +214,9 @@ func (r *Repo) CheckEncryption(ctx context.Context, id Identity) (Identity, erro
 func (r *Repo) requireEncryption(ctx context.Context, old Identity) (Identity, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if cur, err := r.readIdentity(ctx, IdentityKey); err == nil && cur.Encryption != "" {
+		return cur, nil // done already, by this process or another
+	}
 	next := old
 	since := time.Now().UTC().Truncate(time.Second)
 	next.FormatVersion, next.Encryption, next.EncryptionSince = FormatEncrypted, EncryptionAge, &since

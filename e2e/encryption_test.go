@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,7 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
@@ -136,13 +139,21 @@ func TestEncryptedRepository(t *testing.T) {
 	segment := c.pg.QueryString(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
 	m := c.goodThenBad(t)
 
+	// Every WAL page's long header (and pg_control in the parts) holds the
+	// system identifier: plaintext WAL or data files would show it.
+	sysID, err := strconv.ParseUint(c.pg.QueryString(t, "SELECT system_identifier FROM pg_control_system()"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysIDBytes := binary.LittleEndian.AppendUint64(nil, sysID)
 	objs := storedObjects(t, s3env)
 	var data int
 	for key, body := range objs {
 		switch {
 		case isData(key):
 			data++
-			if !bytes.HasPrefix(body, ageMagic) || bytes.Contains(body, []byte("ustar\x00")) || bytes.Contains(body, []byte("pgbench_accounts")) {
+			if !bytes.HasPrefix(body, ageMagic) || bytes.Contains(body, sysIDBytes) ||
+				bytes.Contains(body, []byte("ustar\x00")) || bytes.Contains(body, []byte("pgbench_accounts")) {
 				t.Errorf("%s is not age ciphertext: %q", key, body[:min(len(body), 40)])
 			}
 		case strings.HasSuffix(key, ".json"):
@@ -237,6 +248,10 @@ func TestEncryptionTurnedOnLater(t *testing.T) {
 	if err := os.WriteFile(c.cfg, append(conf, "encryption:\n  recipients: "+keys.recipient+"\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A background archiver started before the change keeps the settings
+	// it started with until it leaves (idle): a segment it pushes ahead is
+	// plaintext, and the new wal-push calls find it archived.
+	c.waitArchiverGone(t)
 	m := c.goodThenBad(t)
 
 	objs := storedObjects(t, s3env)
@@ -281,5 +296,29 @@ func TestEncryptionTurnedOnLater(t *testing.T) {
 	r.checkAtTarget()
 	if got := r.query("SELECT count(*)::text FROM before_switch"); got != "1000" {
 		t.Fatalf("before_switch has %s rows", got)
+	}
+}
+
+// waitArchiverGone waits until no background archiver serves the
+// cluster's spool: one holds an flock on archiver.lock until it leaves.
+func (c *cluster) waitArchiverGone(t *testing.T) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(c.pg.DataDir, "pg_wal", ".walsnap", "archiver.lock"))
+	if errors.Is(err, os.ErrNotExist) {
+		return // none ever ran
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	locked := make(chan error, 1)
+	go func() { locked <- syscall.Flock(int(f.Fd()), syscall.LOCK_SH) }()
+	select {
+	case err := <-locked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the background archiver did not leave within 2m")
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // deepJob is one object a deep verify reads whole.
 type deepJob struct {
-	size int64 // stored bytes, for progress
+	size  int64 // stored bytes, for progress
 	isWAL bool
 	// check reads the object and returns what is wrong with it ("" when
 	// nothing), and whether it checked only the stored bytes (encrypted,

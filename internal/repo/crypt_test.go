@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +24,7 @@ import (
 
 // testKeys makes an age key pair: the recipient and the path of an
 // identity file.
-func testKeys(t *testing.T) (string, string) {
+func testKeys(t testing.TB) (string, string) {
 	t.Helper()
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
@@ -38,7 +39,7 @@ func testKeys(t *testing.T) (string, string) {
 
 // encryption is the setting for a handle: recipient ("" none) and
 // identity file ("" none).
-func encryption(t *testing.T, recipient, identityFile string) config.Encryption {
+func encryption(t testing.TB, recipient, identityFile string) config.Encryption {
 	t.Helper()
 	var items []string
 	if recipient != "" {
@@ -312,4 +313,41 @@ func TestEncryptionPolicy(t *testing.T) {
 			t.Errorf("ParseIdentity(%s) accepted", bad)
 		}
 	}
+}
+
+// BenchmarkEncryption16MiB is the cost of encryption for one 16 MiB WAL
+// segment in the worst case, an object that compression did not shrink:
+// seal is age encryption plus the SHA-256 of the ciphertext, as PutWAL
+// does them; open is decryption, as wal-fetch reads the object.
+func BenchmarkEncryption16MiB(b *testing.B) {
+	rcpt, key := testKeys(b)
+	r := handle(nil, encryption(b, rcpt, key))
+	data := make([]byte, 16<<20)
+	rand.NewChaCha8([32]byte{}).Read(data) // incompressible, like ciphertext
+	sealed, err := r.sealBytes(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("seal", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			body, err := r.sealBytes(data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sha256.Sum256(body)
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			plain, err := r.unseal("bench", bytes.NewReader(sealed))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n, err := io.Copy(io.Discard, plain); err != nil || n != int64(len(data)) {
+				b.Fatalf("read %d bytes: %v", n, err)
+			}
+		}
+	})
 }

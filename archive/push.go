@@ -203,6 +203,11 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 	if err == nil {
 		err = p.validate(ctx, name, data, &id)
 	}
+	if err == nil {
+		// A repository that expects encryption refuses a host without
+		// recipients; one with recipients marks it so.
+		id, err = p.Repo.CheckEncryption(ctx, id)
+	}
 	wg.Wait()
 	res.id = id
 	if err != nil {

@@ -36,12 +36,13 @@ type cluster struct {
 // clusterOptions shape a cluster; the zero value is PostgreSQL 15
 // archiving into a fresh MinIO bucket.
 type clusterOptions struct {
-	major     int      // PostgreSQL major; 0 is Debian's 15
-	initdb    []string // more initdb arguments, e.g. "--wal-segsize=64"
-	dataDir   string   // where initdb puts PGDATA (default: in a new work dir)
-	localRepo bool     // a file:// repository under work instead of an S3 bucket
-	config    string   // YAML appended to the config file (whole sections)
-	env       []string // more environment for walsnap commands, e.g. moto's AWS_*
+	major     int           // PostgreSQL major; 0 is Debian's 15
+	initdb    []string      // more initdb arguments, e.g. "--wal-segsize=64"
+	dataDir   string        // where initdb puts PGDATA (default: in a new work dir)
+	localRepo bool          // a file:// repository under work instead of an S3 bucket
+	config    string        // YAML appended to the config file (whole sections)
+	env       []string      // more environment for walsnap commands, e.g. moto's AWS_*
+	s3        testrig.S3Env // the bucket, when the test has one already (zero: a fresh one)
 }
 
 // newCluster starts a primary that archives into the repository. The config
@@ -57,7 +58,10 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		c.repoDir = filepath.Join(c.work, "repo")
 		repoConf = "repo: file://" + c.repoDir + "\n"
 	} else {
-		s3 := testrig.S3(t)
+		s3 := o.s3
+		if s3.Bucket == "" {
+			s3 = testrig.S3(t)
+		}
 		c.s3 = s3
 		serverEnv = s3.Environ()
 		c.env = append(s3.Environ(), o.env...)

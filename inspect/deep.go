@@ -14,10 +14,12 @@ import (
 
 // deepJob is one object a deep verify reads whole.
 type deepJob struct {
-	size int64 // stored bytes, for progress
+	size  int64 // stored bytes, for progress
+	isWAL bool
 	// check reads the object and returns what is wrong with it ("" when
-	// nothing), and whether it is a WAL segment.
-	check func(ctx context.Context) (problem string, isWAL bool)
+	// nothing), and whether it checked only the stored bytes (encrypted,
+	// and this host has no identity).
+	check func(ctx context.Context) (problem string, storedOnly bool)
 }
 
 // deep reads whole every WAL segment some backup's recovery reads, and
@@ -47,12 +49,15 @@ func (v *verifier) deep(ctx context.Context) {
 	for range min(v.o.Concurrency, len(jobs)) {
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(jobs)) && ctx.Err() == nil; i = next.Add(1) - 1 {
-				problem, isWAL := jobs[i].check(ctx)
+				problem, storedOnly := jobs[i].check(ctx)
 				mu.Lock()
-				if isWAL {
+				if jobs[i].isWAL {
 					v.res.Read.WAL++
 				} else {
 					v.res.Read.Parts++
+				}
+				if storedOnly {
+					v.res.Read.StoredOnly++
 				}
 				v.res.Read.Bytes += jobs[i].size
 				if problem != "" {
@@ -89,12 +94,13 @@ func (v *verifier) walJobs(m *manifest.Manifest, seen map[string]bool) []deepJob
 				continue
 			}
 			seen[f.Name] = true
-			jobs = append(jobs, deepJob{size: f.Size, check: func(ctx context.Context) (string, bool) {
-				if err := fetchBack(ctx, v.o.Repo, v.c.Identity, f.Name, f.Codec); err != nil {
+			jobs = append(jobs, deepJob{size: f.Size, isWAL: true, check: func(ctx context.Context) (string, bool) {
+				content, err := fetchBack(ctx, v.o.Repo, v.c.Identity, f.Name, f.Codec)
+				if err != nil {
 					// Header errors start with the name already.
-					return fmt.Sprintf("WAL %s: %s", f.Name, strings.TrimPrefix(err.Error(), f.Name+": ")), true
+					return fmt.Sprintf("WAL %s: %s", f.Name, strings.TrimPrefix(err.Error(), f.Name+": ")), !content
 				}
-				return "", true
+				return "", !content
 			}})
 		}
 	}
@@ -123,15 +129,21 @@ func (v *verifier) partJob(id string, p manifest.Part) deepJob {
 			problem = err.Error()
 		case d.Stored != p.StoredSize:
 			problem = fmt.Sprintf("%d stored bytes, the manifest records %d", d.Stored, p.StoredSize)
-		case d.Raw != p.RawSize || d.SHA256 != p.SHA256:
+		case p.StoredSHA256 != "" && d.StoredSHA256 != p.StoredSHA256:
+			problem = fmt.Sprintf("stored bytes checksum mismatch: SHA-256 %s, the manifest records %s", d.StoredSHA256, p.StoredSHA256)
+		case d.Content && (d.Raw != p.RawSize || d.SHA256 != p.SHA256):
 			problem = fmt.Sprintf("checksum mismatch: %d bytes with SHA-256 %s, the manifest records %d bytes with %s", d.Raw, d.SHA256, p.RawSize, p.SHA256)
-		case d.Meta.SHA256 != p.SHA256 || d.Meta.RawSize != p.RawSize:
+		case d.Meta.SHA256 != p.SHA256 || d.Meta.RawSize != p.RawSize || d.Meta.Encrypted != (p.Encryption != ""):
 			problem = "the object's metadata does not match the manifest"
+		default:
+			if err := d.Check(); err != nil {
+				problem = strings.TrimPrefix(err.Error(), p.Key+": ")
+			}
 		}
 		if problem != "" {
-			return fmt.Sprintf("backup %s: part %s: %s", id, p.Key, problem), false
+			return fmt.Sprintf("backup %s: part %s: %s", id, p.Key, problem), err == nil && !d.Content
 		}
-		return "", false
+		return "", !d.Content
 	}}
 }
 

@@ -34,7 +34,9 @@ type VerifyOptions struct {
 	Repo *repo.Repo
 	// Deep reads every object in range whole: WAL segments (size,
 	// SHA-256, page header, system identifier) and files-provider parts
-	// (against the manifest's sizes and SHA-256).
+	// (against the manifest's sizes and SHA-256). An encrypted object is
+	// checked against the SHA-256 of its stored bytes, and its content
+	// too when the repository handle has the identity.
 	Deep bool
 	// Concurrency is how many objects Deep reads at once (0: default).
 	Concurrency int
@@ -77,6 +79,9 @@ type ReadCounts struct {
 	WAL   int   `json:"wal_segments"`
 	Parts int   `json:"parts"`
 	Bytes int64 `json:"stored_bytes"`
+	// StoredOnly counts the encrypted objects checked by their stored
+	// bytes only: this host has no identity to read their content.
+	StoredOnly int `json:"stored_only"`
 }
 
 // BackupCheck is one backup's verdict.
@@ -414,6 +419,9 @@ func (res *VerifyResult) WriteText(w io.Writer) {
 	}
 	if res.Deep {
 		fmt.Fprintf(w, "deep: read %d WAL segments and %d parts whole (%s)\n", res.Read.WAL, res.Read.Parts, manifest.Human(res.Read.Bytes))
+		if res.Read.StoredOnly > 0 {
+			fmt.Fprintf(w, "deep: %d encrypted objects checked by the SHA-256 of their stored bytes only; with encryption.identity_file their content is checked too\n", res.Read.StoredOnly)
+		}
 	}
 	for _, p := range res.Problems {
 		fmt.Fprintln(w, "problem:", p)

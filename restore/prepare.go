@@ -93,6 +93,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := checkTimeline(ctx, o.Repo, m, o.Target.Timeline); err != nil {
 		return nil, err
 	}
+	if err := checkKeys(ctx, o.Repo, id, m); err != nil {
+		return nil, err
+	}
 	warnings, err := archiveWarnings(ctx, o.Repo, o.Target, m.SegmentSize)
 	if err != nil {
 		return nil, err
@@ -512,4 +515,46 @@ func checkTimeline(ctx context.Context, r *repo.Repo, m *manifest.Manifest, time
 		}
 	}
 	return fmt.Errorf("timeline %d does not descend from timeline %d of backup %s", tl, m.Timeline, m.ID)
+}
+
+// checkKeys proves, before anything is changed, that this host can read
+// what the restore of m and the recovery after it read: when the
+// repository expects encryption, that the identity loads and opens the
+// newest segment of the backup's timeline; and that the backup's first
+// WAL segment and first part (files backups) open, which for encrypted
+// ones takes the identity they were encrypted to.
+func checkKeys(ctx context.Context, r *repo.Repo, id repo.Identity, m *manifest.Manifest) error {
+	fail := func(err error) error {
+		if !errors.Is(err, repo.ErrNoKey) {
+			return err
+		}
+		return fmt.Errorf("restore refused before anything was changed: %w; restore needs the repository's age identity "+
+			"(encryption.identity_file) on this host, readable by the server's user too, as its restore_command reads it", err)
+	}
+	if id.Encryption != "" {
+		if err := r.CheckIdentity(); err != nil {
+			return fail(fmt.Errorf("the repository is encrypted (walsnap.json: encryption %s): %w", id.Encryption, err))
+		}
+		files, err := r.ListWAL(ctx, m.Timeline)
+		if err != nil {
+			return err
+		}
+		for i := len(files) - 1; i >= 0; i-- {
+			if files[i].Kind == wal.KindSegment {
+				if err := r.ProbeWAL(ctx, files[i].Name); err != nil && !errors.Is(err, repo.ErrNotExist) {
+					return fail(err)
+				}
+				break
+			}
+		}
+	}
+	if err := r.ProbeWAL(ctx, m.StartWAL); err != nil && !errors.Is(err, repo.ErrNotExist) {
+		return fail(fmt.Errorf("backup %s: %w", m.ID, err))
+	}
+	if p, err := manifest.PayloadOf[manifest.FilesPayload](m); err == nil && len(p.Parts) > 0 {
+		if err := r.ProbePart(ctx, m.ID, p.Parts[0].Key); err != nil {
+			return fail(fmt.Errorf("backup %s: %w", m.ID, err))
+		}
+	}
+	return nil
 }

@@ -237,7 +237,7 @@ func checkConsistent(t *testing.T, f *fixture, when string) {
 			t.Fatalf("%s: %v", when, err)
 		}
 		for _, part := range pl.Parts {
-			rc, _, err := f.r.OpenPart(ctx, m.ID, part.Key)
+			rc, err := f.r.OpenPart(ctx, m.ID, part.Key)
 			if err != nil {
 				t.Fatalf("%s: complete backup %s lost part %s: %v", when, m.ID, part.Key, err)
 			}

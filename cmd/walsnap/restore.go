@@ -41,7 +41,8 @@ func restoreCommand() *cli.Command {
 			"PATH) and recovery is followed to its end; next to a running server it needs its\n" +
 			"own --port and --socket-dir, and a port in use is refused. The restore_command\n" +
 			"runs as the server's user: AWS credentials must reach it (instance profile or\n" +
-			"that user's ~/.aws).",
+			"that user's ~/.aws), and for an encrypted repository so must encryption.identity_file\n" +
+			"(restore checks that it opens the backup's objects before it changes anything).",
 		Flags: append(targetFlags(),
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: pause (PostgreSQL's default), promote or shutdown"},
 			&cli.BoolFlag{Name: "standby", Usage: "set the server up as a standby (standby.signal)"},

@@ -206,12 +206,21 @@ func newLoggerLevel(cfg config.Config, command string, level slog.Level) *slog.L
 	return slog.New(h).With("cmd", command)
 }
 
-// openRepo opens the configured repository.
+// openRepo opens the configured repository, with its encryption keys.
 func openRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
-	return repo.Open(ctx, cfg.Repo, cfg.S3)
+	r, err := repo.Open(ctx, cfg.Repo, cfg.S3)
+	if err == nil {
+		r.SetEncryption(cfg.Encryption)
+	}
+	return r, err
 }
 
-// openExistingRepo opens the configured repository, which must exist.
+// openExistingRepo opens the configured repository, which must exist,
+// with its encryption keys.
 func openExistingRepo(ctx context.Context, cfg config.Config) (*repo.Repo, error) {
-	return repo.OpenExisting(ctx, cfg.Repo, cfg.S3)
+	r, err := repo.OpenExisting(ctx, cfg.Repo, cfg.S3)
+	if err == nil {
+		r.SetEncryption(cfg.Encryption)
+	}
+	return r, err
 }

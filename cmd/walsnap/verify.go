@@ -22,7 +22,9 @@ func verifyCommand() *cli.Command {
 			"(through the .history files): each gap as a range, and per backup the points in time\n" +
 			"it restores to, per timeline. --deep also downloads every WAL segment in range and\n" +
 			"every part, and checks sizes, SHA-256, and the segments' page headers and system\n" +
-			"identifier. Prints one line per problem and exits 1 when there is any. The result is\n" +
+			"identifier. Encrypted objects are checked against the SHA-256 of their stored bytes\n" +
+			"without the key, and their content too with encryption.identity_file.\n" +
+			"Prints one line per problem and exits 1 when there is any. The result is\n" +
 			"stored in the repository, for walsnap status.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "deep", Usage: "read every object in range whole and check its bytes"},

@@ -27,8 +27,10 @@ func walFetchCommand() *cli.Command {
 		Description: "Writes the verified file (size, SHA-256, page header) to DEST through a\n" +
 			"temporary name, fsync and rename, then prefetches the next fetch.prefetch\n" +
 			"segments in the background so the next call is a rename.\n" +
+			"An encrypted file needs encryption.identity_file (the age private key).\n" +
 			"Exit status: 0 restored; 1 only when the repository does not have the file;\n" +
-			"255 on any other failure (unreachable store, checksum mismatch, bad data),\n" +
+			"255 on any other failure (unreachable store, checksum mismatch, bad data, a\n" +
+			"missing or wrong identity for an encrypted file),\n" +
 			"which makes PostgreSQL abort recovery instead of ending it on a wrong timeline;\n" +
 			"a command line it cannot use (bad flag, wrong arguments) is such a failure too.",
 		OnUsageError: onUsageError(fetchFailed),

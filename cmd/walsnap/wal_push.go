@@ -19,7 +19,9 @@ func walPushCommand() *cli.Command {
 		Usage:     "archive one WAL file (archive_command = 'walsnap wal-push %p')",
 		ArgsUsage: "PATH",
 		Description: "Validates the file (segment size, page header, system identifier), compresses it,\n" +
-			"records its SHA-256 and uploads it without ever overwriting: a file already\n" +
+			"encrypts it with age when encryption.recipients is set (a repository that\n" +
+			"expects encryption refuses a host without recipients), records its SHA-256\n" +
+			"and uploads it without ever overwriting: a file already\n" +
 			"archived with the same content succeeds, with different content fails.\n" +
 			"When more files wait in pg_wal/archive_status, starts a background archiver\n" +
 			"that drains them (push.concurrency at once, at most push.ahead ahead of\n" +

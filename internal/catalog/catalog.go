@@ -79,12 +79,7 @@ func Load(ctx context.Context, r *repo.Repo) (*Catalog, error) {
 		if f.Kind != wal.KindHistory {
 			continue
 		}
-		data, err := r.ReadWAL(ctx, f.Name)
-		if err != nil {
-			c.Problems = append(c.Problems, fmt.Sprintf("timeline %d: history file %s cannot be read: %v", f.TLI, f.Name, err))
-			continue
-		}
-		entries, err := wal.ParseHistory(data)
+		entries, err := r.ReadHistory(ctx, f.Name)
 		if err != nil {
 			c.Problems = append(c.Problems, fmt.Sprintf("timeline %d: history file %s: %v", f.TLI, f.Name, err))
 			continue

@@ -37,6 +37,7 @@ type Config struct {
 	Repo        Location       `yaml:"repo" json:"repo"`
 	S3          S3             `yaml:"s3" json:"s3"`
 	Compression compress.Codec `yaml:"compression" json:"compression"`
+	Encryption  Encryption     `yaml:"encryption" json:"encryption"`
 	PGData      string         `yaml:"pgdata" json:"pgdata"`
 	SpoolDir    string         `yaml:"spool_dir" json:"spool_dir"`
 	Push        Push           `yaml:"push" json:"push"`
@@ -166,7 +167,7 @@ func (k Key) Flag() string {
 // UsedByFetch reports whether wal-fetch (and its prefetcher) reads the
 // setting: a restore passes these on in the restore_command it writes.
 func (k Key) UsedByFetch() bool {
-	return k.Name == "repo" || k.Name == "spool_dir" || k.Name == "compression" ||
+	return k.Name == "repo" || k.Name == "spool_dir" || k.Name == "compression" || k.Name == "encryption.identity_file" ||
 		strings.HasPrefix(k.Name, "s3.") || strings.HasPrefix(k.Name, "fetch.") || strings.HasPrefix(k.Name, "log.")
 }
 
@@ -188,6 +189,8 @@ var Keys = []Key{
 	{"s3.ca_file", String, "PEM CA bundle to trust for a TLS endpoint"},
 	{"s3.max_attempts", Int, "attempts per S3 call before giving up"},
 	{"compression", String, "codec for new objects: zstd, zstd:<1-22>, s2, gzip, gzip:<1-9>, none"},
+	{"encryption.recipients", String, "client-side encryption (age) of new WAL and backup objects: the recipients, comma-separated, each a public key (age1...) or the absolute path of a recipients file; the database host needs only these, never the identity. Once a repository holds encrypted objects it refuses writers without recipients (default: off)"},
+	{"encryption.identity_file", String, "age identity file (private key, from age-keygen) that decrypts the repository's encrypted objects: needed only where WAL is fetched, backups restored or verify --deep checks content; mode 0600, or 0640 with group postgres"},
 	{"pgdata", String, "PostgreSQL data directory (default: $PGDATA)"},
 	{"spool_dir", String, "directory for push-ahead records and prefetched WAL (default: pg_wal/.walsnap)"},
 	{"push.concurrency", Int, "wal-push: segments the background archiver uploads at once"},
@@ -502,7 +505,7 @@ func (c *Config) Validate() error {
 	if c.Log.Format == "" {
 		return errors.New("log.format: not set")
 	}
-	for _, p := range []struct{ name, v string }{{"pgdata", c.PGData}, {"spool_dir", c.SpoolDir}, {"s3.ca_file", c.S3.CAFile}} {
+	for _, p := range []struct{ name, v string }{{"pgdata", c.PGData}, {"spool_dir", c.SpoolDir}, {"s3.ca_file", c.S3.CAFile}, {"encryption.identity_file", c.Encryption.IdentityFile}} {
 		if p.v != "" && !filepath.IsAbs(p.v) {
 			return fmt.Errorf("%s %q: must be an absolute path", p.name, p.v)
 		}

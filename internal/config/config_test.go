@@ -127,7 +127,7 @@ func TestKeysCoverSet(t *testing.T) {
 		// Typed values take only what they can parse.
 		if v, ok := map[string]string{"repo": "s3://b/p", "s3.sse": "AES256", "s3.checksums": "when_required",
 			"compression": "s2", "log.level": "debug", "log.format": "json", "backup.provider": "ebs", "ebs.volumes": "vol-0123456789abcdef0",
-			"retention.window": "14d"}[k.Name]; ok {
+			"retention.window": "14d", "encryption.recipients": testRecipient}[k.Name]; ok {
 			val = v
 		}
 		if err := c.Set(k.Name, val); err != nil {

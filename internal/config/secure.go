@@ -60,54 +60,72 @@ func trustedUID(uid uint32) bool {
 // readConfigFile reads path after checking that only trusted users could
 // have written it (see the rule above).
 func readConfigFile(path string) ([]byte, error) {
+	return readTrustedFile("config", path, false)
+}
+
+// ReadSecretFile reads a file that holds a secret (setting names it in
+// messages): the config file's rule applies, and it must not be readable
+// by others either (owner, or owner and group: 0600, or 0640 with group
+// postgres for the postgres user).
+func ReadSecretFile(setting, path string) ([]byte, error) {
+	return readTrustedFile(setting, path, true)
+}
+
+// readTrustedFile reads the file of what ("config", a setting) at path
+// after checking that only trusted users could have written it, and, for a
+// secret, that others cannot read it.
+func readTrustedFile(what, path string, secret bool) ([]byte, error) {
 	abs := path
 	if !filepath.IsAbs(path) {
 		// Not filepath.Abs: cleaning "link/.." lexically would name
 		// another file than the kernel resolves; securePath resolves it.
 		wd, err := os.Getwd()
 		if err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			return nil, fmt.Errorf("%s %s: %w", what, path, err)
 		}
 		abs = wd + "/" + path
 	}
 	real, err := securePath(abs)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	before, err := os.Lstat(real)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if !before.Mode().IsRegular() {
-		return nil, fmt.Errorf("config %s: not a regular file (%v)", path, before.Mode().Type())
+		return nil, fmt.Errorf("%s %s: not a regular file (%v)", what, path, before.Mode().Type())
 	}
 	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	defer f.Close()
 	// The checks are on the file that is open: it cannot change between
 	// check and read.
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if !os.SameFile(before, fi) || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("config %s: %w: it was replaced while being opened", path, ErrInsecureFile)
+		return nil, fmt.Errorf("%s %s: %w: it was replaced while being opened", what, path, ErrInsecureFile)
 	}
 	if uid := ownerOf(fi); !trustedUID(uid) {
-		return nil, fmt.Errorf("config %s: %w: it is owned by %s, but %s; "+
-			"make root its owner (mode 0640 with group postgres serves the postgres user too)", path, ErrInsecureFile, userName(uid), trusted())
+		return nil, fmt.Errorf("%s %s: %w: it is owned by %s, but %s; "+
+			"make root its owner (mode 0640 with group postgres serves the postgres user too)", what, path, ErrInsecureFile, userName(uid), trusted())
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("config %s: %w: mode %v makes it writable by group or others; run chmod go-w on it", path, ErrInsecureFile, fi.Mode().Perm())
+		return nil, fmt.Errorf("%s %s: %w: mode %v makes it writable by group or others; run chmod go-w on it", what, path, ErrInsecureFile, fi.Mode().Perm())
+	}
+	if secret && fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("%s %s: %w: mode %v lets others read the secret it holds; run chmod o-rwx on it (0600, or 0640 with group postgres)", what, path, ErrInsecureFile, fi.Mode().Perm())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
+		return nil, fmt.Errorf("%s %s: larger than %d bytes", what, path, maxConfigSize)
 	}
 	return data, nil
 }

@@ -4,11 +4,8 @@ import (
 	"archive/tar"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -259,23 +256,21 @@ type worker struct {
 	rbuf []byte
 	prog progressBatch
 
-	// The current part, if open: tw → sink (hash, count) → enc → buf.
+	// The current part, if open: tw → obj (hash, compress, encrypt) → buf.
 	open  bool
 	ts    uint32
 	tw    *tar.Writer
-	enc   compress.Writer
+	obj   *repo.ObjectWriter
 	buf   chunkBuffer
-	hash  hash.Hash
-	raw   int64
 	files int
 }
 
 func newWorker(b *backup, id int) (*worker, error) {
-	enc, err := b.o.Codec.NewWriter()
+	obj, err := b.o.Repo.NewObjectWriter(b.o.Codec)
 	if err != nil {
 		return nil, err
 	}
-	return &worker{b: b, id: id, enc: enc, hash: sha256.New(), rbuf: make([]byte, ioBufSize), prog: progressBatch{p: b.prog}}, nil
+	return &worker{b: b, id: id, obj: obj, rbuf: make([]byte, ioBufSize), prog: progressBatch{p: b.prog}}, nil
 }
 
 // run stores items from the shared queue until it is empty, then uploads
@@ -316,13 +311,15 @@ func (w *worker) add(ctx context.Context, ts uint32, it item) error {
 		defer f.Close()
 	}
 	partSize := w.b.o.PartSize
-	if w.open && w.raw+it.rawEstimate() > partSize {
+	if w.open && w.obj.Raw()+it.rawEstimate() > partSize {
 		if err := w.finish(ctx); err != nil {
 			return err
 		}
 	}
 	if !w.open {
-		w.start(ts)
+		if err := w.start(ts); err != nil {
+			return err
+		}
 	}
 	if err := w.tw.WriteHeader(header(it)); err != nil {
 		return fmt.Errorf("tar header for %s: %w", it.e.abs, err)
@@ -334,7 +331,7 @@ func (w *worker) add(ctx context.Context, ts uint32, it item) error {
 		w.files++
 		it.e.stored.Store(true)
 	}
-	if w.raw >= partSize {
+	if w.obj.Raw() >= partSize {
 		return w.finish(ctx)
 	}
 	return nil
@@ -443,22 +440,14 @@ func (w *worker) copyData(ctx context.Context, f *os.File, it item) error {
 }
 
 // start begins a new part for tablespace ts.
-func (w *worker) start(ts uint32) {
-	w.open, w.ts, w.raw, w.files = true, ts, 0, 0
+func (w *worker) start(ts uint32) error {
 	w.buf.Reset()
-	w.hash.Reset()
-	w.enc.Reset(&w.buf)
-	w.tw = tar.NewWriter(partSink{w})
-}
-
-// partSink hashes and counts the raw tar bytes on their way to the
-// encoder.
-type partSink struct{ w *worker }
-
-func (s partSink) Write(p []byte) (int, error) {
-	s.w.hash.Write(p)
-	s.w.raw += int64(len(p))
-	return s.w.enc.Write(p)
+	if err := w.obj.Reset(&w.buf); err != nil {
+		return fmt.Errorf("start part: %w", err)
+	}
+	w.open, w.ts, w.files = true, ts, 0
+	w.tw = tar.NewWriter(w.obj)
+	return nil
 }
 
 // finish completes the current part and uploads it.
@@ -467,22 +456,25 @@ func (w *worker) finish(ctx context.Context) error {
 	if err := w.tw.Close(); err != nil {
 		return fmt.Errorf("finish part: %w", err)
 	}
-	if err := w.enc.Close(); err != nil {
+	meta, stored, err := w.obj.Close()
+	if err != nil {
 		return fmt.Errorf("finish part: %w", err)
 	}
 	o := w.b.o
 	p := manifest.Part{
 		Tablespace: w.ts,
 		Files:      w.files,
-		RawSize:    w.raw,
-		StoredSize: w.buf.Len(),
-		SHA256:     hex.EncodeToString(w.hash.Sum(nil)),
+		RawSize:    meta.RawSize,
+		StoredSize: stored,
+		SHA256:     meta.SHA256,
 		Codec:      o.Codec.Name(),
+	}
+	if meta.Encrypted {
+		p.Encryption, p.StoredSHA256 = repo.EncryptionAge, meta.StoredSHA256
 	}
 	name := fmt.Sprintf("part-%02d-%04d.tar%s", w.id, w.seq, o.Codec.Suffix())
 	w.seq++
 	start := time.Now()
-	meta := repo.ObjectMeta{SHA256: p.SHA256, RawSize: p.RawSize, Codec: o.Codec}
 	key, err := o.Repo.PutPart(ctx, o.BackupID, w.ts, name, w.buf.NewReader(), p.StoredSize, meta)
 	if err != nil {
 		return fmt.Errorf("upload part: %w", err)

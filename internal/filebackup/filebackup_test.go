@@ -180,13 +180,13 @@ func checkParts(t *testing.T, s storage.Store, res Result, id string, partSize i
 		if p.RawSize > partSize+4096 {
 			t.Errorf("part %s: %d raw bytes, more than the part size %d", p.Key, p.RawSize, partSize)
 		}
-		rc, info, err := repo.New(s).OpenPart(t.Context(), id, p.Key)
+		info, err := repo.New(s).OpenPart(t.Context(), id, p.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc.Close()
-		if info.Size != p.StoredSize || info.SHA256 != p.SHA256 || info.RawSize != p.RawSize || info.Codec.Name() != p.Codec {
-			t.Errorf("part %+v: stored as %+v", p, info)
+		info.Close()
+		if info.Size != p.StoredSize || info.SHA256 != p.SHA256 || info.RawSize != p.RawSize || info.Codec.Name() != p.Codec || info.Encrypted {
+			t.Errorf("part %+v: stored as %+v", p, info.ObjectMeta)
 		}
 		out += p.StoredSize
 	}

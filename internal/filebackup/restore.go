@@ -4,12 +4,8 @@ import (
 	"archive/tar"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/walsnap/walsnap/internal/ctxio"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -158,22 +154,20 @@ func (r *restorer) part(ctx context.Context, p manifest.Part, buf []byte) error 
 }
 
 func (r *restorer) extractPart(ctx context.Context, p manifest.Part, buf []byte) error {
-	codec, _ := compress.Parse(p.Codec) // checked by restore
-	body, info, err := r.o.Repo.OpenPart(ctx, r.o.BackupID, p.Key)
+	obj, err := r.o.Repo.OpenPart(ctx, r.o.BackupID, p.Key)
 	if err != nil {
 		return err
 	}
-	defer body.Close()
-	if info.Size != p.StoredSize {
-		return fmt.Errorf("stored size is %d bytes, the backup recorded %d", info.Size, p.StoredSize)
+	defer obj.Close()
+	switch {
+	case obj.Size != p.StoredSize:
+		return fmt.Errorf("stored size is %d bytes, the backup recorded %d", obj.Size, p.StoredSize)
+	case obj.Codec.Name() != p.Codec:
+		return fmt.Errorf("stored with codec %s, the backup recorded %s", obj.Codec.Name(), p.Codec)
+	case obj.Encrypted != (p.Encryption != ""):
+		return fmt.Errorf("the stored object's encryption (%t) is not what the backup recorded (%q)", obj.Encrypted, p.Encryption)
 	}
-	stored := &countReader{r: ctxio.Reader(ctx, body)}
-	dec, err := codec.NewReader(stored)
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
-	raw := &hashReader{r: dec, h: sha256.New(), prog: progressBatch{p: r.prog}}
+	raw := &progressReader{r: obj, prog: progressBatch{p: r.prog}}
 	defer raw.prog.flush()
 	x := &extractor{r: r, rt: r.roots[p.Tablespace], ts: p.Tablespace, tr: tar.NewReader(raw), buf: buf, dirFD: -1}
 	defer x.closeDir()
@@ -193,16 +187,16 @@ func (r *restorer) extractPart(ctx context.Context, p manifest.Part, buf []byte)
 	if _, err := io.Copy(io.Discard, raw); err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
-	if _, err := io.Copy(io.Discard, stored); err != nil {
+	d, err := obj.Finish()
+	if err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
-	sum := hex.EncodeToString(raw.h.Sum(nil))
 	switch {
-	case stored.n != p.StoredSize:
-		return fmt.Errorf("read %d stored bytes, the backup recorded %d", stored.n, p.StoredSize)
-	case raw.n != p.RawSize || sum != p.SHA256:
+	case d.Stored != p.StoredSize:
+		return fmt.Errorf("read %d stored bytes, the backup recorded %d", d.Stored, p.StoredSize)
+	case d.Raw != p.RawSize || d.SHA256 != p.SHA256:
 		return fmt.Errorf("checksum mismatch: %d raw bytes with SHA-256 %s, the backup recorded %d bytes with %s",
-			raw.n, sum, p.RawSize, p.SHA256)
+			d.Raw, d.SHA256, p.RawSize, p.SHA256)
 	}
 	return nil
 }
@@ -479,31 +473,14 @@ func copyEntry(w io.Writer, tr io.Reader, buf []byte) error {
 	}
 }
 
-// countReader counts the bytes read through it.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// hashReader hashes, counts and reports as progress the bytes read
-// through it.
-type hashReader struct {
+// progressReader reports as progress the bytes read through it.
+type progressReader struct {
 	r    io.Reader
-	h    hash.Hash
-	n    int64
 	prog progressBatch
 }
 
-func (h *hashReader) Read(p []byte) (int, error) {
+func (h *progressReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
 	h.prog.add(int64(n))
 	return n, err
 }

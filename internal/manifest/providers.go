@@ -159,9 +159,14 @@ type Part struct {
 	Tablespace uint32 `json:"tablespace"`
 	Files      int    `json:"files"`       // regular-file entries (pieces of split files count each)
 	RawSize    int64  `json:"raw_size"`    // tar bytes
-	StoredSize int64  `json:"stored_size"` // compressed bytes in the repository
+	StoredSize int64  `json:"stored_size"` // compressed (and encrypted) bytes in the repository
 	SHA256     string `json:"sha256"`      // of the raw tar bytes
 	Codec      string `json:"codec"`
+	// Encryption is "age" for a part stored encrypted (compressed, then
+	// encrypted); StoredSHA256 is then the SHA-256 of its stored bytes,
+	// which verify checks without the key.
+	Encryption   string `json:"encryption,omitempty"`
+	StoredSHA256 string `json:"stored_sha256,omitempty"`
 }
 
 // EBSPayload is the ebs provider's payload: the snapshots, and enough of

@@ -216,8 +216,10 @@ func partDir(tablespace uint32) string {
 }
 
 // PutPart stores one payload part of backup id, for the tablespace (0: the
-// data directory), under name, with its content's metadata, and returns
-// the key recorded in the manifest. It never overwrites (ErrExists).
+// data directory), under name, with its content's metadata (as an
+// ObjectWriter of this handle wrote it), and returns the key recorded in
+// the manifest. It never overwrites (ErrExists). A handle that encrypts
+// refuses an unencrypted part.
 func (r *Repo) PutPart(ctx context.Context, id string, tablespace uint32, name string, body io.ReadSeeker, size int64, meta ObjectMeta) (string, error) {
 	if err := checkBackupID(id); err != nil {
 		return "", err
@@ -225,48 +227,57 @@ func (r *Repo) PutPart(ctx context.Context, id string, tablespace uint32, name s
 	if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
 		return "", fmt.Errorf("invalid part name %q", name)
 	}
+	if r.Encrypts() && !meta.Encrypted {
+		return "", fmt.Errorf("part %s: not encrypted, but encryption.recipients is set", name)
+	}
 	key := backupPrefix(id) + "data/" + partDir(tablespace) + "/" + name
 	return key, r.store.PutIfAbsent(ctx, key, body, size, meta.toMap())
 }
 
-// PartInfo is what the repository says of a stored part.
-type PartInfo struct {
-	Size int64 // stored bytes
-	ObjectMeta
-}
-
-// OpenPart opens a payload part of backup id by the key its manifest
-// records. A key outside the backup's data (a damaged or hostile
-// manifest) is refused.
-func (r *Repo) OpenPart(ctx context.Context, id, key string) (io.ReadCloser, PartInfo, error) {
-	if err := checkBackupID(id); err != nil {
-		return nil, PartInfo{}, err
-	}
-	if !strings.HasPrefix(key, backupPrefix(id)+"data/") {
-		return nil, PartInfo{}, fmt.Errorf("part %q is not in backup %s's data", key, id)
-	}
-	rc, info, err := r.store.Get(ctx, key)
-	if err != nil {
-		return nil, PartInfo{}, err
-	}
-	if info.Key == "" {
-		info.Key = key
-	}
-	meta, err := objectMeta(info)
-	if err != nil {
-		rc.Close()
-		return nil, PartInfo{}, err
-	}
-	return rc, PartInfo{Size: info.Size, ObjectMeta: meta}, nil
-}
-
-// DeletePart removes a part of backup id (the cleanup of a failed backup).
-func (r *Repo) DeletePart(ctx context.Context, id, key string) error {
+// checkPartKey refuses a part key outside the data of backup id (a
+// damaged or hostile manifest).
+func checkPartKey(id, key string) error {
 	if err := checkBackupID(id); err != nil {
 		return err
 	}
 	if !strings.HasPrefix(key, backupPrefix(id)+"data/") {
 		return fmt.Errorf("part %q is not in backup %s's data", key, id)
+	}
+	return nil
+}
+
+// OpenPart opens a payload part of backup id by the key its manifest
+// records, for reading its raw bytes (decrypted and decompressed); see
+// ObjectReader.
+func (r *Repo) OpenPart(ctx context.Context, id, key string) (*ObjectReader, error) {
+	if err := checkPartKey(id, key); err != nil {
+		return nil, err
+	}
+	rc, info, err := r.store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if info.Key == "" {
+		info.Key = key
+	}
+	return r.openObject(ctx, rc, info, false)
+}
+
+// ProbePart proves that this handle can read the part key of backup id:
+// for an encrypted part, that the identity opens it (only its header is
+// read).
+func (r *Repo) ProbePart(ctx context.Context, id, key string) error {
+	o, err := r.OpenPart(ctx, id, key)
+	if err != nil {
+		return err
+	}
+	return o.Close()
+}
+
+// DeletePart removes a part of backup id (the cleanup of a failed backup).
+func (r *Repo) DeletePart(ctx context.Context, id, key string) error {
+	if err := checkPartKey(id, key); err != nil {
+		return err
 	}
 	return r.store.Delete(ctx, key)
 }

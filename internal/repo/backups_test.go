@@ -3,6 +3,8 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"strings"
@@ -120,8 +122,13 @@ func TestManifests(t *testing.T) {
 func TestParts(t *testing.T) {
 	ctx := context.Background()
 	r := newRepo(t)
-	body := []byte("compressed tar bytes")
-	meta := ObjectMeta{SHA256: strings.Repeat("ab", 32), RawSize: 99, Codec: compress.Default}
+	raw := bytes.Repeat([]byte("tar bytes "), 10)
+	body, err := compress.Default.Encode(nil, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	meta := ObjectMeta{SHA256: hex.EncodeToString(sum[:]), RawSize: int64(len(raw)), Codec: compress.Default}
 	key, err := r.PutPart(ctx, "B1", 16400, "part-00-0000.tar.zst", bytes.NewReader(body), int64(len(body)), meta)
 	if err != nil {
 		t.Fatal(err)
@@ -132,18 +139,19 @@ func TestParts(t *testing.T) {
 	if _, err := r.PutPart(ctx, "B1", 16400, "part-00-0000.tar.zst", bytes.NewReader(body), int64(len(body)), meta); !errors.Is(err, ErrExists) {
 		t.Fatalf("part overwritten: %v", err)
 	}
-	rc, info, err := r.OpenPart(ctx, "B1", key)
+	o, err := r.OpenPart(ctx, "B1", key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := io.ReadAll(rc)
-	rc.Close()
-	if !bytes.Equal(got, body) || info.Size != int64(len(body)) || info.SHA256 != meta.SHA256 || info.RawSize != 99 || info.Codec.Name() != "zstd" {
-		t.Fatalf("OpenPart = %q %+v", got, info)
+	got, _ := io.ReadAll(o)
+	verr := o.Verify()
+	o.Close()
+	if !bytes.Equal(got, raw) || verr != nil || o.Size != int64(len(body)) || o.ObjectMeta != meta {
+		t.Fatalf("OpenPart = %q %+v, verify %v", got, o.ObjectMeta, verr)
 	}
 	// A manifest cannot make a restore read outside the backup's data.
 	for _, k := range []string{"walsnap.json", "backups/B2/data/base/x", "backups/B1/manifest.json", "backups/B1/data/../../walsnap.json"} {
-		if _, _, err := r.OpenPart(ctx, "B1", k); err == nil {
+		if _, err := r.OpenPart(ctx, "B1", k); err == nil {
 			t.Errorf("OpenPart(B1, %s) accepted", k)
 		}
 	}
@@ -155,7 +163,7 @@ func TestParts(t *testing.T) {
 	if err := r.DeletePart(ctx, "B1", key); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.OpenPart(ctx, "B1", key); !errors.Is(err, ErrNotExist) {
+	if _, err := r.OpenPart(ctx, "B1", key); !errors.Is(err, ErrNotExist) {
 		t.Fatalf("deleted part: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/buildinfo"
@@ -33,8 +34,18 @@ import (
 // FormatVersion is the repository format this build writes and reads.
 const FormatVersion = 1
 
+// FormatEncrypted is the format of a repository that expects encryption
+// (Identity.Encryption): walsnap releases that do not know encryption
+// refuse it, rather than write plaintext into it or hand PostgreSQL
+// ciphertext.
+const FormatEncrypted = 2
+
 // IdentityKey is the key of the repository identity object.
 const IdentityKey = "walsnap.json"
+
+// identityNextKey holds the new identity while walsnap.json is replaced
+// (requireEncryption); readers fall back to it.
+const identityNextKey = "walsnap.json.next"
 
 // Identity ties a repository to one PostgreSQL cluster.
 type Identity struct {
@@ -46,11 +57,18 @@ type Identity struct {
 	SegmentSize    uint64    `json:"wal_segment_size"`
 	PGMajor        int       `json:"pg_major"`
 	CreatedAt      time.Time `json:"created_at"`
+	// Encryption is "age" when the repository expects every new data
+	// object encrypted (format FormatEncrypted): a writer without
+	// recipients is refused. EncryptionSince is when that began.
+	Encryption      string     `json:"encryption,omitempty"`
+	EncryptionSince *time.Time `json:"encryption_since,omitempty"`
 }
 
 // Repo is a walsnap repository.
 type Repo struct {
 	store storage.Store
+	keys  *keys      // SetEncryption; nil: none
+	mu    sync.Mutex // serializes requireEncryption
 }
 
 // New wraps a store as a repository.
@@ -70,7 +88,22 @@ var ErrNoIdentity = errors.New("repository not initialised (no walsnap.json yet)
 
 // Identity reads walsnap.json. It returns ErrNoIdentity when absent.
 func (r *Repo) Identity(ctx context.Context) (Identity, error) {
-	rc, _, err := r.store.Get(ctx, IdentityKey)
+	id, err := r.readIdentity(ctx, IdentityKey)
+	if !errors.Is(err, ErrNoIdentity) {
+		return id, err
+	}
+	// walsnap.json may be being replaced: the new one waits under
+	// identityNextKey until it is in place, and is removed only after.
+	if id, err := r.readIdentity(ctx, identityNextKey); !errors.Is(err, ErrNoIdentity) {
+		return id, err
+	}
+	return r.readIdentity(ctx, IdentityKey)
+}
+
+// readIdentity reads and parses the identity at key; ErrNoIdentity when
+// absent.
+func (r *Repo) readIdentity(ctx context.Context, key string) (Identity, error) {
+	rc, _, err := r.store.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		return Identity{}, ErrNoIdentity
 	}
@@ -91,8 +124,13 @@ func ParseIdentity(data []byte) (Identity, error) {
 	if err := json.Unmarshal(data, &id); err != nil {
 		return Identity{}, fmt.Errorf("repository identity: %w", err)
 	}
-	if id.FormatVersion != FormatVersion {
-		return Identity{}, fmt.Errorf("repository format version %d is not supported by this walsnap (wants %d)", id.FormatVersion, FormatVersion)
+	switch {
+	case id.FormatVersion == FormatVersion && id.Encryption == "":
+	case id.FormatVersion == FormatEncrypted && id.Encryption == EncryptionAge:
+	case id.FormatVersion == FormatVersion || id.FormatVersion == FormatEncrypted:
+		return Identity{}, fmt.Errorf("repository identity is invalid: format version %d with encryption %q", id.FormatVersion, id.Encryption)
+	default:
+		return Identity{}, fmt.Errorf("repository format version %d is not supported by this walsnap (wants %d or %d)", id.FormatVersion, FormatVersion, FormatEncrypted)
 	}
 	if id.SystemID == 0 || !wal.ValidSegmentSize(id.SegmentSize) {
 		return Identity{}, fmt.Errorf("repository identity is invalid: system id %d, segment size %d", id.SystemID, id.SegmentSize)
@@ -100,10 +138,21 @@ func ParseIdentity(data []byte) (Identity, error) {
 	return id, nil
 }
 
+// marshalIdentity is walsnap.json's text.
+func marshalIdentity(id Identity) ([]byte, error) {
+	data, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
 // InitIdentity writes walsnap.json unless it exists, and returns the
 // identity the repository ends up with: want, or the one already there
-// (which the caller must compare with what it expected). A new identity
-// records this walsnap's version unless want names one.
+// (which the caller must compare with what it expected), with the
+// encryption policy applied (see CheckEncryption). A new identity records
+// this walsnap's version unless want names one, and expects encryption
+// when this handle encrypts.
 func (r *Repo) InitIdentity(ctx context.Context, want Identity) (Identity, error) {
 	want.FormatVersion = FormatVersion
 	if want.WalsnapVersion == "" {
@@ -112,19 +161,102 @@ func (r *Repo) InitIdentity(ctx context.Context, want Identity) (Identity, error
 	if want.CreatedAt.IsZero() {
 		want.CreatedAt = time.Now().UTC().Truncate(time.Second)
 	}
-	data, err := json.MarshalIndent(want, "", "  ")
+	if r.Encrypts() {
+		since := want.CreatedAt
+		want.FormatVersion, want.Encryption, want.EncryptionSince = FormatEncrypted, EncryptionAge, &since
+	}
+	data, err := marshalIdentity(want)
 	if err != nil {
 		return Identity{}, err
 	}
-	data = append(data, '\n')
 	err = r.store.PutIfAbsent(ctx, IdentityKey, bytes.NewReader(data), int64(len(data)), nil)
 	if errors.Is(err, storage.ErrExists) {
-		return r.Identity(ctx)
+		id, err := r.Identity(ctx)
+		if err != nil {
+			return Identity{}, err
+		}
+		return r.CheckEncryption(ctx, id)
 	}
 	if err != nil {
 		return Identity{}, fmt.Errorf("write repository identity: %w", err)
 	}
 	return want, nil
+}
+
+// CheckEncryption applies the encryption policy for a writer to the
+// repository identity id: a repository that expects encryption refuses a
+// handle without recipients (ErrPlaintextWriter); one that does not yet is
+// marked as expecting it when this handle encrypts (requireEncryption),
+// and the new identity is returned. A zero id (no walsnap.json yet) is
+// left to InitIdentity.
+func (r *Repo) CheckEncryption(ctx context.Context, id Identity) (Identity, error) {
+	switch {
+	case id.SystemID == 0:
+		return id, nil
+	case id.Encryption != "" && !r.Encrypts():
+		since := ""
+		if id.EncryptionSince != nil {
+			since = " since " + id.EncryptionSince.UTC().Format(time.RFC3339)
+		}
+		return id, fmt.Errorf("%w (walsnap.json: encryption %s%s), but encryption.recipients is not set on this host: "+
+			"refusing to write unencrypted data; set encryption.recipients to the repository's age recipients", ErrPlaintextWriter, id.Encryption, since)
+	case id.Encryption == "" && r.Encrypts():
+		return r.requireEncryption(ctx, id)
+	}
+	return id, nil
+}
+
+// requireEncryption records in walsnap.json that the repository expects
+// encryption from now on. walsnap.json is never written in place: the new
+// identity is first stored under identityNextKey (which readers fall back
+// to while walsnap.json is missing), then walsnap.json is removed and
+// written anew, then the staging copy is removed. A writer without
+// recipients that recreates a plain walsnap.json in between is undone.
+func (r *Repo) requireEncryption(ctx context.Context, old Identity) (Identity, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, err := r.readIdentity(ctx, IdentityKey); err == nil && cur.Encryption != "" {
+		return cur, nil // done already, by this process or another
+	}
+	next := old
+	since := time.Now().UTC().Truncate(time.Second)
+	next.FormatVersion, next.Encryption, next.EncryptionSince = FormatEncrypted, EncryptionAge, &since
+	data, err := marshalIdentity(next)
+	if err != nil {
+		return Identity{}, err
+	}
+	fail := func(err error) (Identity, error) {
+		return Identity{}, fmt.Errorf("record in walsnap.json that the repository expects encryption: %w", err)
+	}
+	if err := r.store.PutIfAbsent(ctx, identityNextKey, bytes.NewReader(data), int64(len(data)), nil); err != nil && !errors.Is(err, storage.ErrExists) {
+		return fail(err)
+	}
+	for range 5 {
+		cur, err := r.readIdentity(ctx, IdentityKey)
+		switch {
+		case err == nil && cur.Encryption != "":
+			r.store.Delete(ctx, identityNextKey)
+			return cur, nil
+		case err == nil:
+			if err := cur.CheckSame(old); err != nil {
+				return fail(err)
+			}
+			if err := r.store.Delete(ctx, IdentityKey); err != nil {
+				return fail(err)
+			}
+		case !errors.Is(err, ErrNoIdentity):
+			return fail(err)
+		}
+		err = r.store.PutIfAbsent(ctx, IdentityKey, bytes.NewReader(data), int64(len(data)), nil)
+		if err == nil {
+			r.store.Delete(ctx, identityNextKey)
+			return next, nil
+		}
+		if !errors.Is(err, storage.ErrExists) {
+			return fail(err)
+		}
+	}
+	return fail(errors.New("other writers keep recreating it"))
 }
 
 // CheckSame returns an error naming the difference when got is not the

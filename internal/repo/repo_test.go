@@ -111,22 +111,22 @@ func TestOpenWALAnyCodec(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Stored with s2, asked for with zstd preferred: found by listing.
-	rc, obj, err := r.OpenWAL(ctx, "00000002.history", compress.Default)
+	obj, err := r.OpenWAL(ctx, "00000002.history", compress.Default)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.Close()
+	obj.Close()
 	if obj.Codec.Name() != "s2" || obj.RawSize != int64(len(raw)) {
-		t.Fatalf("OpenWAL found %+v", obj)
+		t.Fatalf("OpenWAL found %+v", obj.ObjectMeta)
 	}
-	if _, _, err := r.OpenWAL(ctx, "00000003.history", compress.Default); !errors.Is(err, storage.ErrNotExist) {
+	if _, err := r.OpenWAL(ctx, "00000003.history", compress.Default); !errors.Is(err, storage.ErrNotExist) {
 		t.Fatalf("absent file: %v", err)
 	}
 	// An object without walsnap metadata is an error, never served.
 	if err := r.store.PutIfAbsent(ctx, WALKey("00000004.history", ".zst"), bytes.NewReader(enc), int64(len(enc)), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.OpenWAL(ctx, "00000004.history", compress.Default); err == nil || errors.Is(err, storage.ErrNotExist) {
+	if _, err := r.OpenWAL(ctx, "00000004.history", compress.Default); err == nil || errors.Is(err, storage.ErrNotExist) {
 		t.Fatalf("object without checksum metadata: %v", err)
 	}
 }

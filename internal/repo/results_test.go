@@ -105,7 +105,7 @@ func TestDigestPart(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := r.DigestPart(ctx, "b1", key)
-	if err != nil || d.Stored != int64(enc.Len()) || d.Raw != int64(len(raw)) || d.SHA256 != meta.SHA256 || d.Meta != meta {
+	if err != nil || d.Stored != int64(enc.Len()) || !d.Content || d.Raw != int64(len(raw)) || d.SHA256 != meta.SHA256 || d.Meta != meta || d.Check() != nil {
 		t.Fatalf("DigestPart = %+v, %v; want %d stored, %d raw, %s", d, err, enc.Len(), len(raw), meta.SHA256)
 	}
 	if _, err := r.DigestPart(ctx, "b1", "backups/b2/data/base/x"); err == nil {

@@ -57,13 +57,63 @@ func walObject(info storage.ObjectInfo) (WALObject, error) {
 }
 
 // PutWAL stores the encoded bytes of the WAL file name (compressed with
-// codec; sha256hex and rawSize describe the raw bytes) unless the
-// repository already has an object at its key: then it returns the key and
-// an error matching ErrExists, and the stored object is untouched.
+// codec; sha256hex and rawSize describe the raw bytes), encrypted first
+// when the handle encrypts, unless the repository already has an object
+// at its key: then it returns the key and an error matching ErrExists, and
+// the stored object is untouched.
 func (r *Repo) PutWAL(ctx context.Context, name string, codec compress.Codec, enc []byte, sha256hex string, rawSize int) (string, error) {
 	key := WALKey(name, codec.Suffix())
 	meta := ObjectMeta{SHA256: sha256hex, RawSize: int64(rawSize), Codec: codec}
-	return key, r.store.PutIfAbsent(ctx, key, bytes.NewReader(enc), int64(len(enc)), meta.toMap())
+	body := enc
+	m := meta.toMap()
+	if r.Encrypts() {
+		var err error
+		if body, err = r.sealBytes(enc); err != nil {
+			return key, fmt.Errorf("%s: %w", key, err)
+		}
+		sum := sha256.Sum256(body)
+		meta.Encrypted, meta.StoredSHA256 = true, hex.EncodeToString(sum[:])
+		m = meta.toMap()
+		if strings.HasSuffix(name, ".history") {
+			// Delete, verify and status follow timelines without the key.
+			if entries, err := parseEncodedHistory(codec, enc); err == nil {
+				m[metaHistory] = historyMeta(entries)
+			}
+		}
+	}
+	return key, r.store.PutIfAbsent(ctx, key, bytes.NewReader(body), int64(len(body)), m)
+}
+
+// parseEncodedHistory parses a timeline history file compressed with
+// codec.
+func parseEncodedHistory(codec compress.Codec, enc []byte) ([]wal.HistoryEntry, error) {
+	dec, err := codec.NewReader(bytes.NewReader(enc))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	raw, err := io.ReadAll(io.LimitReader(dec, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	return wal.ParseHistory(raw)
+}
+
+// sealBytes encrypts data whole for the handle's recipients.
+func (r *Repo) sealBytes(data []byte) ([]byte, error) {
+	// age adds a header of a few hundred bytes and 16 bytes a 64 KiB chunk.
+	buf := bytes.NewBuffer(make([]byte, 0, len(data)+len(data)>>12+1024))
+	w, err := r.seal(buf)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return nil, fmt.Errorf("encrypt: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encrypt: %v", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // HeadWAL returns the metadata of the WAL object at key.
@@ -88,31 +138,59 @@ func (r *Repo) HasWAL(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
-// OpenWAL opens a WAL file by name, trying the preferred codec's key first
-// and then any other codec. It returns an error matching ErrNotExist when
-// the repository has no such file.
-func (r *Repo) OpenWAL(ctx context.Context, name string, preferred compress.Codec) (io.ReadCloser, WALObject, error) {
+// getWAL gets a WAL file's object by name, trying the preferred codec's
+// key first and then any other codec. It returns an error matching
+// ErrNotExist when the repository has no such file.
+func (r *Repo) getWAL(ctx context.Context, name string, preferred compress.Codec) (io.ReadCloser, storage.ObjectInfo, error) {
 	key := WALKey(name, preferred.Suffix())
 	rc, info, err := r.store.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		key, err = r.findWAL(ctx, name)
 		if err != nil {
-			return nil, WALObject{}, err
+			return nil, info, err
 		}
 		rc, info, err = r.store.Get(ctx, key)
 	}
 	if err != nil {
-		return nil, WALObject{}, err
+		return nil, info, err
 	}
 	if info.Key == "" {
 		info.Key = key
 	}
-	o, err := walObject(info)
+	return rc, info, nil
+}
+
+// OpenWAL opens a WAL file by name for reading its raw bytes (decrypted
+// and decompressed; see ObjectReader), trying the preferred codec's key
+// first and then any other codec. It returns an error matching
+// ErrNotExist when the repository has no such file, and one matching
+// ErrNoKey when the file is encrypted and this handle cannot decrypt it.
+func (r *Repo) OpenWAL(ctx context.Context, name string, preferred compress.Codec) (*ObjectReader, error) {
+	rc, info, err := r.getWAL(ctx, name, preferred)
 	if err != nil {
-		rc.Close()
-		return nil, WALObject{}, err
+		return nil, err
 	}
-	return rc, o, nil
+	return r.openObject(ctx, rc, info, false)
+}
+
+// DigestWAL reads the WAL file name whole, as verify --deep does (see
+// Digest): its raw bytes go to w when this host can read them.
+func (r *Repo) DigestWAL(ctx context.Context, name string, preferred compress.Codec, w io.Writer) (Digest, error) {
+	rc, info, err := r.getWAL(ctx, name, preferred)
+	if err != nil {
+		return Digest{}, err
+	}
+	return r.digest(ctx, rc, info, w)
+}
+
+// ProbeWAL proves that this handle can read the WAL file name: for an
+// encrypted file, that the identity opens it (only its header is read).
+func (r *Repo) ProbeWAL(ctx context.Context, name string) error {
+	o, err := r.OpenWAL(ctx, name, compress.Default)
+	if err != nil {
+		return err
+	}
+	return o.Close()
 }
 
 // findWAL lists the keys a WAL file could have under any codec.
@@ -132,33 +210,22 @@ func (r *Repo) findWAL(ctx context.Context, name string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, storage.ErrNotExist)
 }
 
-// CopyWAL writes the WAL file name, decompressed, to w and verifies it
-// against its recorded size and SHA-256. On a mismatch w has received
-// unverified bytes and must be discarded. A missing file yields an error
-// matching ErrNotExist.
+// CopyWAL writes the WAL file name, decrypted and decompressed, to w and
+// verifies it against its recorded size and SHA-256. On a mismatch w has
+// received unverified bytes and must be discarded. A missing file yields
+// an error matching ErrNotExist; an encrypted one this handle cannot
+// decrypt, one matching ErrNoKey.
 func (r *Repo) CopyWAL(ctx context.Context, name string, preferred compress.Codec, w io.Writer) (WALObject, error) {
-	rc, obj, err := r.OpenWAL(ctx, name, preferred)
+	o, err := r.OpenWAL(ctx, name, preferred)
 	if err != nil {
+		return WALObject{}, err
+	}
+	defer o.Close()
+	obj := WALObject{Key: o.Key, ObjectMeta: o.ObjectMeta}
+	if _, err := io.Copy(w, o); err != nil {
 		return obj, err
 	}
-	defer rc.Close()
-	dec, err := obj.Codec.NewReader(rc)
-	if err != nil {
-		return obj, fmt.Errorf("%s: %w", obj.Key, err)
-	}
-	defer dec.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, h), dec)
-	if err != nil {
-		return obj, fmt.Errorf("%s: read/decompress: %w", obj.Key, err)
-	}
-	if n != obj.RawSize {
-		return obj, fmt.Errorf("%s: %d bytes after decompression, metadata says %d", obj.Key, n, obj.RawSize)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != obj.SHA256 {
-		return obj, fmt.Errorf("%s: checksum mismatch: sha256 %s, metadata says %s", obj.Key, got, obj.SHA256)
-	}
-	return obj, nil
+	return obj, o.Verify()
 }
 
 // ReadWAL reads a small WAL file (a timeline history or backup history
@@ -169,6 +236,30 @@ func (r *Repo) ReadWAL(ctx context.Context, name string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// ReadHistory reads the entries of the timeline history file name: from
+// the file itself, or, when it is encrypted and this handle has no
+// identity, from its metadata (without the reasons).
+func (r *Repo) ReadHistory(ctx context.Context, name string) ([]wal.HistoryEntry, error) {
+	data, err := r.ReadWAL(ctx, name)
+	if errors.Is(err, ErrNoKey) && !r.hasIdentity() {
+		key, ferr := r.findWAL(ctx, name)
+		if ferr != nil {
+			return nil, ferr
+		}
+		info, herr := r.store.Head(ctx, key)
+		if herr != nil {
+			return nil, herr
+		}
+		if s := info.Metadata[metaHistory]; s != "" {
+			return parseHistoryMeta(s)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return wal.ParseHistory(data)
 }
 
 // WALFile is a WAL file found in the repository by ListWAL.

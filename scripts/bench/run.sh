@@ -224,7 +224,8 @@ read -r first_seg last_seg < <(find "$corpus" -maxdepth 1 -regextype egrep -rege
 # --- runs -------------------------------------------------------------------
 
 mkdir -p "$work/runs" "$work/cfg"
-# walsnap_config NAME ENDPOINT PREFIX [CA]: a config file for one run.
+# walsnap_config NAME ENDPOINT PREFIX [CA] [YAML]: a config file for one
+# run; YAML (whole sections) is appended.
 walsnap_config() {
 	local f=$work/cfg/$1.yaml
 	{
@@ -234,6 +235,7 @@ walsnap_config() {
 		echo "  path_style: true"
 		echo "  region: $region"
 		[ -z "${4:-}" ] || echo "  ca_file: $4"
+		[ -z "${5:-}" ] || echo "$5"
 	} >"$f"
 	chmod 0600 "$f"
 	echo "$f"
@@ -256,6 +258,12 @@ wb() {
 	"$wb" "$@"
 }
 pgb_cmd="pgbackrest --config=$pgb/pgbackrest.conf --stanza=bench"
+# Client-side encryption runs: one age key pair (the identity file 0600).
+age_key=$work/cfg/age-key.txt
+age_recipient=$("$wb" keygen "$age_key")
+age_conf="encryption:
+  recipients: $age_recipient
+  identity_file: $age_key"
 pgb_locks="$pgb/lock/*.lock"
 
 for rep in $(seq 1 "$repeat"); do
@@ -289,6 +297,20 @@ for rep in $(seq 1 "$repeat"); do
 			-wait-locks "$run/fetch$pf-http/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$http_pid" \
 			-id "walsnap-fetch-prefetch$pf-http" -label "walsnap fetch, prefetch $pf" -endpoint-label http
 	done
+
+	# The same with encryption.recipients (push) and identity_file (fetch).
+	cfg=$(walsnap_config "$r-backlog-age-http" "$http_ep" "$r-backlog-age" "" "$age_conf")
+	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-age-http" -walsnap \
+		-cmd "$walsnap --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-age-http.log" \
+		-wait-locks "$run/backlog-age-http/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$http_ep" -bucket walsnap -prefix "$r-backlog-age" -minio-pid "$http_pid" \
+		-id walsnap-push-backlog-age-http -label "walsnap push, backlog, encrypted (age)" -endpoint-label http \
+		-notes "encryption.recipients, zstd:1"
+	wb restore "${common[@]}" "${rowf[@]}" -pgdata "$run/fetch8-age-http" -walsnap \
+		-cmd "$walsnap --config $cfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-fetch8-age-http.log" \
+		-wait-locks "$run/fetch8-age-http/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$http_pid" \
+		-id walsnap-fetch-prefetch8-age-http -label "walsnap fetch, prefetch 8, encrypted (age)" -endpoint-label http \
+		-notes "encryption.identity_file"
 
 	# TLS MinIO: ceiling, walsnap, pgBackRest.
 	for c in 1 4; do

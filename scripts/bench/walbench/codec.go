@@ -1,21 +1,26 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/walsnap/walsnap/internal/compress"
 )
 
 // cmdCodec measures the CPU work of one segment in memory, no I/O: SHA-256,
-// and zstd:1 through walsnap's own compress.Encode one at a time and 4 at
-// once (as push-ahead does), against one private encoder per goroutine.
+// zstd:1 through walsnap's own compress.Encode one at a time and 4 at
+// once (as push-ahead does), age encryption and decryption of the
+// compressed object (the cost of encryption.recipients per segment), and
+// one private zstd encoder per goroutine.
 func cmdCodec(args []string) error {
 	fs := flag.NewFlagSet("codec", flag.ExitOnError)
 	corpus := fs.String("corpus", "", "directory of WAL segments")
@@ -45,6 +50,22 @@ func cmdCodec(args []string) error {
 			return err
 		}
 	}
+	// The zstd:1 objects, encrypted as walsnap stores them with
+	// encryption.recipients set (age, X25519), and the key to read them.
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return err
+	}
+	compressed := make([][]byte, len(data))
+	sealed := make([][]byte, len(data))
+	for i := range data {
+		if compressed[i], err = codec.Encode(nil, data[i]); err != nil {
+			return err
+		}
+		if sealed[i], err = ageEncrypt(compressed[i], id.Recipient()); err != nil {
+			return err
+		}
+	}
 	codec.Encode(nil, data[0]) // warm up the encoders
 	for _, e := range private {
 		e.EncodeAll(data[0], nil)
@@ -64,6 +85,18 @@ func cmdCodec(args []string) error {
 		}},
 		{"cpu-zstd-walsnap-4", "zstd:1 compress.Encode, 4 at once", "as push-ahead (push.concurrency 4) calls it", 4, func(i, _ int) error {
 			_, err := codec.Encode(nil, data[i])
+			return err
+		}},
+		{"cpu-age-encrypt", "age encrypt of the zstd:1 object, one at a time", "X25519 recipient, ChaCha20-Poly1305 stream, + SHA-256 of the ciphertext (as wal-push with encryption.recipients)", 1, func(i, _ int) error {
+			out, err := ageEncrypt(compressed[i], id.Recipient())
+			sha256.Sum256(out)
+			return err
+		}},
+		{"cpu-age-decrypt", "age decrypt of the encrypted object, one at a time", "X25519 identity (as wal-fetch with encryption.identity_file)", 1, func(i, _ int) error {
+			r, err := age.Decrypt(bytes.NewReader(sealed[i]), id)
+			if err == nil {
+				_, err = io.Copy(io.Discard, r)
+			}
 			return err
 		}},
 		{"cpu-zstd-private-1", "zstd:1 private encoder, one at a time", "one zstd.Encoder, whole segment, one core", 1, func(i, _ int) error {
@@ -97,5 +130,38 @@ func cmdCodec(args []string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// ageEncrypt encrypts data whole to recipient.
+func ageEncrypt(data []byte, recipient age.Recipient) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, recipient)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// cmdKeygen writes a new age identity to a file (0600) and prints its
+// recipient, for the encrypted runs (no age-keygen needed).
+func cmdKeygen(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("keygen takes the identity file to write")
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(args[0], []byte(id.String()+"\n"), 0o600); err != nil {
+		return err
+	}
+	fmt.Println(id.Recipient())
 	return nil
 }

@@ -10,6 +10,7 @@
 //	walbench restore  -corpus DIR -segments N -pgdata DIR -cmd CMD ...
 //	walbench startup  -cmd CMD -n N ...
 //	walbench codec    -corpus DIR -segments N ...
+//	walbench keygen   FILE   (an age identity into FILE, 0600; prints its recipient)
 //	walbench quiet    [-max PCT] [-timeout D]
 //	walbench report   -in results.jsonl -md results.md
 //
@@ -25,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: walbench mkbucket|raw|archive|restore|startup|codec|quiet|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: walbench mkbucket|raw|archive|restore|startup|codec|keygen|quiet|report [flags]")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
@@ -35,6 +36,7 @@ func main() {
 		"restore":  cmdRestore,
 		"startup":  cmdStartup,
 		"codec":    cmdCodec,
+		"keygen":   cmdKeygen,
 		"quiet":    cmdQuiet,
 		"report":   cmdReport,
 	}

@@ -412,6 +412,33 @@ func (a *faultArchive) killPushes() int {
 	return killed
 }
 
+// killBackgroundArchivers SIGKILLs walsnap's background archiver of this
+// cluster's pg_wal, if one runs, and returns how many it killed.
+func (a *faultArchive) killBackgroundArchivers() int {
+	walDir := []byte(filepath.Join(a.pg.DataDir, "pg_wal"))
+	procs, _ := os.ReadDir("/proc")
+	killed := 0
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		proc, err := os.FindProcess(pid) // a pidfd: the check below holds for the signal
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
+		if err == nil && len(args) == 3 && bytes.HasSuffix(args[0], []byte("walsnap")) && string(args[1]) == "wal-archiver" && bytes.Equal(args[2], walDir) {
+			if proc.Signal(syscall.SIGKILL) == nil {
+				killed++
+			}
+		}
+		proc.Release()
+	}
+	return killed
+}
+
 // round inflicts each kind of fault once, each until it has hit: resets
 // mid-body (uploads and identity reads), latency, a blackhole of hold, a
 // SIGKILL of running wal-push processes, a SIGKILL and restart of MinIO,
@@ -451,19 +478,26 @@ func (a *faultArchive) round(hold time.Duration) {
 	stalls := p.Count("stall-upload")
 	p.Arm(testrig.FaultRule{Action: testrig.Stall, Upload: true, After: 128 << 10, Times: 1, Match: faultWALPut})
 	a.wait("stall-upload", 1, stalls)
+	// The stalled upload is the running wal-push's own, or (with a
+	// backlog) walsnap's background archiver's, which the running
+	// wal-push may be waiting for: both are killed.
 	archiver := a.archiverPID()
 	n := a.killPushes()
-	if n == 0 {
-		t.Fatal("an upload is stalled but no wal-push process was found to kill")
+	bg := a.killBackgroundArchivers()
+	if n+bg == 0 {
+		t.Fatal("an upload is stalled but no wal-push or wal-archiver process was found to kill")
 	}
-	a.pushKills += n
-	// The archiver exits (FATAL) when its command dies of a signal; PG 15's
-	// postmaster starts a new one on its next loop, which a connection
-	// (our polling) brings about at once rather than within a minute.
-	faultPoll(t, 2*time.Minute, "a new archiver", func() bool {
-		pid := a.archiverPID()
-		return pid != "" && pid != archiver
-	})
+	a.pushKills += n + bg
+	if n > 0 {
+		// PostgreSQL's archiver exits (FATAL) when its command dies of a
+		// signal; PG 15's postmaster starts a new one on its next loop,
+		// which a connection (our polling) brings about at once rather
+		// than within a minute.
+		faultPoll(t, 2*time.Minute, "a new archiver", func() bool {
+			pid := a.archiverPID()
+			return pid != "" && pid != archiver
+		})
+	}
 	mark("push kill")
 
 	dials := p.Count(testrig.FaultDialFailed)

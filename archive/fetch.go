@@ -395,9 +395,6 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 		if w, err := os.ReadFile(filepath.Join(pdir, wantFile)); err == nil && len(w) > 0 && string(w) != want {
 			want, moved, full = string(w), time.Now(), false
 		}
-		if time.Since(moved) > cmp.Or(f.PrefetchIdle, prefetchIdle) {
-			return nil
-		}
 		if !full || time.Since(lastFill) > prefetchRetry {
 			var err error
 			full, err = f.fill(ctx, own, pdir, want)
@@ -405,6 +402,11 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 			if err != nil && ctx.Err() == nil {
 				f.Log.Warn("prefetch failed", "after", want, "err", err)
 			}
+		}
+		// Idle only after a fill for the latest position: a prefetcher
+		// started for a segment always fetches what follows it.
+		if time.Since(moved) > cmp.Or(f.PrefetchIdle, prefetchIdle) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

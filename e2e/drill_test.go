@@ -36,7 +36,14 @@ type drillSetup struct {
 
 func newDrillSetup(t *testing.T, o clusterOptions) *drillSetup {
 	t.Helper()
-	s := &drillSetup{cluster: newCluster(t, o), scratch: testrig.WorkDir(t)}
+	return drillOn(t, newCluster(t, o), testrig.WorkDir(t))
+}
+
+// drillOn makes the table, the backup and the WAL after it on cluster c,
+// whose drills make their scratch directories in scratch.
+func drillOn(t *testing.T, c *cluster, scratch string) *drillSetup {
+	t.Helper()
+	s := &drillSetup{cluster: c, scratch: scratch}
 	s.pg.Exec(t, "CREATE TABLE t AS SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 1000) g")
 	s.backup = strings.Fields(s.walsnap(t, "backup", "--fast"))[1]
 	// WAL over a few segments after the backup.
@@ -77,10 +84,20 @@ func (s *drillSetup) drill(t *testing.T, args ...string) (*drillresult.Result, s
 	return &res, progress.String(), err
 }
 
-// leftNothing checks that no drill left its scratch directory, a process
-// using it, or a server, nor drill id its socket directory.
+// leftNothing checks that no drill left its scratch directory, a mount
+// below the scratch root, a process using it, or a server, nor drill id
+// its socket directory.
 func (s *drillSetup) leftNothing(t *testing.T, id string) {
 	t.Helper()
+	mounts, err := testrig.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if strings.HasPrefix(m.MountPoint, s.scratch+"/") {
+			t.Errorf("still mounted under the scratch directory: %s (%s)", m.MountPoint, m.Source)
+		}
+	}
 	if sock := filepath.Join(os.TempDir(), "walsnap-drill-"+id); id == "" || !errors.Is(statErr(sock), os.ErrNotExist) {
 		t.Errorf("drill %q left its socket directory %s", id, sock)
 	}
@@ -166,27 +183,35 @@ func TestDrillEveryMajor(t *testing.T) {
 				t.Errorf("progress lacks %q", want)
 			}
 		}
-		var st struct {
-			LastDrill struct {
-				ID     string `json:"id"`
-				OK     bool   `json:"ok"`
-				Backup string `json:"backup"`
-			} `json:"last_drill"`
-		}
-		if err := json.Unmarshal([]byte(s.walsnap(t, "status", "--json")), &st); err != nil || !st.LastDrill.OK || st.LastDrill.ID != res.ID || st.LastDrill.Backup != s.backup {
-			t.Errorf("status: last drill %+v (%v), want drill %s of %s, ok", st.LastDrill, err, res.ID, s.backup)
-		}
-		var list []struct {
-			ID      string     `json:"id"`
-			Drilled *time.Time `json:"drilled"`
-		}
-		if err := json.Unmarshal([]byte(s.walsnap(t, "backup-list", "--json")), &list); err != nil || len(list) != 1 || list[0].Drilled == nil {
-			t.Errorf("backup-list --json: %+v (%v), want %s drilled", list, err, s.backup)
-		}
-		if table := s.walsnap(t, "backup-list"); !strings.Contains(strings.Split(table, "\n")[0], "DRILLED") || !strings.Contains(table, list[0].Drilled.UTC().Format("2006-01-02 15:04")) {
-			t.Errorf("backup-list does not show the drill:\n%s", table)
-		}
+		s.checkStored(t, res)
 	})
+}
+
+// checkStored checks that the passed drill res is stored: status shows
+// it as the last drill, and backup-list marks the setup's backup (its
+// only one) drilled.
+func (s *drillSetup) checkStored(t *testing.T, res *drillresult.Result) {
+	t.Helper()
+	var st struct {
+		LastDrill struct {
+			ID     string `json:"id"`
+			OK     bool   `json:"ok"`
+			Backup string `json:"backup"`
+		} `json:"last_drill"`
+	}
+	if err := json.Unmarshal([]byte(s.walsnap(t, "status", "--json")), &st); err != nil || !st.LastDrill.OK || st.LastDrill.ID != res.ID || st.LastDrill.Backup != s.backup {
+		t.Errorf("status: last drill %+v (%v), want drill %s of %s, ok", st.LastDrill, err, res.ID, s.backup)
+	}
+	var list []struct {
+		ID      string     `json:"id"`
+		Drilled *time.Time `json:"drilled"`
+	}
+	if err := json.Unmarshal([]byte(s.walsnap(t, "backup-list", "--json")), &list); err != nil || len(list) != 1 || list[0].Drilled == nil {
+		t.Fatalf("backup-list --json: %+v (%v), want %s drilled", list, err, s.backup)
+	}
+	if table := s.walsnap(t, "backup-list"); !strings.Contains(strings.Split(table, "\n")[0], "DRILLED") || !strings.Contains(table, list[0].Drilled.UTC().Format("2006-01-02 15:04")) {
+		t.Errorf("backup-list does not show the drill:\n%s", table)
+	}
 }
 
 // TestDrillFailures (PostgreSQL 15): a drill to a target time passes
@@ -402,14 +427,5 @@ func TestDrillCommandProvider(t *testing.T) {
 	}
 	if copies, _ := filepath.Glob(filepath.Join(snaps, "restore-*")); len(copies) != 0 {
 		t.Errorf("copies of the image left: %v", copies)
-	}
-	mounts, err := testrig.Mounts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range mounts {
-		if strings.HasPrefix(m.MountPoint, s.scratch) {
-			t.Errorf("still mounted under the scratch directory: %s (%s)", m.MountPoint, m.Source)
-		}
 	}
 }

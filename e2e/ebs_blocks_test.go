@@ -2,21 +2,25 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/inspect"
 	"github.com/walsnap/walsnap/internal/blockdev"
+	"github.com/walsnap/walsnap/internal/drillresult"
 	"github.com/walsnap/walsnap/internal/manifest"
 	"github.com/walsnap/walsnap/internal/testrig"
 )
@@ -220,12 +224,8 @@ func TestEBSBlocksPITR(t *testing.T) {
 		t.Errorf("mounted after the failed restore: %v (%v)", at, err)
 	}
 	// In EC2, the backup's restored volumes are the first restore's.
-	tagged, err := s.kit.EC2.DescribeVolumes(t.Context(), &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:walsnap:backup-id"), Values: []string{id}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var left []string
-	for _, v := range tagged.Volumes {
+	for _, v := range taggedVolumes(t, s.kit.EC2, "walsnap:backup-id", id) {
 		left = append(left, aws.ToString(v.VolumeId))
 	}
 	slices.Sort(left)
@@ -296,4 +296,196 @@ func TestEBSBlocksOrchestrator(t *testing.T) {
 	}
 	s.oneInstant(t, p, false)
 	s.pitr(t, p, s.goodThenBad(t).time, "xfs", "nouuid")
+}
+
+// TestEBSBlocksDrill: walsnap drill of an ebs backup on the EBS kit.
+// `walsnap backup` snapshots the PGDATA and pg_wal volumes; the drill
+// builds a volume from each snapshot in the instance's zone, tagged
+// walsnap:drill, attaches both as new loop devices and mounts them under
+// its scratch directory, while the source volumes stay mounted at theirs
+// and the production server runs on (the test looks while a --check-sql
+// holds the drill in its checks); the copy recovers to the end of the
+// archived WAL and its checks find every row there. The drill then
+// unmounts, detaches and deletes both volumes, leaving no mount, loop
+// device or image; status shows it and backup-list marks the backup
+// drilled. A drill whose --check-sql is false (the rows as at the
+// backup) fails, and leaves nothing behind either.
+func TestEBSBlocksDrill(t *testing.T) {
+	t.Parallel()
+	b := newBlockSetup(t, "ext4", "")
+	s := drillOn(t, b.cluster, b.kit.Dir(t, "drill"))
+	_, p := b.manifest(t, s.backup)
+	sources := b.kit.Volumes() // the backup's two volumes, attached and mounted
+	kitDir := filepath.Dir(filepath.Dir(sources[0].Image))
+	attached := loops(sources)
+	slices.Sort(attached)
+	began := b.pg.QueryString(t, "SELECT pg_postmaster_start_time()::text")
+
+	// kitAsBefore checks, after a drill, that the kit holds only the
+	// source volumes again, attached as before, with no other loop device
+	// or image, that no volume tagged for the drill is left in EC2, and
+	// that the production server has run on since before the drills.
+	kitAsBefore := func(t *testing.T, id string) {
+		t.Helper()
+		if after := b.kit.Volumes(); !slices.Equal(after, sources) {
+			t.Errorf("volumes after drill %s:\n%+v\nwant the sources only:\n%+v", id, after, sources)
+		}
+		left, err := testrig.LoopsUnder(kitDir)
+		if slices.Sort(left); err != nil || !slices.Equal(left, attached) {
+			t.Errorf("loop devices after drill %s: %v (%v), want the sources' %v", id, left, err, attached)
+		}
+		if images, err := filepath.Glob(filepath.Join(kitDir, "volumes", "*")); err != nil || len(images) != len(sources) {
+			t.Errorf("volume images after drill %s: %v (%v)", id, images, err)
+		}
+		if tagged := taggedVolumes(t, b.kit.EC2, "walsnap:drill", id); len(tagged) != 0 {
+			t.Errorf("volumes of drill %s left in EC2: %+v", id, tagged)
+		}
+		if got := b.pg.QueryString(t, "SELECT pg_postmaster_start_time()::text"); got != began {
+			t.Errorf("the production server started again at %s (first %s)", got, began)
+		}
+	}
+
+	// While the copy is checked: what the drill built, where.
+	look := func(t *testing.T) {
+		dirs, err := filepath.Glob(filepath.Join(s.scratch, "walsnap-drill-*"))
+		if err != nil || len(dirs) != 1 {
+			t.Errorf("scratch directories during the drill: %v (%v)", dirs, err)
+			return
+		}
+		id, root := strings.TrimPrefix(filepath.Base(dirs[0]), "walsnap-drill-"), filepath.Join(dirs[0], "mnt")
+		tagged := taggedVolumes(t, b.kit.EC2, "walsnap:drill", id)
+		var built []testrig.BlockVolume
+		for _, v := range b.kit.Volumes() {
+			if !slices.ContainsFunc(sources, func(src testrig.BlockVolume) bool { return src.ID == v.ID }) {
+				built = append(built, v)
+			}
+		}
+		if len(tagged) != 2 || len(built) != 2 {
+			t.Errorf("drill %s: volumes tagged in EC2 %+v, built in the kit %+v; want 2", id, tagged, built)
+			return
+		}
+		for _, sn := range p.Snapshots {
+			i := slices.IndexFunc(tagged, func(v types.Volume) bool { return aws.ToString(v.SnapshotId) == sn.SnapshotID })
+			if i < 0 || aws.ToString(tagged[i].AvailabilityZone) != b.kit.AZ || len(tagged[i].Attachments) != 1 ||
+				aws.ToString(tagged[i].Attachments[0].InstanceId) != b.kit.Instance {
+				t.Errorf("no volume of drill %s from snapshot %s in %s attached to %s: %+v", id, sn.SnapshotID, b.kit.AZ, b.kit.Instance, tagged)
+				continue
+			}
+			j := slices.IndexFunc(built, func(v testrig.BlockVolume) bool { return v.ID == aws.ToString(tagged[i].VolumeId) })
+			if j < 0 || built[j].Loop == "" || slices.Contains(attached, built[j].Loop) {
+				t.Errorf("volume %s of drill %s is not attached as a new loop device: %+v", aws.ToString(tagged[i].VolumeId), id, built)
+				continue
+			}
+			if at, err := testrig.MountsOf([]string{built[j].Loop}); err != nil || !slices.Equal(at, []string{root + sn.MountPoint}) {
+				t.Errorf("volume %s (%s) is mounted at %v (%v), want %s", built[j].ID, built[j].Loop, at, err, root+sn.MountPoint)
+				continue
+			}
+			t.Logf("during the checks: volume %s from %s is %s, mounted at %s", built[j].ID, sn.SnapshotID, built[j].Loop, root+sn.MountPoint)
+		}
+		for _, v := range sources {
+			mnt := b.mnts[slices.Index(b.vols[:], v.ID)]
+			if at, err := testrig.MountsOf([]string{v.Loop}); err != nil || !slices.Equal(at, []string{mnt}) {
+				t.Errorf("source volume %s is mounted at %v (%v) during the drill, want %s only", v.ID, at, err, mnt)
+			}
+		}
+		if link, err := os.Readlink(filepath.Join(root+b.pgdata, "pg_wal")); err != nil || link != filepath.Join(root+b.mnts[1], "pg_wal") {
+			t.Errorf("the copy's pg_wal links to %q (%v), want %s", link, err, filepath.Join(root+b.mnts[1], "pg_wal"))
+		}
+	}
+
+	t.Run("passes", func(t *testing.T) {
+		hold, looked := holdChecks(t, func() { look(t) })
+		rows := sqlFile(t, "rows.sql", fmt.Sprintf("SELECT count(*) = 1500 AS all_rows FROM t;\n"+
+			"SELECT current_setting('data_directory') LIKE '%s/walsnap-drill-%%/mnt%s' AS on_the_drill_volume;\n", s.scratch, b.pgdata))
+		res, progress, err := s.drill(t, "--device-timeout", "1m", "--check-sql", rows, "--check-sql", hold)
+		if !looked() {
+			t.Errorf("the drill did not run its checks on what it built")
+		}
+		if err != nil {
+			t.Fatalf("drill: %v", err)
+		}
+		checkPassed(t, res, s.backup, b.pg.HasBin("pg_amcheck"))
+		var steps []string
+		for _, st := range res.Phase(drillresult.PhaseMaterialize).Steps {
+			steps = append(steps, st.Name)
+		}
+		if want := []string{"create", "attach", "device", "mount", "prepare"}; !slices.Equal(steps, want) {
+			t.Errorf("materialize steps %v, want %v", steps, want)
+		}
+		for _, want := range []string{"materialize: ", "2 volumes (", "mounted under " + filepath.Join(res.Scratch, "mnt"), "replay: ",
+			"check check-sql " + rows + ": pass", "drill passed: backup " + s.backup} {
+			if !strings.Contains(progress, want) {
+				t.Errorf("progress lacks %q", want)
+			}
+		}
+		if td := res.Phase(drillresult.PhaseTeardown); td == nil || !strings.Contains(td.Detail, "unmounted, detached and deleted") {
+			t.Errorf("teardown %+v, want the volumes unmounted, detached and deleted", td)
+		}
+		kitAsBefore(t, res.ID)
+		s.checkStored(t, res)
+	})
+
+	t.Run("check-sql false", func(t *testing.T) {
+		res, progress, err := s.drill(t, "--device-timeout", "1m", "--check-sql", sqlFile(t, "backup.sql", "SELECT count(*) = 1000 AS as_at_backup FROM t"))
+		if err == nil || res.OK || !strings.Contains(res.Error, "as_at_backup is false") || !strings.Contains(progress, "drill FAILED") {
+			t.Fatalf("a drill with a false check: %v; ok %v, error %q", err, res.OK, res.Error)
+		}
+		if td := res.Phase(drillresult.PhaseTeardown); td == nil || !strings.Contains(td.Detail, "unmounted, detached and deleted") {
+			t.Errorf("teardown %+v, want the volumes unmounted, detached and deleted", td)
+		}
+		kitAsBefore(t, res.ID)
+		if st := s.walsnap(t, "status"); !strings.Contains(st, "last drill:        FAILED") {
+			t.Errorf("status does not show the failed drill:\n%s", st)
+		}
+	})
+}
+
+// taggedVolumes are the volumes in EC2 tagged key=value.
+func taggedVolumes(t *testing.T, c *ec2.Client, key, value string) []types.Volume {
+	t.Helper()
+	out, err := c.DescribeVolumes(t.Context(), &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + key), Values: []string{value}}}})
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	return out.Volumes
+}
+
+// holdChecks returns a --check-sql file that holds the drill in its
+// checks, on the copy it built and promoted, until look has run; and a
+// function to call once the drill has ended, which says whether look ran
+// (it does not when the drill ended before that check).
+func holdChecks(t *testing.T, look func()) (string, func() bool) {
+	t.Helper()
+	fifo := filepath.Join(testrig.WorkDir(t), "hold")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	over, looked := make(chan struct{}), make(chan bool, 1)
+	release := sync.OnceValue(func() bool {
+		close(over)
+		// A reader that lets the writer's open return, if no check did.
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			defer r.Close()
+		}
+		return <-looked
+	})
+	t.Cleanup(func() { release() }) // when the test ends before the drill
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0) // until a reader opens it
+		if err != nil {
+			looked <- false
+			return
+		}
+		defer f.Close() // the end of the file ends the check
+		select {
+		case <-over:
+			looked <- false
+		default:
+			look()
+			looked <- true
+		}
+	}()
+	sql := fmt.Sprintf("CREATE TEMP TABLE held (line text);\nCOPY held FROM PROGRAM '/bin/cat %s';\nSELECT count(*) = 0 AS released FROM held;\n", fifo)
+	return sqlFile(t, "hold.sql", sql), release
 }

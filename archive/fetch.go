@@ -446,7 +446,9 @@ func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) 
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 		}
-		if ctx.Err() != nil {
+		// The end of the archive: nothing after it either. Downloads of
+		// segments before it go on.
+		if ctx.Err() != nil || endSeen.Load() {
 			break
 		}
 		wg.Go(func() {
@@ -455,7 +457,6 @@ func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) 
 			switch {
 			case errors.Is(err, ErrNotFound):
 				endSeen.Store(true)
-				cancel() // the end of the archive: nothing after it either
 			case err != nil && ctx.Err() == nil:
 				failed.Store(true)
 				f.Log.Warn("prefetch failed", "file", next, "err", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/walsnap/walsnap/basebackup"
+	"github.com/walsnap/walsnap/inspect"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/manifest"
@@ -210,7 +211,7 @@ func backupListCommand() *cli.Command {
 				}
 				return printJSON(ms)
 			}
-			return writeBackupList(c.Context, r, os.Stdout, ms)
+			return inspect.WriteBackupList(c.Context, r, os.Stdout, ms)
 		},
 	})
 }

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/walsnap/walsnap/internal/catalog"
-	"github.com/walsnap/walsnap/internal/manifest"
-	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/retention"
 )
 
 func backupPinCommand() *cli.Command {
@@ -36,56 +31,12 @@ func backupPinCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runPin(c.Context, r, c.Args().First(), c.Bool("unpin"), os.Stdout)
+			msg, err := retention.Pin(c.Context, r, c.Args().First(), c.Bool("unpin"))
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(os.Stdout, msg)
+			return err
 		},
 	})
-}
-
-// runPin pins (or unpins) backup id, which must have a manifest; a backup
-// being deleted, or failed, cannot be pinned.
-func runPin(ctx context.Context, r *repo.Repo, id string, unpin bool, w io.Writer) error {
-	m, err := r.Manifest(ctx, id)
-	if err != nil {
-		return err
-	}
-	if unpin {
-		if err := r.Unpin(ctx, id); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintf(w, "backup %s unpinned\n", id)
-		return err
-	}
-	switch m.Status {
-	case manifest.StatusDeleting:
-		return fmt.Errorf("backup %s: %w: it can no longer be pinned", id, repo.ErrDeleting)
-	case manifest.StatusFailed:
-		return fmt.Errorf("backup %s failed: only a complete (or pending) backup can be pinned", id)
-	}
-	if err := r.Pin(ctx, id); err != nil {
-		if errors.Is(err, repo.ErrDeleting) {
-			return fmt.Errorf("%w: it can no longer be pinned", err)
-		}
-		return err
-	}
-	_, err = fmt.Fprintf(w, "backup %s pinned: delete never removes it\n", id)
-	return err
-}
-
-// writeBackupList prints backup-list's table and, under it, the oldest
-// recovery point: the earliest time a restore can reach.
-func writeBackupList(ctx context.Context, r *repo.Repo, w io.Writer, ms []*manifest.Manifest) error {
-	if err := manifest.WriteTable(w, ms); err != nil {
-		return err
-	}
-	cat, err := catalog.Load(ctx, r)
-	if err != nil {
-		return err
-	}
-	t, m, ok := cat.OldestRecoveryPoint()
-	if !ok {
-		_, err = fmt.Fprintln(w, "\noldest recovery point: none (no complete backup has all its WAL)")
-		return err
-	}
-	_, err = fmt.Fprintf(w, "\noldest recovery point: %s (backup %s, LSN %s)\n", t.UTC().Format("2006-01-02 15:04:05Z"), m.ID, m.StopLSN)
-	return err
 }

@@ -1,0 +1,82 @@
+package archive
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/spool"
+	"github.com/walsnap/walsnap/internal/storage"
+)
+
+// endGate is the repository's store with one download held back: the Get
+// of the held segment waits until the lookup of the segment after the end
+// of the archive has come back empty, then, to give a cancellation caused
+// by that end time to arrive, until its context ends or a moment passes.
+type endGate struct {
+	storage.Store
+	held, end string
+	endOnce   sync.Once
+	endSeen   chan struct{}
+	cancelled chan struct{} // closed when the held Get's context ended
+}
+
+func (g *endGate) List(ctx context.Context, prefix string) ([]storage.ObjectInfo, error) {
+	objs, err := g.Store.List(ctx, prefix)
+	if err == nil && len(objs) == 0 && strings.Contains(prefix, g.end) {
+		g.endOnce.Do(func() { close(g.endSeen) })
+	}
+	return objs, err
+}
+
+func (g *endGate) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	if strings.Contains(key, g.held) {
+		select {
+		case <-g.endSeen:
+		case <-ctx.Done():
+			return nil, storage.ObjectInfo{}, ctx.Err()
+		}
+		// A bounded wait for something that must not happen: a pass
+		// never depends on its length, only a regression's detection.
+		select {
+		case <-ctx.Done():
+			close(g.cancelled)
+			return nil, storage.ObjectInfo{}, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return g.Store.Get(ctx, key)
+}
+
+// TestPrefetchEndKeepsEarlierDownloads: reaching the end of the archive
+// stops new prefetch downloads, never the ones still running for segments
+// before the end (they were cancelled, and PostgreSQL's call downloaded the
+// segment again).
+func TestPrefetchEndKeepsEarlierDownloads(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 3)
+	g := &endGate{Store: e.st, held: name(1, 2), end: name(1, 4), endSeen: make(chan struct{}), cancelled: make(chan struct{})}
+	f := e.fetcher()
+	f.Repo = repo.New(g)
+	f.Concurrency = 2 // segment 3 done and 4 looked up while 2 is held
+	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.cancelled:
+		t.Fatal("the end of the archive cancelled the download of a segment before it")
+	default:
+	}
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
+	for _, no := range []uint64{2, 3} {
+		if _, err := os.Stat(filepath.Join(pdir, name(1, no)+recordSuffix)); err != nil {
+			t.Errorf("segment %d not prefetched: %v", no, err)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package archive_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,19 +37,11 @@ func s3Config(s testrig.S3Env, prefix string) string {
 // run runs the walsnap binary and returns its exit status and stderr.
 func run(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(testrig.Walsnap(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), stderr.String()
-	}
+	code, stderr, err := faultWalsnap(testrig.Walsnap(t), env, args...)
 	if err != nil {
 		t.Fatalf("run walsnap: %v", err)
 	}
-	return 0, stderr.String()
+	return code, stderr
 }
 
 var segmentName = regexp.MustCompile(`^[0-9A-F]{24}$`)

@@ -57,17 +57,6 @@ func (l *eventLog) get() []string {
 	return slices.Clone(l.list)
 }
 
-// made returns the requests for action that were not DryRun checks.
-func made(p *testrig.EC2Proxy, action string) []url.Values {
-	var out []url.Values
-	for _, f := range p.Requests(action) {
-		if f.Get("DryRun") != "true" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // isCall reports whether form is a request for action that is not a
 // DryRun check.
 func isCall(form url.Values, action string) bool {
@@ -359,7 +348,7 @@ func TestEBSCapture(t *testing.T) {
 			t.Errorf("payload\n%+v\nwant\n%+v", p, want)
 		}
 		// One crash-consistent call for the set, without the boot volume.
-		reqs := made(r.proxy, "CreateSnapshots")
+		reqs := r.proxy.Made("CreateSnapshots")
 		if len(reqs) != 1 || reqs[0].Get("InstanceSpecification.ExcludeBootVolume") != "true" {
 			t.Errorf("CreateSnapshots requests %v, want one excluding the boot volume", reqs)
 		}
@@ -427,7 +416,7 @@ func TestEBSCapture(t *testing.T) {
 		if len(p.Snapshots) != 1 || p.Snapshots[0].VolumeID != s.data || p.Snapshots[0].MountPoint != h.dataMount || p.Snapshots[0].FSType != "ext4" {
 			t.Errorf("payload %+v, want the data volume with its mount", p)
 		}
-		if n := len(made(r.proxy, "CreateSnapshot")); n != 1 {
+		if n := len(r.proxy.Made("CreateSnapshot")); n != 1 {
 			t.Errorf("%d CreateSnapshot requests, want 1", n)
 		}
 		if n := len(r.snapshotsTagged(job.ID)); n != 1 {
@@ -634,7 +623,7 @@ func TestEBSCapture(t *testing.T) {
 		})
 		t.Run("a freeze fails", func(t *testing.T) {
 			r.proxy.Set(nil, nil)
-			n, calls := len(r.log.get()), len(made(r.proxy, "CreateSnapshots"))
+			n, calls := len(r.log.get()), len(r.proxy.Made("CreateSnapshots"))
 			_, _, _, err := capture(t.Context(), &recordingFreezer{log: r.log, fail: "freeze " + h.walMount}, time.Minute)
 			if err == nil || !strings.Contains(err.Error(), h.walMount) {
 				t.Errorf("Capture = %v, want the freeze failure", err)
@@ -643,7 +632,7 @@ func TestEBSCapture(t *testing.T) {
 			if got := freezerCalls(n); !slices.Equal(got, want) {
 				t.Errorf("freezer calls %q, want %q", got, want)
 			}
-			if len(made(r.proxy, "CreateSnapshots")) != calls {
+			if len(r.proxy.Made("CreateSnapshots")) != calls {
 				t.Error("snapshots were requested after a failed freeze")
 			}
 		})
@@ -789,7 +778,7 @@ func TestEBSCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(made(r.proxy, "CreateSnapshots")); n != 2 {
+		if n := len(r.proxy.Made("CreateSnapshots")); n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
 		if n := len(got.Payload.(manifest.EBSPayload).Snapshots); n != 3 {
@@ -904,12 +893,12 @@ func TestEBSPrepare(t *testing.T) {
 			e.freezer = &recordingFreezer{log: r.log}
 			tc.edit(e)
 			job, _ := r.ebsJob(h.pgdata, h.ts)
-			n, calls := len(r.log.get()), len(made(r.proxy, "CreateSnapshots"))+len(made(r.proxy, "CreateSnapshot"))
+			n, calls := len(r.log.get()), len(r.proxy.Made("CreateSnapshots"))+len(r.proxy.Made("CreateSnapshot"))
 			_, err := e.Prepare(t.Context(), job)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Prepare = %v, want %q", err, tc.want)
 			}
-			if got := len(made(r.proxy, "CreateSnapshots")) + len(made(r.proxy, "CreateSnapshot")); got != calls {
+			if got := len(r.proxy.Made("CreateSnapshots")) + len(r.proxy.Made("CreateSnapshot")); got != calls {
 				t.Error("snapshots were requested")
 			}
 			for _, ev := range r.log.get()[n:] {
@@ -1049,7 +1038,7 @@ func TestEBSRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(made(r.proxy, "CreateSnapshots")) + len(made(r.proxy, "CreateSnapshot")); n != 0 {
+	if n := len(r.proxy.Made("CreateSnapshots")) + len(r.proxy.Made("CreateSnapshot")); n != 0 {
 		t.Fatalf("PrepareRecord requested %d snapshots", n)
 	}
 	from := time.Now() // pg_backup_start returned

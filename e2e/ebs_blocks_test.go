@@ -197,7 +197,7 @@ func TestEBSBlocksPITR(t *testing.T) {
 		return ""
 	}, nil)
 	failed := s.kit.Dir(t, "failed")
-	calls := func(action string) int { return len(made(s.kit.Proxy, action)) }
+	calls := func(action string) int { return len(s.kit.Proxy.Made(action)) }
 	created, detachedBefore, deletedBefore := calls("CreateVolume"), calls("DetachVolume"), calls("DeleteVolume")
 	out, err := s.run("--pgdata", failed+s.pgdata, "restore", "--backup", id, "--mount-root", failed, "--device-timeout", "1m")
 	s.kit.Proxy.Set(nil, nil)
@@ -208,10 +208,10 @@ func TestEBSBlocksPITR(t *testing.T) {
 		t.Fatalf("the failed restore created %d volumes, want 2", n)
 	}
 	var deleted, detached []string
-	for _, f := range made(s.kit.Proxy, "DeleteVolume")[deletedBefore:] {
+	for _, f := range s.kit.Proxy.Made("DeleteVolume")[deletedBefore:] {
 		deleted = append(deleted, f.Get("VolumeId"))
 	}
-	for _, f := range made(s.kit.Proxy, "DetachVolume")[detachedBefore:] {
+	for _, f := range s.kit.Proxy.Made("DetachVolume")[detachedBefore:] {
 		detached = append(detached, f.Get("VolumeId"))
 	}
 	if len(deleted) != 2 || len(detached) != 1 || !slices.Contains(deleted, detached[0]) {

@@ -446,7 +446,7 @@ func TestEBSBackupCleanup(t *testing.T) {
 	if err == nil || !strings.Contains(out, "write manifest of backup") || !strings.Contains(out, "deleted the snapshots of the failed backup") {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
-	if n := len(made(s.proxy, "CreateSnapshots")); n != 1 {
+	if n := len(s.proxy.Made("CreateSnapshots")); n != 1 {
 		t.Fatalf("%d snapshot calls, want 1", n)
 	}
 	if left := s.snapshotsOf(t); len(left) != 0 {
@@ -455,11 +455,6 @@ func TestEBSBackupCleanup(t *testing.T) {
 	if got := s.pg.QueryString(t, s.sessions); got != "0" {
 		t.Errorf("%s walsnap sessions after the failure", got)
 	}
-}
-
-// made returns the requests for action that were not DryRun checks.
-func made(p *testrig.EC2Proxy, action string) []url.Values {
-	return slices.DeleteFunc(p.Requests(action), func(f url.Values) bool { return f.Get("DryRun") == "true" })
 }
 
 // waitManifest waits until backup id's manifest has status want.

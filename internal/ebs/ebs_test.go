@@ -93,17 +93,6 @@ func createSnapshots(ctx context.Context, c *Client, s SnapshotSpec) ([]Snapshot
 	return c.CreateSnapshots(ctx, call)
 }
 
-// made returns the requests for action that were not DryRun checks.
-func made(p *testrig.EC2Proxy, action string) []url.Values {
-	var out []url.Values
-	for _, f := range p.Requests(action) {
-		if f.Get("DryRun") != "true" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // deleteLater deletes snapshots when t ends.
 func deleteLater(t *testing.T, c *Client, snaps []Snapshot) {
 	t.Cleanup(func() {
@@ -336,7 +325,7 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 	}
 
 	snaps, err := createSnapshots(t.Context(), c, spec)
-	reqs := made(p, "CreateSnapshots")
+	reqs := p.Made("CreateSnapshots")
 	if len(reqs) != 1 {
 		t.Fatalf("%d CreateSnapshots requests, want 1", len(reqs))
 	}
@@ -396,13 +385,13 @@ func TestCreateSnapshotsMulti(t *testing.T) {
 	}
 
 	t.Run("boot volume included when asked for", func(t *testing.T) {
-		before := len(made(p, "CreateSnapshots"))
+		before := len(p.Made("CreateSnapshots"))
 		snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: root}, {VolumeID: data}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		req := made(p, "CreateSnapshots")[before]
+		req := p.Made("CreateSnapshots")[before]
 		if got := req.Get("InstanceSpecification.ExcludeBootVolume"); got != "false" {
 			t.Errorf("ExcludeBootVolume = %q, want false", got)
 		}
@@ -516,14 +505,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 	}
 
 	t.Run("retried", func(t *testing.T) {
-		before := len(made(p, "CreateSnapshot"))
+		before := len(p.Made("CreateSnapshot"))
 		p.Set(refuse("CreateSnapshot", 2), nil)
 		snaps, err := createSnapshots(t.Context(), c, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(made(p, "CreateSnapshot")) - before; n != 3 {
+		if n := len(p.Made("CreateSnapshot")) - before; n != 3 {
 			t.Errorf("%d CreateSnapshot requests, want 3", n)
 		}
 		if len(snaps) != 1 || snaps[0].VolumeID != vol {
@@ -531,7 +520,7 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		}
 	})
 	t.Run("gives up", func(t *testing.T) {
-		before := len(made(p, "CreateSnapshot"))
+		before := len(p.Made("CreateSnapshot"))
 		existing := len(snapshotsOf(t, c, vol))
 		p.Set(refuse("CreateSnapshot", 100), nil)
 		_, err := createSnapshots(t.Context(), c, spec)
@@ -539,7 +528,7 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		if !errors.As(err, &ae) || ae.ErrorCode() != codeSnapshotRate || !strings.Contains(err.Error(), vol) {
 			t.Errorf("CreateSnapshots = %v, want %s naming %s", err, codeSnapshotRate, vol)
 		}
-		if n, want := len(made(p, "CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
+		if n, want := len(p.Made("CreateSnapshot"))-before, 1+len(c.snapshotBackoff); n != want {
 			t.Errorf("%d CreateSnapshot requests, want %d", n, want)
 		}
 		if n := len(snapshotsOf(t, c, vol)); n != existing {
@@ -565,14 +554,14 @@ func TestSnapshotRateExceeded(t *testing.T) {
 		wal := newVolume(t, c, az, nil)
 		attach(t, c, vol, inst, "/dev/sdf")
 		attach(t, c, wal, inst, "/dev/sdg")
-		before := len(made(p, "CreateSnapshots"))
+		before := len(p.Made("CreateSnapshots"))
 		p.Set(refuse("CreateSnapshots", 1), nil)
 		snaps, err := createSnapshots(t.Context(), c, SnapshotSpec{InstanceID: inst, Volumes: []VolumeInfo{{VolumeID: vol}, {VolumeID: wal}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		deleteLater(t, c, snaps)
-		if n := len(made(p, "CreateSnapshots")) - before; n != 2 {
+		if n := len(p.Made("CreateSnapshots")) - before; n != 2 {
 			t.Errorf("%d CreateSnapshots requests, want 2", n)
 		}
 	})

@@ -28,12 +28,6 @@ func Dir(configured, walDir string) string {
 	return filepath.Join(walDir, DirName)
 }
 
-// RunDir is where local locks and sockets of the cluster whose data
-// directory is pgdata live: <spool>/run.
-func RunDir(configured, pgdata string) string {
-	return filepath.Join(Dir(configured, filepath.Join(pgdata, "pg_wal")), "run")
-}
-
 // Owner is the owner given to what walsnap creates in a spool: when
 // walsnap runs as root, the owner of the pg_wal directory, so that a call
 // made as root (an operator's wal-fetch, a restore) never leaves a file or
@@ -208,8 +202,8 @@ func (o Owner) WriteRecord(path string, data []byte) error {
 }
 
 // EnsureRunDir makes the run directory of the cluster whose data
-// directory is pgdata (see RunDir) and returns it with the owner that
-// whatever is created there must get.
+// directory is pgdata, where its local locks and sockets live (<spool>/run),
+// and returns it with the owner that whatever is created there must get.
 func EnsureRunDir(configured, pgdata string) (string, Owner, error) {
 	walDir := filepath.Join(pgdata, "pg_wal")
 	root := Dir(configured, walDir)

@@ -109,7 +109,8 @@ func TestEnsureRunDir(t *testing.T) {
 			t.Errorf("not the cluster owner's: %v", bad)
 		}
 	}
-	if got := RunDir("/srv/spool", pgdata); got != "/srv/spool/run" {
-		t.Errorf("RunDir with spool_dir = %s", got)
+	configured := filepath.Join(t.TempDir(), "spool")
+	if got, _, err := EnsureRunDir(configured, pgdata); err != nil || got != filepath.Join(configured, "run") {
+		t.Errorf("run directory with spool_dir = %s, %v", got, err)
 	}
 }

@@ -221,6 +221,18 @@ func (p *EC2Proxy) Requests(action string) []url.Values {
 	return out
 }
 
+// Made returns the requests for action that were not DryRun checks: the
+// calls that did something.
+func (p *EC2Proxy) Made(action string) []url.Values {
+	var out []url.Values
+	for _, f := range p.Requests(action) {
+		if f.Get("DryRun") != "true" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 func (p *EC2Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {

@@ -513,16 +513,9 @@ func (p *PG) WaitFor(t testing.TB, timeout time.Duration, want, sql string, args
 
 // --- programs ---
 
-// Bin returns the path of a PostgreSQL program for this major. The npm builds
-// ship only initdb, pg_ctl and postgres; for psql, pgbench and pg_isready
-// Debian's 15 is returned instead (they work across majors). For other
-// missing programs the returned path does not exist (see HasBin).
-func (p *PG) Bin(name string) string {
-	path, _, _ := p.install.bin(name)
-	return path
-}
-
-// HasBin reports whether Bin(name) exists.
+// HasBin reports whether this major has the PostgreSQL program name. The
+// npm builds ship only initdb, pg_ctl and postgres; for psql, pgbench and
+// pg_isready Debian's 15 stands in (they work across majors).
 func (p *PG) HasBin(name string) bool {
 	_, _, ok := p.install.bin(name)
 	return ok

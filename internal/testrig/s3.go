@@ -6,10 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"go/build"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,34 +332,11 @@ func (m *MinIOServer) Restart(t testing.TB) {
 		close(exited)
 	}()
 	m.cmd, m.exited = cmd, exited
-	if err := waitLive(m.Env.Endpoint+"/minio/health/cluster", exited, 60*time.Second); err != nil {
+	if err := waitOK(m.Env.Endpoint+"/minio/health/cluster", exited, 60*time.Second); err != nil {
 		cmd.Process.Kill()
 		<-exited
 		m.cmd = nil
 		out, _ := os.ReadFile(m.logFile)
 		t.Fatalf("minio on %s: %v; log:\n%s", m.addr, err, tail(string(out), 30))
-	}
-}
-
-// waitLive polls url until it answers 200, the server exits or timeout.
-func waitLive(url string, exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-exited:
-			return errors.New("the server exited")
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("GET %s: no 200 after %s", url, timeout)
-		}
 	}
 }

@@ -87,7 +87,7 @@ func startServer(name, url string, timeout time.Duration, env []string, argv ...
 		return fmt.Errorf("start %s watchdog: %w", name, err)
 	}
 	go func() { _ = cmd.Wait() }() // reaps the watchdog; its status is of no use
-	if err := waitOK(url, timeout); err != nil {
+	if err := waitOK(url, nil, timeout); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		w.Close() // stops the server and removes dir
 		return fmt.Errorf("%s %s: %w; log:\n%s", name, argv[0], err, log)
@@ -98,8 +98,9 @@ func startServer(name, url string, timeout time.Duration, env []string, argv ...
 	return nil
 }
 
-// waitOK polls url until it answers 200.
-func waitOK(url string, timeout time.Duration) error {
+// waitOK polls url until it answers 200, the server exits (exited closed;
+// nil: not watched) or timeout passes.
+func waitOK(url string, exited <-chan struct{}, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
@@ -114,7 +115,11 @@ func waitOK(url string, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("GET %s: no 200 after %s: %w", url, timeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-exited: // nil: a server that is not watched
+			return errors.New("the server exited")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

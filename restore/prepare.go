@@ -528,8 +528,8 @@ func checkKeys(ctx context.Context, r *repo.Repo, id repo.Identity, m *manifest.
 		if !errors.Is(err, repo.ErrNoKey) {
 			return err
 		}
-		return fmt.Errorf("restore refused before anything was changed: %w; restore needs the repository's age identity "+
-			"(encryption.identity_file) on this host, readable by the server's user too, as its restore_command reads it", err)
+		return fmt.Errorf("restore refused before anything was changed: %w (set encryption.identity_file to a file "+
+			"the server's user can read too: its restore_command reads it)", err)
 	}
 	if id.Encryption != "" {
 		if err := r.CheckIdentity(); err != nil {

@@ -4,9 +4,13 @@ GO ?= go
 ARGS ?=
 PKGS ?= ./...
 
-# The binary: static (no cgo), without build paths or symbol tables, with its
-# version and commit (walsnap --version, and recorded in manifests).
+# The binaries: static (no cgo), without build paths or symbol tables, with
+# their version and commit (walsnap --version, and recorded in manifests).
+# walsnap-pg, the small front end for archive_command and restore_command,
+# is built beside walsnap: it hands every call it does not answer to the
+# walsnap in its own directory.
 BIN ?= bin/walsnap
+PGBIN := $(dir $(BIN))walsnap-pg
 VERSION ?= $(shell git describe --tags 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 BUILDINFO := github.com/walsnap/walsnap/internal/buildinfo
@@ -24,9 +28,11 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/walsnap
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(PGBIN) ./cmd/walsnap-pg
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/walsnap
+	install -D -m 0755 $(PGBIN) $(DESTDIR)$(BINDIR)/walsnap-pg
 	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	$(BIN) man >$(DESTDIR)$(MANDIR)/man8/walsnap.8
 	$(BIN) completion bash >$(DESTDIR)$(BASHCOMPDIR)/walsnap

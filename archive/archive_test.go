@@ -22,6 +22,7 @@ import (
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage/fs"
 	"github.com/walsnap/walsnap/internal/wal"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 const (
@@ -322,7 +323,7 @@ func TestArchiver(t *testing.T) {
 	if err := e.st.Delete(context.Background(), repo.WALKey(name(1, 4), ".zst")); err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-2 * recordTrust)
+	old := time.Now().Add(-2 * walrec.Trust)
 	os.Chtimes(filepath.Join(pushed, name(1, 4)), old, old)
 	e.logs.Reset()
 	if err := ps.Push(context.Background(), paths[4]); err != nil {
@@ -335,7 +336,7 @@ func TestArchiver(t *testing.T) {
 		t.Fatalf("segment 4 not re-archived: %v", err)
 	}
 	// A record for another repository is ignored.
-	var rec pushedRecord
+	var rec walrec.Pushed
 	data, _ := os.ReadFile(filepath.Join(pushed, name(1, 5)))
 	json.Unmarshal(data, &rec)
 	rec.Repo = "file:///elsewhere"
@@ -379,7 +380,7 @@ func TestArchiverBusyAndFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The archiver is "uploading" segment 2: it holds the busy lock.
-	busy, err := own.CreateExcl(filepath.Join(pushed, name(1, 2)+busySuffix))
+	busy, err := own.CreateExcl(filepath.Join(pushed, name(1, 2)+walrec.BusySuffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,14 +392,14 @@ func TestArchiverBusyAndFailed(t *testing.T) {
 	go func() { returned <- ps.Push(context.Background(), p2) }()
 	// The call must wait on the lock, not push: the "archiver" finishes
 	// only once the kernel shows the call blocked on its lock.
-	waitLockWaiter(t, filepath.Join(pushed, name(1, 2)+busySuffix), returned)
+	waitLockWaiter(t, filepath.Join(pushed, name(1, 2)+walrec.BusySuffix), returned)
 	p := &Pusher{Repo: e.repo, Codec: compress.Default, Concurrency: 1, Ahead: 4, Log: e.log()}
 	r := p.pushOne(context.Background(), p2, identityOf(context.Background(), e.repo))
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	own.WriteRecord(filepath.Join(pushed, name(1, 2)), mustJSON(pushedRecord{Repo: e.repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}))
-	os.Remove(filepath.Join(pushed, name(1, 2)+busySuffix))
+	own.WriteRecord(filepath.Join(pushed, name(1, 2)), mustJSON(p.recordOf(r)))
+	os.Remove(filepath.Join(pushed, name(1, 2)+walrec.BusySuffix))
 	lock.Unlock()
 	if err := <-returned; err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 // The background archiver drains PostgreSQL's backlog of .ready files so
@@ -23,7 +24,7 @@ import (
 // one runs: it holds an flock on <spool>/archiver.lock. The archiver takes
 // the .ready files in PostgreSQL's order, Concurrency at a time, and for
 // each file it archived leaves a record in <spool>/pushed (see
-// pushedRecord), which PostgreSQL's call for that file verifies and
+// walrec.Pushed), which PostgreSQL's call for that file verifies and
 // returns from. While it uploads a file it holds an flock on
 // pushed/<name>.busy, so a call for that file waits for it instead of
 // uploading twice; when it fails on a file it leaves the error in
@@ -35,18 +36,12 @@ import (
 // ready for archiverIdle. It never decides what is archived: PostgreSQL
 // marks a file done only when its own call returns success.
 const (
-	archiverLock = "archiver.lock"
-	busySuffix   = ".busy"
 	failedSuffix = ".failed"
 	// archiverIdle is how long the archiver waits for new .ready files
 	// before it leaves.
 	archiverIdle = 15 * time.Second
 	// archiverPoll is how often it looks at archive_status.
 	archiverPoll = 50 * time.Millisecond
-	// recordTrust is how long a record written by a walsnap process
-	// (right after the repository confirmed the object) is trusted without
-	// asking the repository again.
-	recordTrust = 5 * time.Minute
 	// busyWait bounds how long a call waits for the archiver to finish
 	// the file it asks for.
 	busyWait = 2 * time.Minute
@@ -57,12 +52,12 @@ const (
 // been idle for archiverIdle or ctx ends.
 func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	sdir := spool.Dir(p.SpoolDir, walDir)
-	pushedDir := filepath.Join(sdir, "pushed")
+	pushedDir := filepath.Join(sdir, walrec.PushedDir)
 	own := spool.OwnerOf(walDir)
 	if err := own.MkdirAll(sdir, pushedDir); err != nil {
 		return err
 	}
-	lock, err := helperLock(own, filepath.Join(sdir, archiverLock))
+	lock, err := helperLock(own, filepath.Join(sdir, walrec.ArchiverLock))
 	if err != nil || lock == nil {
 		return err
 	}
@@ -160,7 +155,7 @@ func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name 
 	}
 	var out []string
 	for _, name := range readyFiles(walDir, "", 4*p.Ahead, pushedDir) {
-		if skip(name) || fsutil.IsLocked(filepath.Join(pushedDir, name+busySuffix)) {
+		if skip(name) || fsutil.IsLocked(filepath.Join(pushedDir, name+walrec.BusySuffix)) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(pushedDir, name+failedSuffix)); err == nil {
@@ -180,7 +175,7 @@ var errTaken = errors.New("another process is archiving it")
 // archiveOne archives one file for the archiver, holding its busy lock,
 // and leaves a record or the reason it failed.
 func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string, own spool.Owner) error {
-	busy := filepath.Join(pushedDir, name+busySuffix)
+	busy := filepath.Join(pushedDir, name+walrec.BusySuffix)
 	f, err := own.CreateExcl(busy)
 	if errors.Is(err, os.ErrExist) {
 		if fsutil.IsLocked(busy) {
@@ -217,9 +212,14 @@ func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string,
 		own.WriteRecord(filepath.Join(pushedDir, name+failedSuffix), []byte(r.err.Error()))
 		return r.err
 	}
-	rec := pushedRecord{Repo: p.Repo.String(), Key: r.key, SHA256: r.sha, Size: int64(r.in), Stat: r.stat}
 	// Not fsynced: a record lost in a crash only costs a re-push.
-	return own.WriteRecord(filepath.Join(pushedDir, name), mustJSON(rec))
+	return own.WriteRecord(filepath.Join(pushedDir, name), mustJSON(p.recordOf(r)))
+}
+
+// recordOf is the record of a file the archiver archived.
+func (p *Pusher) recordOf(r pushResult) walrec.Pushed {
+	return walrec.Pushed{Format: walrec.Format, Name: r.name, Repo: p.Repo.String(), Key: r.key, SHA256: r.sha,
+		Size: int64(r.in), Stat: r.stat, Settings: p.Settings, Log: p.LogHint}
 }
 
 // fileTimeout bounds one file's upload by the archiver.
@@ -234,7 +234,7 @@ func (p *Pusher) fileTimeout() time.Duration {
 // archiver's error for it if it failed (the failure is then consumed: the
 // caller pushes the file itself).
 func (p *Pusher) waitArchiver(ctx context.Context, pushedDir, name string) error {
-	busy := filepath.Join(pushedDir, name+busySuffix)
+	busy := filepath.Join(pushedDir, name+walrec.BusySuffix)
 	if fsutil.IsLocked(busy) {
 		wctx, cancel := context.WithTimeout(ctx, busyWait)
 		err := fsutil.WaitUnlocked(wctx, busy)
@@ -254,9 +254,5 @@ func (p *Pusher) waitArchiver(ctx context.Context, pushedDir, name string) error
 
 // archiverRunning reports whether an archiver serves the spool sdir.
 func archiverRunning(sdir string) bool {
-	return fsutil.IsLocked(filepath.Join(sdir, archiverLock))
+	return fsutil.IsLocked(filepath.Join(sdir, walrec.ArchiverLock))
 }
-
-// recordFresh reports whether a record file was written recently enough
-// to be trusted without asking the repository (see recordTrust).
-func recordFresh(fi os.FileInfo) bool { return !olderThan(fi, recordTrust) }

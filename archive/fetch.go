@@ -3,7 +3,6 @@ package archive
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -21,6 +20,7 @@ import (
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 // Fetcher restores WAL files from a repository.
@@ -35,6 +35,11 @@ type Fetcher struct {
 	// PrefetchIdle is how long the standing prefetcher stays while
 	// PostgreSQL asks for nothing new (0: prefetchIdle).
 	PrefetchIdle time.Duration
+	// Settings is the callstamp of the settings this prefetcher runs
+	// with, and LogHint how it logs; both go into its commit records, so
+	// that walsnap-pg can serve a call with the same settings from them.
+	Settings string
+	LogHint  walrec.Log
 	// StartPrefetch starts the standing prefetcher (see RunPrefetch) after
 	// name; it must not wait for it (PostgreSQL waits for wal-fetch to
 	// exit). wal-fetch starts a detached walsnap process that calls
@@ -63,7 +68,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return fileError(name, fmt.Errorf("destination directory %s: not an existing directory", walDir))
 	}
 	sdir := spool.Dir(f.SpoolDir, walDir)
-	pdir := filepath.Join(sdir, "prefetch")
+	pdir := filepath.Join(sdir, walrec.PrefetchDir)
 	own := spool.OwnerOf(walDir)
 	if kind == wal.KindSegment {
 		if rec, ok := f.takePrefetched(ctx, pdir, name, dest); ok {
@@ -184,50 +189,28 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// prefetchRecord commits a prefetched segment: the prefetcher writes it
-// (as <name>.ok) only after the file was downloaded, verified against the
-// repository (size, SHA-256, page header, system identifier) and fsynced.
-// It proves, at serve time, that the file still holds those bytes: the
-// stat identity of the file as committed (any write, truncation or
-// replacement changes its inode or ctime, which no user can set back) and
-// the CRC-32C of the verified bytes (which catches a change even where
-// timestamps are coarse).
-type prefetchRecord struct {
-	Repo        string   `json:"repo"`
-	Key         string   `json:"key"`
-	SystemID    uint64   `json:"system_identifier,string"`
-	SegmentSize uint64   `json:"wal_segment_size"`
-	Size        int64    `json:"size"`
-	SHA256      string   `json:"sha256"`
-	CRC32C      uint32   `json:"crc32c"`
-	Stat        fileStat `json:"stat"`
-}
-
-// recordSuffix names a prefetched file's commit record.
-const recordSuffix = ".ok"
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // takePrefetched moves a committed prefetched copy of name into dest after
-// proving it holds the verified bytes (see prefetchRecord), and returns its
-// record. A file that fails any check is removed, logged and not served.
-// If a prefetcher is writing name right now, takePrefetched waits for it
-// rather than downloading twice.
-func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (prefetchRecord, bool) {
+// proving it holds the verified bytes (see walrec.CheckPrefetched), and
+// returns its record. A file that fails any check is removed, logged and
+// not served. If a prefetcher is writing name right now, takePrefetched
+// waits for it rather than downloading twice.
+func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (walrec.Prefetched, bool) {
 	path := filepath.Join(pdir, name)
 	// The writer holds its lock from creating <name>.part until the record
 	// is written, across the rename to <name>.
 	if fsutil.WaitUnlocked(ctx, path+".part") != nil || fsutil.WaitUnlocked(ctx, path) != nil {
-		return prefetchRecord{}, false
+		return walrec.Prefetched{}, false
 	}
-	data, err := os.ReadFile(path + recordSuffix)
-	if err != nil {
+	rec, _, err := walrec.ReadPrefetched(path+walrec.RecordSuffix, name)
+	if errors.Is(err, os.ErrNotExist) {
 		// No committed copy; a file without its record is a dead
 		// writer's leftover.
 		os.Remove(path)
-		return prefetchRecord{}, false
+		return rec, false
 	}
-	rec, err := f.checkPrefetched(path, name, data)
+	if err == nil {
+		err = f.checkPrefetched(path, rec)
+	}
 	if err != nil {
 		f.Log.Warn("discarding a prefetched file that fails its check", "file", name, "err", err)
 		removePrefetched(path)
@@ -238,69 +221,35 @@ func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (
 		removePrefetched(path)
 		return rec, false
 	}
-	os.Remove(path + recordSuffix)
+	os.Remove(path + walrec.RecordSuffix)
 	return rec, true
 }
 
 // checkPrefetched proves that the file at path holds the bytes its record
 // describes, for this repository.
-func (f *Fetcher) checkPrefetched(path, name string, recData []byte) (prefetchRecord, error) {
-	var rec prefetchRecord
-	if err := json.Unmarshal(recData, &rec); err != nil {
-		return rec, fmt.Errorf("unreadable record: %w", err)
-	}
-	if rec.Repo != f.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
-		return rec, fmt.Errorf("record is for %s %s, not this repository", rec.Repo, rec.Key)
-	}
-	fn, err := wal.ParseFileName(name, rec.SegmentSize)
-	if err != nil {
-		return rec, err
+func (f *Fetcher) checkPrefetched(path string, rec walrec.Prefetched) error {
+	if rec.Repo != f.Repo.String() || !repo.IsKeyOf(rec.Key, rec.Name) {
+		return fmt.Errorf("record is for %s %s, not this repository", rec.Repo, rec.Key)
 	}
 	fd, err := os.Open(path)
 	if err != nil {
-		return rec, err
+		return err
 	}
 	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return rec, err
-	}
-	if st := statOf(fi); st == (fileStat{}) || st != rec.Stat {
-		return rec, errors.New("the file changed since it was verified (stat identity differs)")
-	}
-	if rec.Size != int64(rec.SegmentSize) {
-		return rec, fmt.Errorf("record size %d is not the segment size %d", rec.Size, rec.SegmentSize)
-	}
-	h := crc32.New(castagnoli)
-	head := &headBuffer{}
-	n, err := io.CopyBuffer(io.MultiWriter(h, head), fd, make([]byte, 1<<20))
-	if err != nil {
-		return rec, err
-	}
-	if n != rec.Size || h.Sum32() != rec.CRC32C {
-		return rec, fmt.Errorf("content differs from the verified bytes (%d bytes, crc32c %08x; verified %d bytes, crc32c %08x)", n, h.Sum32(), rec.Size, rec.CRC32C)
-	}
-	if _, err := wal.CheckSegmentHeader(fn.Segment, rec.SegmentSize, head.b, rec.SystemID); err != nil {
-		return rec, err
-	}
-	return rec, nil
+	return walrec.CheckPrefetched(fd, rec)
 }
 
 // removePrefetched removes a prefetched file and its record.
 func removePrefetched(path string) {
 	os.Remove(path)
-	os.Remove(path + recordSuffix)
+	os.Remove(path + walrec.RecordSuffix)
 }
 
 // prefetched reports whether a committed prefetched copy of name exists.
 func prefetched(pdir, name string) bool {
-	_, err := os.Stat(filepath.Join(pdir, name+recordSuffix))
+	_, err := os.Stat(filepath.Join(pdir, name+walrec.RecordSuffix))
 	return err == nil
 }
-
-// wantFile, in the prefetch directory, names the segment PostgreSQL asked
-// for last: the standing prefetcher keeps the window after it filled.
-const wantFile = ".want"
 
 // followRecovery tells the standing prefetcher that PostgreSQL asked for
 // name, and starts it unless it runs.
@@ -312,8 +261,8 @@ func (f *Fetcher) followRecovery(own spool.Owner, sdir, pdir, name string) {
 		return
 	}
 	// Not fsynced: the position only steers the prefetcher.
-	own.WriteRecord(filepath.Join(pdir, wantFile), []byte(name))
-	if fsutil.IsLocked(filepath.Join(pdir, ".lock")) {
+	own.WriteRecord(filepath.Join(pdir, walrec.WantFile), []byte(name))
+	if fsutil.IsLocked(filepath.Join(pdir, walrec.PrefetcherLock)) {
 		return
 	}
 	if err := f.StartPrefetch(name); err != nil {
@@ -335,7 +284,7 @@ func (f *Fetcher) followRecovery(own spool.Owner, sdir, pdir, name string) {
 // recoveryPoll while it runs) and removes the prefetch directory.
 func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	sdir := spool.Dir(f.SpoolDir, walDir)
-	pdir := filepath.Join(sdir, "prefetch")
+	pdir := filepath.Join(sdir, walrec.PrefetchDir)
 	dataDir := dataDirOf(walDir)
 	if recoveryEnded(dataDir) {
 		removePrefetchSpool(sdir)
@@ -346,7 +295,7 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	if err := own.MkdirAll(sdir, pdir); err != nil {
 		return err
 	}
-	lock, err := helperLock(own, filepath.Join(pdir, ".lock"))
+	lock, err := helperLock(own, filepath.Join(pdir, walrec.PrefetcherLock))
 	if err != nil || lock == nil {
 		return err
 	}
@@ -392,7 +341,7 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 	var lastFill time.Time
 	full := false
 	for ctx.Err() == nil {
-		if w, err := os.ReadFile(filepath.Join(pdir, wantFile)); err == nil && len(w) > 0 && string(w) != want {
+		if w, err := os.ReadFile(filepath.Join(pdir, walrec.WantFile)); err == nil && len(w) > 0 && string(w) != want {
 			want, moved, full = string(w), time.Now(), false
 		}
 		if !full || time.Since(lastFill) > prefetchRetry {
@@ -428,6 +377,8 @@ func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) 
 	if err != nil || fn.Kind != wal.KindSegment {
 		return false, fmt.Errorf("prefetch after %s: not a segment name", want)
 	}
+	// PostgreSQL has what it asked for; walsnap-pg does not sweep.
+	sweepPassed(pdir, fn.Segment, id.SegmentSize)
 	window := min(f.Prefetch, max(1, int(maxPrefetchBytes/id.SegmentSize)))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -533,7 +484,7 @@ func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name s
 	removePrefetched(path)
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(f.Timeout, 5*time.Minute))
 	defer cancel()
-	h := crc32.New(castagnoli)
+	h := crc32.New(walrec.Castagnoli)
 	known := func() (repo.Identity, error) { return id, nil }
 	obj, _, err := f.download(ctx, name, io.MultiWriter(fd, h), known)
 	if err == nil {
@@ -546,17 +497,53 @@ func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name s
 	if err == nil {
 		fi, err = fd.Stat() // after the rename, which changes ctime
 	}
+	settled := false
 	if err == nil {
-		rec := prefetchRecord{Repo: f.Repo.String(), Key: obj.Key, SystemID: id.SystemID, SegmentSize: id.SegmentSize,
-			Size: obj.RawSize, SHA256: obj.SHA256, CRC32C: h.Sum32(), Stat: statOf(fi)}
+		settled, err = settleDownload(path, walrec.StatOf(fi), h.Sum32())
+	}
+	if err == nil {
+		rec := walrec.Prefetched{Format: walrec.Format, Name: name, Repo: f.Repo.String(), Key: obj.Key,
+			SystemID: id.SystemID, SegmentSize: id.SegmentSize, Size: obj.RawSize, SHA256: obj.SHA256,
+			CRC32C: h.Sum32(), Stat: walrec.StatOf(fi), Settled: settled, Settings: f.Settings, Log: f.LogHint}
 		// Not fsynced: a record lost in a crash only costs a download.
-		err = own.WriteRecord(path+recordSuffix, mustJSON(rec))
+		err = own.WriteRecord(path+walrec.RecordSuffix, mustJSON(rec))
 	}
 	if err != nil {
 		os.Remove(part)
 		removePrefetched(path)
 	}
 	return err
+}
+
+// settleDownload ties a downloaded file's stat st to its verified bytes:
+// once the filesystem's clock has moved past st's ctime (walrec.Settle),
+// it reads the file back, and only if the bytes still have the CRC-32C
+// sum of those verified while downloading and the stat is still st does
+// it report true: every later change of the file changes its stat, so an
+// unchanged stat then proves the file (a serve needs no re-read). On a
+// filesystem that keeps whole seconds it reports false, and each serve
+// compares the bytes.
+func settleDownload(path string, st walrec.Stat, sum uint32) (bool, error) {
+	if !walrec.Settle(st) {
+		return false, nil
+	}
+	fd, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer fd.Close()
+	n, got, _, err := walrec.CRC(fd)
+	if err != nil {
+		return false, err
+	}
+	fi, err := fd.Stat()
+	if err != nil {
+		return false, err
+	}
+	if n != st.Size || got != sum || walrec.StatOf(fi) != st {
+		return false, errors.New("the downloaded file changed after it was verified")
+	}
+	return true, nil
 }
 
 // orphanAge is how old an unlocked in-progress file must be before it is
@@ -590,7 +577,7 @@ func sweepSpoolFiles(pdir string, maxAge time.Duration, passed func(name string)
 		if inProgress(name) {
 			return orphaned(pdir, name, fi)
 		}
-		if seg, ok := strings.CutSuffix(name, recordSuffix); ok {
+		if seg, ok := strings.CutSuffix(name, walrec.RecordSuffix); ok {
 			_, err := os.Stat(filepath.Join(pdir, seg))
 			return errorsIsNotExist(err) && olderThan(fi, orphanAge) || passed(seg) || olderThan(fi, maxAge)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 // endGate is the repository's store with one download held back: the Get
@@ -75,7 +76,7 @@ func TestPrefetchEndKeepsEarlierDownloads(t *testing.T) {
 	}
 	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
 	for _, no := range []uint64{2, 3} {
-		if _, err := os.Stat(filepath.Join(pdir, name(1, no)+recordSuffix)); err != nil {
+		if _, err := os.Stat(filepath.Join(pdir, name(1, no)+walrec.RecordSuffix)); err != nil {
 			t.Errorf("segment %d not prefetched: %v", no, err)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +14,13 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 // Pusher archives WAL files into a repository.
@@ -40,43 +39,20 @@ type Pusher struct {
 	// (see RunArchiver) without waiting for it; wal-push starts a detached
 	// walsnap process. Nil: no archiver.
 	StartArchiver func(walDir string) error
+	// Settings is the callstamp of the settings this archiver runs with,
+	// and LogHint how it logs; both go into its records, so that
+	// walsnap-pg can answer a call with the same settings from them.
+	Settings string
+	LogHint  walrec.Log
 }
 
 // ErrConflict means the repository already holds a different file under
 // the same name; it is never overwritten.
 var ErrConflict = errors.New("already archived with different content")
 
-// pushedRecord is what push-ahead leaves in the spool for a segment it
-// uploaded before PostgreSQL asked: enough to verify, on PostgreSQL's own
-// call, that the file is unchanged and the object is in this repository.
-type pushedRecord struct {
-	Repo   string   `json:"repo"`
-	Key    string   `json:"key"`
-	SHA256 string   `json:"sha256"`
-	Size   int64    `json:"size"`
-	Stat   fileStat `json:"stat"`
-}
-
-// fileStat identifies one version of a file: PostgreSQL never rewrites a
-// segment once it is .ready, and any rewrite or replacement changes the
-// inode or ctime, which no user can set. An unchanged stat therefore proves
-// the bytes are the ones hashed when the record was written.
-type fileStat struct {
-	Dev, Ino, Size, MtimeNs, CtimeNs int64
-}
-
-func statOf(fi os.FileInfo) fileStat {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileStat{}
-	}
-	return fileStat{Dev: int64(st.Dev), Ino: int64(st.Ino), Size: st.Size,
-		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
-}
-
 type pushResult struct {
 	name      string
-	stat      fileStat
+	stat      walrec.Stat
 	key       string
 	sha       string
 	in, out   int
@@ -103,7 +79,7 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	}
 	walDir := filepath.Dir(path)
 	sdir := spool.Dir(p.SpoolDir, walDir)
-	pushedDir := filepath.Join(sdir, "pushed")
+	pushedDir := filepath.Join(sdir, walrec.PushedDir)
 	p.sweepSpool(walDir, sdir)
 
 	done, err := p.pushedAhead(ctx, pushedDir, path, name)
@@ -239,28 +215,37 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 }
 
 // readFile reads a whole file and the stat of the version it read.
-func readFile(path string) ([]byte, fileStat, error) {
+func readFile(path string) ([]byte, walrec.Stat, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fileStat{}, err
+		return nil, walrec.Stat{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileStat{}, err
+		return nil, walrec.Stat{}, err
+	}
+	// A file changed within the current tick of the filesystem's clock
+	// could change again without a new ctime: let the tick pass, so that
+	// the stat identifies the bytes read.
+	settled := walrec.Settle(walrec.StatOf(fi))
+	if settled {
+		if fi, err = f.Stat(); err != nil {
+			return nil, walrec.Stat{}, err
+		}
 	}
 	data := make([]byte, fi.Size())
 	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fileStat{}, fmt.Errorf("read: %w", err)
+		return nil, walrec.Stat{}, fmt.Errorf("read: %w", err)
 	}
 	// A file that changed while being read has a new ctime now.
 	after, err := f.Stat()
 	if err != nil {
-		return nil, fileStat{}, err
+		return nil, walrec.Stat{}, err
 	}
-	st := statOf(after)
-	if st != statOf(fi) {
-		st = fileStat{} // unknown version: a record will be checked by hash
+	st := walrec.StatOf(after)
+	if !settled || st != walrec.StatOf(fi) {
+		st = walrec.Stat{} // unknown version: a record will be checked by hash
 	}
 	return data, st, nil
 }
@@ -324,28 +309,24 @@ func (p *Pusher) validate(ctx context.Context, name string, data []byte, id *rep
 // the record still matches: same repository, same bytes on disk (the stat
 // identity recorded when the file was read, else its SHA-256), and the
 // object is in the repository — which the archiver confirmed when it
-// wrote the record, so a fresh record (recordTrust) is believed and an
+// wrote the record, so a fresh record (walrec.Trust) is believed and an
 // older one is confirmed again with a HEAD. A record that fails any check
 // is removed and the file is pushed normally.
 func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) (bool, error) {
 	recPath := filepath.Join(pushedDir, name)
-	rf, err := os.Open(recPath)
-	if err != nil {
-		return false, nil
+	rec, rfi, err := walrec.ReadPushed(recPath, name)
+	if rfi == nil {
+		return false, nil // no record
 	}
-	rfi, serr := rf.Stat()
-	data, rerr := io.ReadAll(io.LimitReader(rf, 1<<16))
-	rf.Close()
 	os.Remove(recPath)
-	var rec pushedRecord
-	if serr != nil || rerr != nil || json.Unmarshal(data, &rec) != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
+	if err != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
 		return false, nil
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return false, fileError(name, err)
 	}
-	if st := statOf(fi); st != rec.Stat || st == (fileStat{}) {
+	if st := walrec.StatOf(fi); st != rec.Stat || st == (walrec.Stat{}) {
 		// Not provably the same version of the file: compare the bytes.
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -357,7 +338,7 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 			return false, nil
 		}
 	}
-	if recordFresh(rfi) {
+	if !olderThan(rfi, walrec.Trust) {
 		return true, nil
 	}
 	obj, err := p.Repo.HeadWAL(ctx, rec.Key)
@@ -408,9 +389,9 @@ func readyFiles(walDir, current string, limit int, pushedDir string) []string {
 // ended (while it goes on, as on a standby archiving with
 // archive_mode=always, only prefetched files that recovery left behind).
 func (p *Pusher) sweepSpool(walDir, sdir string) {
-	pushedDir := filepath.Join(sdir, "pushed")
+	pushedDir := filepath.Join(sdir, walrec.PushedDir)
 	sweep(pushedDir, func(name string, fi os.FileInfo) bool {
-		if inProgress(name) || strings.HasSuffix(name, busySuffix) {
+		if inProgress(name) || strings.HasSuffix(name, walrec.BusySuffix) {
 			// A record being written or a file being archived, or a dead
 			// writer's leftover.
 			return orphaned(pushedDir, name, fi)
@@ -422,7 +403,7 @@ func (p *Pusher) sweepSpool(walDir, sdir string) {
 		return errorsIsNotExist(err)
 	})
 	if !tidySpool(walDir, sdir) {
-		sweepPrefetch(filepath.Join(sdir, "prefetch"), 10*time.Minute)
+		sweepPrefetch(filepath.Join(sdir, walrec.PrefetchDir), 10*time.Minute)
 	}
 	// Earlier versions cached the repository identity here; the
 	// repository is the only source of it now.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
+	"github.com/walsnap/walsnap/internal/walrec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,13 +57,14 @@ func TestPrefetchedTamperNeverServed(t *testing.T) {
 		}
 	}
 	// keepStat rewrites the record with the tampered file's stat, as on a
-	// filesystem whose timestamps did not move: the content check alone
-	// must catch it.
+	// filesystem whose timestamps did not move (one that keeps whole
+	// seconds, where the prefetcher cannot settle a record): the content
+	// check alone must catch it.
 	keepStat := func(tamper func(string)) func(string) {
 		return func(path string) {
 			tamper(path)
-			var rec prefetchRecord
-			data, err := os.ReadFile(path + recordSuffix)
+			var rec walrec.Prefetched
+			data, err := os.ReadFile(path + walrec.RecordSuffix)
 			if err != nil || json.Unmarshal(data, &rec) != nil {
 				t.Fatalf("record of %s: %v", path, err)
 			}
@@ -70,8 +72,8 @@ func TestPrefetchedTamperNeverServed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec.Stat = statOf(fi)
-			os.WriteFile(path+recordSuffix, mustJSON(rec), 0o600)
+			rec.Stat, rec.Settled = walrec.StatOf(fi), false
+			os.WriteFile(path+walrec.RecordSuffix, mustJSON(rec), 0o600)
 		}
 	}
 	cases := []struct {
@@ -89,13 +91,13 @@ func TestPrefetchedTamperNeverServed(t *testing.T) {
 			os.Remove(p)
 			os.WriteFile(p, segment(1, 8, sysID), 0o600)
 		}},
-		{"record removed", 9, func(p string) { os.Remove(p + recordSuffix) }},
+		{"record removed", 9, func(p string) { os.Remove(p + walrec.RecordSuffix) }},
 	}
 	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
 	for _, c := range cases {
 		t.Run(c.what, func(t *testing.T) {
 			path := filepath.Join(pdir, name(1, c.no))
-			if _, err := os.Stat(path + recordSuffix); err != nil {
+			if _, err := os.Stat(path + walrec.RecordSuffix); err != nil {
 				t.Fatalf("segment %d not prefetched: %v", c.no, err)
 			}
 			c.tamper(path)
@@ -129,6 +131,13 @@ func TestPrefetchedServedWhenIntact(t *testing.T) {
 	if err := f.RunPrefetch(context.Background(), name(1, 1), e.walDir); err != nil {
 		t.Fatal(err)
 	}
+	// On this filesystem (nanosecond timestamps) the prefetcher settles
+	// its records: the stat alone proves the file at serve time.
+	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
+	rec, _, err := walrec.ReadPrefetched(filepath.Join(pdir, name(1, 2)+walrec.RecordSuffix), name(1, 2))
+	if err != nil || !rec.Settled || rec.Stat == (walrec.Stat{}) {
+		t.Fatalf("record of a prefetched segment: %+v, %v", rec, err)
+	}
 	dest := filepath.Join(e.walDir, "RECOVERYXLOG")
 	if err := f.Fetch(context.Background(), name(1, 2), dest); err != nil {
 		t.Fatal(err)
@@ -136,8 +145,7 @@ func TestPrefetchedServedWhenIntact(t *testing.T) {
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, datas[2]) || !strings.Contains(e.logs.String(), "restored (prefetched)") {
 		t.Fatalf("intact prefetched segment not served from the sdir:\n%s", e.logs)
 	}
-	pdir := filepath.Join(e.walDir, spool.DirName, "prefetch")
-	if _, err := os.Stat(filepath.Join(pdir, name(1, 2)+recordSuffix)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(pdir, name(1, 2)+walrec.RecordSuffix)); !os.IsNotExist(err) {
 		t.Fatal("the record of a served file was left behind")
 	}
 }

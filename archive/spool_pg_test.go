@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"github.com/walsnap/walsnap/internal/spool"
+	"github.com/walsnap/walsnap/internal/walrec"
 	"os"
 	"os/exec"
 	"os/user"
@@ -44,7 +45,7 @@ func spoolRun(t *testing.T, cred *syscall.Credential, dir string, args ...string
 // pdir.
 func spoolWaitPrefetcher(t *testing.T, pdir string) {
 	t.Helper()
-	lock := filepath.Join(pdir, ".lock")
+	lock := filepath.Join(pdir, walrec.PrefetcherLock)
 	for deadline := time.Now().Add(60 * time.Second); fsutil.IsLocked(lock); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("a prefetcher is still running after a minute")
@@ -99,7 +100,7 @@ func TestSpoolPrefetchGoneAfterPromotion(t *testing.T) {
 	rst.WaitFor(t, 3*time.Minute, "paused", "SELECT pg_get_wal_replay_pause_state()")
 	pdir := filepath.Join(backup, "pg_wal", spool.DirName, "prefetch")
 	spoolWaitPrefetcher(t, pdir)
-	ahead, _ := filepath.Glob(filepath.Join(pdir, "*"+recordSuffix))
+	ahead, _ := filepath.Glob(filepath.Join(pdir, "*"+walrec.RecordSuffix))
 	if len(ahead) == 0 {
 		t.Fatalf("nothing prefetched past the target: the test does not reproduce the leftover; server log:\n%s", spoolReadFile(rst.LogFile))
 	}
@@ -191,7 +192,7 @@ func TestSpoolRootThenPostgres(t *testing.T) {
 	}
 	repo := []string{"--repo", "file://" + repoDir, "--push-ahead", "4", "--fetch-prefetch", "4"}
 	sdir := filepath.Join(walDir, spool.DirName)
-	pdir := filepath.Join(sdir, "prefetch")
+	pdir := filepath.Join(sdir, walrec.PrefetchDir)
 	t.Cleanup(func() { spoolWaitPrefetcher(t, pdir) })
 	walsnap := func(cred *syscall.Credential, args ...string) string {
 		t.Helper()
@@ -213,15 +214,15 @@ func TestSpoolRootThenPostgres(t *testing.T) {
 	}
 	walsnap(nil, "wal-fetch", name(1, 1), "pg_wal/RECOVERYXLOG")
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ok, _ := filepath.Glob(filepath.Join(pdir, "*"+recordSuffix))
-		if len(ok) == 4 && !fsutil.IsLocked(filepath.Join(pdir, ".lock")) {
+		ok, _ := filepath.Glob(filepath.Join(pdir, "*"+walrec.RecordSuffix))
+		if len(ok) == 4 && !fsutil.IsLocked(filepath.Join(pdir, walrec.PrefetcherLock)) {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the root prefetcher committed %d of 4 segments", len(ok))
 		}
 	}
-	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
+	if recs, _ := os.ReadDir(filepath.Join(sdir, walrec.PushedDir)); len(recs) == 0 {
 		t.Fatal("wal-push as root left no push-ahead records")
 	}
 	if bad := spoolWalkOwners(sdir, uid, gid, false); len(bad) > 0 {

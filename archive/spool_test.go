@@ -20,6 +20,7 @@ import (
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/storage"
 	storagefs "github.com/walsnap/walsnap/internal/storage/fs"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
 // spoolCluster is a fake data directory (PG_VERSION, pg_wal) around an env,
@@ -82,10 +83,10 @@ func (c *spoolCluster) fillPrefetch() {
 		c.t.Fatal(err)
 	}
 	pdir := c.pdir()
-	if ok, _ := filepath.Glob(filepath.Join(pdir, "*"+recordSuffix)); len(ok) == 0 {
+	if ok, _ := filepath.Glob(filepath.Join(pdir, "*"+walrec.RecordSuffix)); len(ok) == 0 {
 		c.t.Fatal("nothing was prefetched")
 	}
-	for _, junk := range []string{name(1, 9) + ".part", name(1, 9) + ".fetch-123", name(1, 8) + recordSuffix} {
+	for _, junk := range []string{name(1, 9) + ".part", name(1, 9) + ".fetch-123", name(1, 8) + walrec.RecordSuffix} {
 		os.WriteFile(filepath.Join(pdir, junk), []byte("junk"), 0o600)
 	}
 	half := filepath.Join(filepath.Dir(pdir), prefetchGone+"1-x")
@@ -383,7 +384,7 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
 		t.Fatal(err)
 	}
-	if recs, _ := os.ReadDir(filepath.Join(sdir, "pushed")); len(recs) == 0 {
+	if recs, _ := os.ReadDir(filepath.Join(sdir, walrec.PushedDir)); len(recs) == 0 {
 		t.Fatal("no records of the background archiver")
 	}
 	f := c.fetcher()
@@ -394,7 +395,7 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := f.RunPrefetch(context.Background(), name(1, 1), c.walDir); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := filepath.Glob(filepath.Join(c.pdir(), "*"+recordSuffix)); len(ok) == 0 {
+	if ok, _ := filepath.Glob(filepath.Join(c.pdir(), "*"+walrec.RecordSuffix)); len(ok) == 0 {
 		t.Fatal("nothing was prefetched")
 	}
 	stop.Store(true)
@@ -421,7 +422,7 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	}
 
 	// A spool an earlier version left root's is given back.
-	for _, d := range []string{sdir, filepath.Join(sdir, "pushed"), c.pdir()} {
+	for _, d := range []string{sdir, filepath.Join(sdir, walrec.PushedDir), c.pdir()} {
 		os.Chown(d, 0, 0)
 	}
 	c.write(1, 9, true)
@@ -432,10 +433,10 @@ func TestSpoolOwnedLikePgWal(t *testing.T) {
 	if err := archiver.RunArchiver(context.Background(), c.walDir); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := spoolOwnerOf(t, filepath.Join(sdir, "pushed")); u != uid {
+	if u, _ := spoolOwnerOf(t, filepath.Join(sdir, walrec.PushedDir)); u != uid {
 		t.Errorf("a root-owned pushed directory was not given back")
 	}
-	for _, d := range []string{sdir, filepath.Join(sdir, "pushed"), c.pdir()} {
+	for _, d := range []string{sdir, filepath.Join(sdir, walrec.PushedDir), c.pdir()} {
 		os.Chown(d, 0, 0)
 	}
 	if err := f.RunPrefetch(context.Background(), name(1, 2), c.walDir); err != nil {

@@ -54,6 +54,30 @@ func kill(pids []int) int {
 	return n
 }
 
+// backlog makes a backlog of at least n .ready files without failures:
+// every WAL upload stalls (PostgreSQL's own and any archiver's) while the
+// load goes on, then the connections are reset (the uploads are retried
+// within the call) and the backlog is there for the archiver.
+func (a *faultArchive) backlog(n int) {
+	a.t.Helper()
+	stalls := a.proxy.Count("stall-upload")
+	a.proxy.Arm(testrig.FaultRule{Action: testrig.Stall, Upload: true, After: 64 << 10, Match: faultWALPut})
+	a.wait("stall-upload", 1, stalls)
+	status := filepath.Join(a.pg.DataDir, "pg_wal", "archive_status")
+	faultPoll(a.t, 2*time.Minute, "backlog of .ready files", func() bool {
+		ents, _ := os.ReadDir(status)
+		ready := 0
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), ".ready") {
+				ready++
+			}
+		}
+		return ready >= n
+	})
+	a.proxy.Clear()
+	a.proxy.ResetAll()
+}
+
 // TestArchiverUnderPostgres: the background archiver drains a backlog
 // while PostgreSQL archives, PostgreSQL's calls return from its records,
 // and nothing is ever lost: not when it is SIGKILLed mid-upload, again
@@ -88,21 +112,7 @@ func TestArchiverUnderPostgres(t *testing.T) {
 				diagnose()
 			}
 		}()
-		stalls := a.proxy.Count("stall-upload")
-		a.proxy.Arm(testrig.FaultRule{Action: testrig.Stall, Upload: true, After: 64 << 10, Match: faultWALPut})
-		a.wait("stall-upload", 1, stalls)
-		faultPoll(t, 2*time.Minute, "backlog of .ready files", func() bool {
-			ents, _ := os.ReadDir(filepath.Join(walDir, "archive_status"))
-			ready := 0
-			for _, e := range ents {
-				if strings.HasSuffix(e.Name(), ".ready") {
-					ready++
-				}
-			}
-			return ready >= n
-		})
-		a.proxy.Clear()
-		a.proxy.ResetAll()
+		a.backlog(n)
 	}
 	backlog(5)
 	faultPoll(t, 2*time.Minute, "PostgreSQL's calls answered from the archiver's records", func() bool {

@@ -28,6 +28,7 @@ func TestCheckSettings(t *testing.T) {
 		{"library", func(a *pg.ArchiveSettings) { a.ArchiveLibrary = "basic_archive" }, "archive_command", Fail, "archive_library"},
 		{"other repo", func(a *pg.ArchiveSettings) { a.ArchiveCommand = "walsnap --repo s3://other/db wal-push %p" }, "archive_command", Fail, "archives into s3://other/db"},
 		{"same repo", func(a *pg.ArchiveSettings) { a.ArchiveCommand = "walsnap --repo=s3://b/db wal-push %p" }, "archive_command", Pass, ""},
+		{"walsnap-pg", func(a *pg.ArchiveSettings) { a.ArchiveCommand = "/usr/local/bin/walsnap-pg wal-push %p" }, "archive_command", Pass, ""},
 		{"no timeout", func(a *pg.ArchiveSettings) { a.ArchiveTimeout = 0 }, "archive_timeout", Warn, "archive_timeout = 60"},
 		{"long timeout", func(a *pg.ArchiveSettings) { a.ArchiveTimeout = 10 * time.Minute }, "archive_timeout", Warn, "10m0s"},
 		{"timeout", func(*pg.ArchiveSettings) {}, "archive_timeout", Pass, "1m0s"},

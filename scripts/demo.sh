@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A full local point-in-time-recovery demo on walsnap's built-in defaults:
-# a throwaway PostgreSQL 15 cluster archives WAL with `walsnap wal-push` into
+# a throwaway PostgreSQL 15 cluster archives WAL with `walsnap-pg wal-push` into
 # a local file:// repository, runs load, takes a base backup with
 # `walsnap backup` (the built-in files provider) while the load runs, suffers
 # a "human error" (DROP TABLE), and `walsnap restore --start` brings it back
@@ -43,7 +43,7 @@ trap cleanup EXIT
 
 say "building walsnap (make build: static, stripped)"
 make --no-print-directory build BIN="$work/walsnap" >/dev/null
-chmod 0755 "$work/walsnap"
+chmod 0755 "$work/walsnap" "$work/walsnap-pg"
 
 port=$(free_port)
 cat >"$etc/walsnap.yaml" <<YAML
@@ -57,14 +57,14 @@ walsnap="$work/walsnap --config $etc/walsnap.yaml"
 
 psql() { as_pg "$pgbin/psql" -X -q -h "$work" -p "$1" -d postgres -v ON_ERROR_STOP=1 -At "${@:2}"; }
 
-say "creating a cluster in $primary, archive_command = 'walsnap wal-push %p' into file://$work/repo"
+say "creating a cluster in $primary, archive_command = 'walsnap-pg wal-push %p' into file://$work/repo"
 as_pg "$pgbin/initdb" -D "$primary" -A trust -U postgres --no-sync >/dev/null
 cat >>"$primary/postgresql.conf" <<CONF
 port = $port
 listen_addresses = ''
 unix_socket_directories = '$work'
 archive_mode = on
-archive_command = '$walsnap wal-push %p'
+archive_command = '$work/walsnap-pg --config $etc/walsnap.yaml wal-push %p'
 CONF
 as_pg "$pgbin/pg_ctl" -D "$primary" -l "$work/primary.log" -w start >/dev/null
 

@@ -30,11 +30,12 @@ func main() {
 // newApp resets it; a process runs one app.
 var run struct {
 	command string
+	args    []string // the command's arguments
 	cfg     config.Config
 }
 
 func newApp() *cli.App {
-	run.command, run.cfg = "", config.Config{}
+	run.command, run.args, run.cfg = "", nil, config.Config{}
 	commands := []*cli.Command{walPushCommand(), walFetchCommand(), backupCommand(), backupListCommand(), restoreCommand(), drillCommand(),
 		backupStartCommand(), backupStopCommand(), verifyCommand(), checkCommand(), statusCommand(), deleteCommand(), backupPinCommand(), versionCommand(), completionCommand(), manCommand(), helpCommand(),
 		walPrefetchCommand(), walArchiverCommand(), backupHoldCommand()}
@@ -45,7 +46,7 @@ func newApp() *cli.App {
 			cmd.OnUsageError = onUsageError(2)
 		}
 		cmd.Before = func(c *cli.Context) error {
-			run.command = c.Command.Name
+			run.command, run.args = c.Command.Name, c.Args().Slice()
 			return nil
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/walsnap/walsnap/internal/callstamp"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/ebs"
 	"github.com/walsnap/walsnap/internal/repo"
@@ -230,7 +231,7 @@ func parseTarget(c *cli.Context, action string) (restore.Target, error) {
 }
 
 // restoreCommandLine is the restore_command for the restored server: this
-// executable with the same repository settings. Settings that came from
+// executable (or walsnap-pg beside it) with the same repository settings. Settings that came from
 // the environment or flags are passed as flags, because the server will
 // not have this shell's environment.
 func restoreCommandLine(c *cli.Context, cfg config.Config) (string, error) {
@@ -265,5 +266,7 @@ func restoreCommandLine(c *cli.Context, cfg config.Config) (string, error) {
 		}
 		flags = append(flags, "--"+k.Flag()+"="+v)
 	}
-	return restore.CommandLine(exe, file, flags), nil
+	// walsnap-pg, where it is installed beside this walsnap, answers the
+	// prefetched segments without starting walsnap (see README).
+	return restore.CommandLine(callstamp.FrontEndBeside(exe), file, flags), nil
 }

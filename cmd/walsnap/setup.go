@@ -12,11 +12,13 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/walsnap/walsnap/internal/callstamp"
 	"github.com/walsnap/walsnap/internal/config"
 	"github.com/walsnap/walsnap/internal/repo"
+	"github.com/walsnap/walsnap/internal/walrec"
 )
 
-const defaultConfigPath = config.DefaultPath
+const defaultConfigPath = callstamp.DefaultConfigPath
 
 // resolvedConfigEnv passes the parent's resolved settings to a detached
 // child (the prefetcher), so it uses exactly the same repository.
@@ -155,7 +157,31 @@ func childEnv(cfg config.Config) []string {
 	if err != nil {
 		panic(err) // a Config always marshals
 	}
-	return []string{resolvedConfigEnv + "=" + string(data)}
+	return []string{resolvedConfigEnv + "=" + string(data), settingsStampEnv + "=" + settingsStamp(run.command)}
+}
+
+// settingsStampEnv passes a wal-push or wal-fetch call's callstamp to the
+// helper it starts, which puts it in its records (see walsnap-pg).
+const settingsStampEnv = "WALSNAP_SETTINGS_STAMP"
+
+// settingsStamp is the callstamp of this process's settings when it runs
+// command as a wal-push or wal-fetch call that callstamp takes apart the
+// way the command line was parsed, else "" (which matches nothing).
+func settingsStamp(command string) string {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	call, ok := callstamp.Parse(os.Args, os.Environ(), cwd)
+	if !ok || call.Command != command || !slices.Equal(call.Files, run.args) {
+		return ""
+	}
+	return call.Stamp
+}
+
+// logHint is how a helper with settings cfg logs, for its records.
+func logHint(cfg config.Config) walrec.Log {
+	return walrec.Log{Format: string(cfg.Log.Format), Info: configuredLevel(cfg) <= slog.LevelInfo}
 }
 
 // resolvedConfig reads the settings handed down by a parent walsnap.

@@ -76,6 +76,7 @@ func newFetcher(ctx context.Context, cfg config.Config, command string) (*archiv
 		SpoolDir:    cfg.SpoolDir,
 		Timeout:     cfg.Fetch.Timeout,
 		Log:         newLogger(cfg, command),
+		LogHint:     logHint(cfg),
 	}, nil
 }
 
@@ -112,6 +113,7 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			f.Settings = os.Getenv(settingsStampEnv)
 			return f.RunPrefetch(ctx, c.Args().Get(0), c.Args().Get(1))
 		},
 	}

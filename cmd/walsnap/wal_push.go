@@ -66,6 +66,7 @@ func newPusher(cfg config.Config, r *repo.Repo, command string) *archive.Pusher 
 		SpoolDir:    cfg.SpoolDir,
 		Timeout:     cfg.Push.Timeout,
 		Log:         newLogger(cfg, command),
+		LogHint:     logHint(cfg),
 	}
 }
 
@@ -87,7 +88,9 @@ func walArchiverCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return newPusher(cfg, r, "wal-archiver").RunArchiver(c.Context, c.Args().First())
+			p := newPusher(cfg, r, "wal-archiver")
+			p.Settings = os.Getenv(settingsStampEnv)
+			return p.RunArchiver(c.Context, c.Args().First())
 		},
 	}
 }

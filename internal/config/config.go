@@ -29,9 +29,6 @@ import (
 	"github.com/walsnap/walsnap/internal/manifest"
 )
 
-// DefaultPath is read when no --config is given and the file exists.
-const DefaultPath = "/etc/walsnap/walsnap.yaml"
-
 // Config is the resolved configuration shared by every command.
 type Config struct {
 	Repo        Location       `yaml:"repo" json:"repo"`

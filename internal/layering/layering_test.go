@@ -27,6 +27,11 @@
 //  6. cmd/walsnap wires flags to the packages above internal/repo; it never
 //     touches storage, nor the repository model (internal/catalog), whose
 //     questions inspect, retention and drill answer.
+//  7. cmd/walsnap-pg, the front end PostgreSQL runs once per WAL file,
+//     imports only the small spool packages (internal/callstamp,
+//     internal/walrec, internal/spool, internal/fsutil, internal/wal):
+//     its start-up is the cost of a served call. internal/walrec imports
+//     only internal/wal, and internal/callstamp nothing of walsnap's.
 package layering
 
 import (
@@ -150,6 +155,9 @@ func TestRulesFire(t *testing.T) {
 			"internal/config":     {Imports: []string{"internal/compress"}},
 			"internal/compress":   {},
 			"internal/pg":         {Imports: []string{"internal/manifest"}},
+			"cmd/walsnap-pg":      {Imports: []string{"internal/walrec", "internal/callstamp"}},
+			"internal/walrec":     {Imports: []string{"internal/wal"}},
+			"internal/callstamp":  {},
 		}
 	}
 	if v := violations(base()); len(v) != 0 {
@@ -171,6 +179,10 @@ func TestRulesFire(t *testing.T) {
 		{"rule 5", "internal/manifest", "internal/pg"},
 		{"rule 6", "cmd/walsnap", "internal/storage"},
 		{"rule 6", "cmd/walsnap", "internal/catalog"},
+		{"rule 7", "cmd/walsnap-pg", "internal/config"},
+		{"rule 7", "cmd/walsnap-pg", "archive"},
+		{"rule 5", "internal/walrec", "internal/spool"},
+		{"rule 5", "internal/callstamp", "internal/wal"},
 	} {
 		g := base()
 		p := g[tc.from]
@@ -186,14 +198,16 @@ func TestRulesFire(t *testing.T) {
 // violations checks the rules (see the package comment) on pkgs.
 func violations(pkgs map[string]pkg) []string {
 	leaves := []string{"internal/wal", "internal/compress", "internal/fsutil", "internal/ctxio", "internal/shellcmd",
-		"internal/detach", "internal/freeze", "internal/spool", "internal/drillresult"}
+		"internal/detach", "internal/freeze", "internal/spool", "internal/drillresult", "internal/callstamp"}
 	allowedOnly := map[string][]string{
 		"internal/manifest":   {"internal/wal"},
 		"internal/config":     {"internal/compress", "internal/manifest"},
 		"internal/storage":    {},
 		"internal/storage/fs": {"internal/storage", "internal/ctxio"},
 		"internal/storage/s3": {"internal/storage", "internal/ctxio"},
+		"internal/walrec":     {"internal/wal"},
 	}
+	frontEnd := []string{"internal/callstamp", "internal/walrec", "internal/spool", "internal/fsutil", "internal/wal"}
 	for _, l := range leaves {
 		allowedOnly[l] = nil
 	}
@@ -214,6 +228,9 @@ func violations(pkgs map[string]pkg) []string {
 					bad("rule 4: %s imports %s, which is internal/repo or built on it", path, i)
 				case under(path, "cmd") && (under(i, "internal/storage") || i == "internal/catalog") && !test:
 					bad("rule 6: %s imports %s", path, i)
+				}
+				if path == "cmd/walsnap-pg" && !test && !slices.Contains(frontEnd, i) {
+					bad("rule 7: %s may import only %v, not %s", path, frontEnd, i)
 				}
 				if allowed, ok := allowedOnly[path]; ok && !test && !slices.Contains(allowed, i) {
 					bad("rule 5: %s may import only %v, not %s", path, allowed, i)

@@ -21,7 +21,8 @@ var (
 )
 
 // Walsnap returns the absolute path of the walsnap binary under test, built
-// from ./cmd/walsnap (static: CGO_ENABLED=0) once per test process into a
+// from ./cmd/walsnap (static: CGO_ENABLED=0), with walsnap-pg beside it
+// (see WalsnapPG), once per test process into a
 // directory the postgres user can read and execute (so
 // archive_command/restore_command can run it).
 // $WALSNAP_BIN overrides: that binary is used as is. A failed build is fatal.
@@ -69,16 +70,32 @@ func buildWalsnap() (string, error) {
 	out := filepath.Join(dir, "walsnap")
 	// Static and without build paths, as the Makefile builds it (make
 	// build also strips it and sets the version).
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "github.com/walsnap/walsnap/cmd/walsnap")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/walsnap: %v\n%s", err, b)
-	}
-	if err := os.Chmod(out, 0o755); err != nil {
-		return "", err
+	// walsnap-pg goes beside walsnap, as make install puts it.
+	for _, pkg := range []string{"walsnap", "walsnap-pg"} {
+		bin := filepath.Join(dir, pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/walsnap/walsnap/cmd/"+pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build ./cmd/%s: %v\n%s", pkg, err, b)
+		}
+		if err := os.Chmod(bin, 0o755); err != nil {
+			return "", err
+		}
 	}
 	return out, nil
+}
+
+// WalsnapPG returns the path of walsnap-pg, the front end built beside
+// the walsnap binary under test (with $WALSNAP_BIN, the walsnap-pg in
+// that binary's directory).
+func WalsnapPG(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(Walsnap(t)), "walsnap-pg")
+	if fi, err := os.Stat(bin); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("testrig.WalsnapPG: no walsnap-pg beside the walsnap under test (%v)", err)
+	}
+	return bin
 }
 
 // removeStaleBuilds deletes bin-<pid> directories of test processes that have

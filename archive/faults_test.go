@@ -323,7 +323,7 @@ func faultStartArchiveWith(t *testing.T, keepWAL bool, rate int, bin string) *fa
 	dir := faultConfigDir(t)
 	work := testrig.WorkDir(t)
 	a.keep, a.pids = filepath.Join(work, "keep"), filepath.Join(work, "pids")
-	a.cfg = faultConfig(t, dir, "push.yaml", a.minio.Env, a.proxy.URL(), "pg15/main", nil, "push:\n  timeout: 2m\n")
+	a.cfg = faultConfig(t, dir, "push.yaml", a.minio.Env, a.proxy.URL(), "pg15/main", nil, "push:\n  timeout: 2m\n  linger: 10s\n")
 	script := filepath.Join(dir, "archive.sh")
 	if err := os.WriteFile(script, fmt.Appendf(nil, faultArchiveScript, a.keep, a.pids, a.bin, a.cfg), 0o755); err != nil {
 		t.Fatal(err)

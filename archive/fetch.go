@@ -40,6 +40,13 @@ type Fetcher struct {
 	// that walsnap-pg can serve a call with the same settings from them.
 	Settings string
 	LogHint  walrec.Log
+	// Restamp, in the prefetcher, takes the settings stamp of the call
+	// that started it again; when it differs from Settings, the
+	// prefetcher leaves (nil: never).
+	Restamp func() string
+	// CallSettings is the settings stamp of a wal-fetch call: a record
+	// with another makes the prefetcher that wrote it leave.
+	CallSettings string
 	// StartPrefetch starts the standing prefetcher (see RunPrefetch) after
 	// name; it must not wait for it (PostgreSQL waits for wal-fetch to
 	// exit). wal-fetch starts a detached walsnap process that calls
@@ -209,6 +216,7 @@ func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (
 		return rec, false
 	}
 	if err == nil {
+		retireHelper(spool.OwnerOf(filepath.Dir(dest)), filepath.Join(pdir, walrec.PrefetcherRetire), rec.Settings, f.CallSettings)
 		err = f.checkPrefetched(path, rec)
 	}
 	if err != nil {
@@ -340,7 +348,15 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 	want, moved := name, time.Now()
 	var lastFill time.Time
 	full := false
+	checked := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(checked) > settingsCheck {
+			checked = time.Now()
+			if staleSettings(f.Settings, f.Restamp, filepath.Join(pdir, walrec.PrefetcherRetire)) {
+				f.Log.Info("prefetcher leaving: PostgreSQL's calls have other settings now (config file or command line)")
+				return nil
+			}
+		}
 		if w, err := os.ReadFile(filepath.Join(pdir, walrec.WantFile)); err == nil && len(w) > 0 && string(w) != want {
 			want, moved, full = string(w), time.Now(), false
 		}

@@ -32,7 +32,8 @@ type Pusher struct {
 	SpoolDir    string        // "" = <pg_wal>/.walsnap
 	Timeout     time.Duration // the archiver's bound per file (0: 5 minutes)
 	// ArchiverIdle is how long the archiver waits for new .ready files
-	// before it leaves (0: archiverIdle).
+	// before it leaves while its server runs (0: archiverIdle; without a
+	// server, at most archiverIdle).
 	ArchiverIdle time.Duration
 	Log          *slog.Logger
 	// StartArchiver starts the background archiver for a WAL directory
@@ -44,6 +45,13 @@ type Pusher struct {
 	// walsnap-pg can answer a call with the same settings from them.
 	Settings string
 	LogHint  walrec.Log
+	// Restamp, in the archiver, takes the settings stamp of the call that
+	// started it again; when it differs from Settings, the archiver
+	// leaves (nil: never).
+	Restamp func() string
+	// CallSettings is the settings stamp of a wal-push call: a record with
+	// another makes the archiver that wrote it leave.
+	CallSettings string
 }
 
 // ErrConflict means the repository already holds a different file under
@@ -84,6 +92,9 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 
 	done, err := p.pushedAhead(ctx, pushedDir, path, name)
 	if err == nil && !done {
+		// A running archiver takes a new file the moment it is ready:
+		// let it, rather than upload the same file twice.
+		walrec.AwaitPickup(sdir, walDir, name)
 		if werr := p.waitArchiver(ctx, pushedDir, name); werr != nil {
 			p.Log.Warn("pushing the file here", "file", name, "err", werr)
 		}
@@ -108,13 +119,16 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	return nil
 }
 
-// maybeStartArchiver starts the background archiver when files other
-// than the one just archived wait and none is running.
+// maybeStartArchiver starts the background archiver unless one runs,
+// when files other than the one just archived wait (it drains them), or
+// when walDir is a data directory's pg_wal (PostgreSQL's own call: it
+// lingers, ArchiverIdle, to take the next file the moment it is ready).
+// A call by hand on a lone file starts none.
 func (p *Pusher) maybeStartArchiver(walDir, sdir, pushedDir, current string) {
 	if p.Ahead <= 0 || p.StartArchiver == nil || archiverRunning(sdir) {
 		return
 	}
-	if len(readyFiles(walDir, current, 1, pushedDir)) == 0 {
+	if dataDirOf(walDir) == "" && len(readyFiles(walDir, current, 1, pushedDir)) == 0 {
 		return
 	}
 	if err := p.StartArchiver(walDir); err != nil {
@@ -322,6 +336,7 @@ func (p *Pusher) pushedAhead(ctx context.Context, pushedDir, path, name string) 
 	if err != nil || rec.Repo != p.Repo.String() || !repo.IsKeyOf(rec.Key, name) {
 		return false, nil
 	}
+	retireHelper(spool.OwnerOf(filepath.Dir(path)), filepath.Join(filepath.Dir(pushedDir), walrec.ArchiverRetire), rec.Settings, p.CallSettings)
 	fi, err := os.Stat(path)
 	if err != nil {
 		return false, fileError(name, err)

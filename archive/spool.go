@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/spool"
@@ -113,18 +115,56 @@ var recoverySignals = []string{"recovery.signal", "standby.signal", "recovery.co
 // stopped server's volumes can be unmounted at once. A helper started
 // where no server runs (dataDir unknown, a wal-fetch run by hand) has no
 // server to leave with and keeps to its own end conditions.
-func watchServer(ctx context.Context, cancel context.CancelFunc, dataDir string) {
+func watchServer(ctx context.Context, cancel context.CancelFunc, dataDir string) (serverRuns bool) {
 	if dataDir == "" {
-		return
+		return false
 	}
 	server, running := pg.RunningPostmaster(dataDir)
 	if !running {
-		return
+		return false
 	}
 	watch(ctx, serverPoll, func() bool {
 		pid, running := pg.RunningPostmaster(dataDir)
 		return !running || pid != server
 	}, cancel)
+	return true
+}
+
+// wakeOn returns a channel that receives (without blocking the sender,
+// coalesced) whenever a file is created in or moved into dir, until ctx
+// ends: the archiver takes a new .ready file at once instead of at its
+// next poll. Nil (a channel that never receives: polling only) when the
+// kernel's inotify cannot be had.
+func wakeOn(ctx context.Context, dir string) <-chan struct{} {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	// Non-blocking, so the runtime's poller waits on it and Close ends a
+	// pending Read.
+	f := os.NewFile(uintptr(fd), "inotify")
+	wake := make(chan struct{}, 1)
+	go func() {
+		<-ctx.Done()
+		f.Close()
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return wake
 }
 
 // watch checks cond every interval until ctx ends, and calls then (once)
@@ -159,6 +199,37 @@ func helperLock(own spool.Owner, path string) (*fsutil.Lock, error) {
 		return nil, nil
 	}
 	return lock, err
+}
+
+// settingsCheck is how often a background helper checks that it still
+// runs with the settings of PostgreSQL's calls.
+const settingsCheck = time.Second
+
+// staleSettings reports whether a helper that runs with the settings
+// stamp settings should leave because the calls no longer have them: its
+// call's inputs stamp differently now (a config file changed), or a call
+// with other settings (a new command line) left its stamp in the helper's
+// retire file. The retire file is used up.
+func staleSettings(settings string, restamp func() string, retire string) bool {
+	if settings == "" {
+		return false
+	}
+	if b, err := os.ReadFile(retire); err == nil && string(b) == settings {
+		os.Remove(retire)
+		return true
+	}
+	return restamp != nil && restamp() != settings
+}
+
+// retireHelper asks the helper whose records carry the settings stamp
+// helperSettings to leave, when a call whose settings stamp is
+// callSettings found one of them: its records can no longer answer
+// walsnap-pg.
+func retireHelper(own spool.Owner, retire, helperSettings, callSettings string) {
+	if helperSettings == "" || callSettings == "" || helperSettings == callSettings {
+		return
+	}
+	own.WriteRecord(retire, []byte(helperSettings))
 }
 
 // serverPoll is how often a background helper checks that its server runs.

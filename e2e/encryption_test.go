@@ -248,9 +248,9 @@ func TestEncryptionTurnedOnLater(t *testing.T) {
 	if err := os.WriteFile(c.cfg, append(conf, "encryption:\n  recipients: "+keys.recipient+"\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// A background archiver started before the change keeps the settings
-	// it started with until it leaves (idle): a segment it pushes ahead is
-	// plaintext, and the new wal-push calls find it archived.
+	// A background archiver started before the change leaves within a
+	// second of it (its settings stamp changed): a segment it pushed ahead
+	// is plaintext, and the new wal-push calls find it archived.
 	c.waitArchiverGone(t)
 	m := c.goodThenBad(t)
 

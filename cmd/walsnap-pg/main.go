@@ -98,8 +98,12 @@ func servePush(call callstamp.Call) (string, walrec.Log, bool) {
 	if _, err := wal.Classify(name); err != nil {
 		return "", walrec.Log{}, false
 	}
-	recPath := walrec.PushedPath(spool.Dir("", filepath.Dir(path)), name)
-	// The archiver is uploading the file: wait for it, as walsnap would.
+	walDir := filepath.Dir(path)
+	sdir := spool.Dir("", walDir)
+	recPath := walrec.PushedPath(sdir, name)
+	// A running archiver takes the file the moment it is ready; then
+	// wait while it uploads it, as walsnap would.
+	walrec.AwaitPickup(sdir, walDir, name)
 	if waitUnlocked(recPath+walrec.BusySuffix) != nil {
 		return "", walrec.Log{}, false
 	}

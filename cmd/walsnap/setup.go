@@ -157,26 +157,58 @@ func childEnv(cfg config.Config) []string {
 	if err != nil {
 		panic(err) // a Config always marshals
 	}
-	return []string{resolvedConfigEnv + "=" + string(data), settingsStampEnv + "=" + settingsStamp(run.command)}
+	env := []string{resolvedConfigEnv + "=" + string(data)}
+	if in, ok := callInputs(run.command); ok {
+		data, err := json.Marshal(in)
+		if err != nil {
+			panic(err) // strings always marshal
+		}
+		env = append(env, settingsCallEnv+"="+string(data))
+	}
+	return env
 }
 
-// settingsStampEnv passes a wal-push or wal-fetch call's callstamp to the
-// helper it starts, which puts it in its records (see walsnap-pg).
-const settingsStampEnv = "WALSNAP_SETTINGS_STAMP"
+// settingsCallEnv passes a wal-push or wal-fetch call's callstamp.Inputs
+// to the helper it starts: the helper stamps its records with them (see
+// walsnap-pg), and leaves when they stamp differently later (the config
+// file changed).
+const settingsCallEnv = "WALSNAP_SETTINGS_CALL"
 
-// settingsStamp is the callstamp of this process's settings when it runs
-// command as a wal-push or wal-fetch call that callstamp takes apart the
-// way the command line was parsed, else "" (which matches nothing).
-func settingsStamp(command string) string {
+// callInputs returns this process's callstamp.Inputs when it runs command
+// as a wal-push or wal-fetch call that callstamp takes apart the way the
+// command line was parsed.
+func callInputs(command string) (callstamp.Inputs, bool) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return ""
+		return callstamp.Inputs{}, false
 	}
 	call, ok := callstamp.Parse(os.Args, os.Environ(), cwd)
-	if !ok || call.Command != command || !slices.Equal(call.Files, run.args) {
+	if !ok || call.Stamp == "" || call.Command != command || !slices.Equal(call.Files, run.args) {
+		return callstamp.Inputs{}, false
+	}
+	return callstamp.Inputs{Argv: os.Args, Cwd: cwd}, true
+}
+
+// callStamp is the settings stamp of this wal-push or wal-fetch call ("" if
+// it cannot be taken).
+func callStamp(command string) string {
+	in, ok := callInputs(command)
+	if !ok {
 		return ""
 	}
-	return call.Stamp
+	return in.Stamp(os.Environ())
+}
+
+// helperSettings returns, in a helper, the stamp of the settings of the
+// call that started it and a function that takes that stamp again now
+// (nil when the call had none).
+func helperSettings() (string, func() string) {
+	var in callstamp.Inputs
+	if json.Unmarshal([]byte(os.Getenv(settingsCallEnv)), &in) != nil || len(in.Argv) == 0 {
+		return "", nil
+	}
+	restamp := func() string { return in.Stamp(os.Environ()) }
+	return restamp(), restamp
 }
 
 // logHint is how a helper with settings cfg logs, for its records.

@@ -58,6 +58,7 @@ func fetch(ctx context.Context, cfg config.Config, name, dest string) error {
 	if err != nil {
 		return err
 	}
+	f.CallSettings = callStamp("wal-fetch")
 	walDir := filepath.Dir(dest)
 	f.StartPrefetch = func(after string) error { return startPrefetcher(cfg, after, walDir) }
 	return f.Fetch(ctx, name, dest)
@@ -113,7 +114,7 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			f.Settings = os.Getenv(settingsStampEnv)
+			f.Settings, f.Restamp = helperSettings()
 			return f.RunPrefetch(ctx, c.Args().Get(0), c.Args().Get(1))
 		},
 	}

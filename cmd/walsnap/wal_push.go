@@ -23,9 +23,11 @@ func walPushCommand() *cli.Command {
 			"expects encryption refuses a host without recipients), records its SHA-256\n" +
 			"and uploads it without ever overwriting: a file already\n" +
 			"archived with the same content succeeds, with different content fails.\n" +
-			"When more files wait in pg_wal/archive_status, starts a background archiver\n" +
-			"that drains them (push.concurrency at once, at most push.ahead ahead of\n" +
-			"PostgreSQL) so that PostgreSQL's next calls return from its records.\n" +
+			"Starts a background archiver unless one runs: it takes each .ready file in\n" +
+			"pg_wal/archive_status the moment it appears (push.concurrency at once, at\n" +
+			"most push.ahead ahead of PostgreSQL) and stays push.linger for the next,\n" +
+			"so that PostgreSQL's calls return from its records. walsnap-pg, installed\n" +
+			"beside walsnap, answers those calls without starting walsnap.\n" +
 			"Runs as the server's user (postgres); a config file other than " + defaultConfigPath + "\n" +
 			"must be named in archive_command itself: 'walsnap --config FILE wal-push %p'.\n" +
 			"Exit status: 0 archived, 1 not archived (PostgreSQL retries), 2 bad usage.",
@@ -44,6 +46,7 @@ func walPushCommand() *cli.Command {
 				return err
 			}
 			p := newPusher(cfg, r, "wal-push")
+			p.CallSettings = callStamp("wal-push")
 			p.StartArchiver = func(walDir string) error {
 				walDir, err := filepath.Abs(walDir)
 				if err != nil {
@@ -65,8 +68,10 @@ func newPusher(cfg config.Config, r *repo.Repo, command string) *archive.Pusher 
 		Ahead:       cfg.Push.Ahead,
 		SpoolDir:    cfg.SpoolDir,
 		Timeout:     cfg.Push.Timeout,
-		Log:         newLogger(cfg, command),
-		LogHint:     logHint(cfg),
+		// Lingering matters to the archiver only (it serves a running server).
+		ArchiverIdle: cfg.Push.Linger,
+		Log:          newLogger(cfg, command),
+		LogHint:      logHint(cfg),
 	}
 }
 
@@ -89,7 +94,7 @@ func walArchiverCommand() *cli.Command {
 				return err
 			}
 			p := newPusher(cfg, r, "wal-archiver")
-			p.Settings = os.Getenv(settingsStampEnv)
+			p.Settings, p.Restamp = helperSettings()
 			return p.RunArchiver(c.Context, c.Args().First())
 		},
 	}

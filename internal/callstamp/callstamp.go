@@ -54,7 +54,7 @@ type Call struct {
 
 // Internal variables that walsnap passes to its own helpers: they are not
 // settings of the call.
-var internalEnv = []string{"WALSNAP_RESOLVED_CONFIG=", "WALSNAP_SETTINGS_STAMP="}
+var internalEnv = []string{"WALSNAP_RESOLVED_CONFIG=", "WALSNAP_SETTINGS_CALL="}
 
 // Parse takes apart argv (the whole command line, program name first) of
 // a wal-push or wal-fetch call and stamps its settings. ok is false when
@@ -79,6 +79,25 @@ func Parse(argv, environ []string, cwd string) (Call, bool) {
 	c.Files = args[len(args)-n:]
 	c.Stamp = stamp(prefix, environ, cwd)
 	return c, true
+}
+
+// Inputs are what a call's settings are resolved from besides the
+// environment (which a helper the call starts inherits): its command line
+// and working directory. A helper keeps them to stamp the settings again
+// later, and leaves when the stamp has changed.
+type Inputs struct {
+	Argv []string `json:"argv"`
+	Cwd  string   `json:"cwd"`
+}
+
+// Stamp is the stamp of a call with these inputs in environ, taken now
+// ("" when they are no wal-push or wal-fetch call).
+func (in Inputs) Stamp(environ []string) string {
+	c, ok := Parse(in.Argv, environ, in.Cwd)
+	if !ok {
+		return ""
+	}
+	return c.Stamp
 }
 
 // stamp hashes the inputs of the settings. Any difference makes another

@@ -62,7 +62,7 @@ func TestStampFollowsSettings(t *testing.T) {
 	same := map[string]string{
 		"another file":          stamp(other, env, "/data"),
 		"another program name":  stamp(append([]string{"/usr/local/bin/walsnap"}, argv()[1:]...), env, "/data"),
-		"unrelated environment": stamp(argv(), append(slices.Clone(env), "LANG=C", "WALSNAP_SETTINGS_STAMP=x", "WALSNAP_RESOLVED_CONFIG={}"), "/data"),
+		"unrelated environment": stamp(argv(), append(slices.Clone(env), "LANG=C", "WALSNAP_SETTINGS_CALL=x", "WALSNAP_RESOLVED_CONFIG={}"), "/data"),
 		"environment order":     stamp(argv(), []string{env[2], env[1], env[0]}, "/data"),
 	}
 	for what, s := range same {

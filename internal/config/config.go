@@ -110,6 +110,7 @@ type Push struct {
 	Concurrency int           `yaml:"concurrency" json:"concurrency"`
 	Ahead       int           `yaml:"ahead" json:"ahead"`
 	Timeout     time.Duration `yaml:"timeout" json:"timeout"`
+	Linger      time.Duration `yaml:"linger" json:"linger"`
 }
 
 // Fetch configures wal-fetch.
@@ -130,7 +131,7 @@ func Default() Config {
 	return Config{
 		Compression: compress.Default,
 		S3:          S3{Checksums: ChecksumsWhenSupported, MaxAttempts: 5},
-		Push:        Push{Concurrency: 4, Ahead: 16, Timeout: 5 * time.Minute},
+		Push:        Push{Concurrency: 4, Ahead: 16, Timeout: 5 * time.Minute, Linger: 5 * time.Minute},
 		Fetch:       Fetch{Prefetch: 8, Concurrency: 4, Timeout: 5 * time.Minute},
 		Log:         Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
 		Backup:      Backup{Provider: manifest.ProviderFiles, Streams: 2, LockTTL: 24 * time.Hour, WALTimeout: 10 * time.Minute},
@@ -193,6 +194,7 @@ var Keys = []Key{
 	{"push.concurrency", Int, "wal-push: segments the background archiver uploads at once"},
 	{"push.ahead", Int, "wal-push: how many .ready files the background archiver may archive ahead of PostgreSQL (0 disables it)"},
 	{"push.timeout", Duration, "wal-push: deadline for one call"},
+	{"push.linger", Duration, "wal-push: how long the background archiver stays while its server runs and no new WAL is ready; while it stays it uploads each new file the moment it is ready, and PostgreSQL's call only confirms its record"},
 	{"fetch.prefetch", Int, "wal-fetch: segments prefetched after each one served (0 disables prefetch)"},
 	{"fetch.concurrency", Int, "wal-fetch: prefetch downloads at once"},
 	{"fetch.timeout", Duration, "wal-fetch: deadline for one call"},
@@ -478,8 +480,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s = %d: want %d-1024", n.name, n.v, n.min)
 		}
 	}
-	if c.Push.Timeout <= 0 || c.Fetch.Timeout <= 0 || c.Backup.LockTTL <= 0 || c.Backup.WALTimeout <= 0 {
-		return errors.New("push.timeout, fetch.timeout, backup.lock_ttl and backup.wal_timeout must be positive")
+	if c.Push.Timeout <= 0 || c.Push.Linger <= 0 || c.Fetch.Timeout <= 0 || c.Backup.LockTTL <= 0 || c.Backup.WALTimeout <= 0 {
+		return errors.New("push.timeout, push.linger, fetch.timeout, backup.lock_ttl and backup.wal_timeout must be positive")
 	}
 	if c.PG.Port < 0 || c.PG.Port > 65535 {
 		return fmt.Errorf("pg.port %d: want 1-65535", c.PG.Port)

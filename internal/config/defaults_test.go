@@ -46,7 +46,7 @@ func TestGetReadsWhatSetWrites(t *testing.T) {
 // usage (what applies instead); never both, never a misleading zero.
 func TestDefaultsShownOnce(t *testing.T) {
 	want := map[string]string{"push.concurrency": "4", "push.ahead": "16", "fetch.prefetch": "8", "fetch.concurrency": "4",
-		"s3.max_attempts": "5", "backup.streams": "2", "push.timeout": "5m", "fetch.timeout": "5m", "backup.lock_ttl": "24h",
+		"s3.max_attempts": "5", "backup.streams": "2", "push.timeout": "5m", "push.linger": "5m", "fetch.timeout": "5m", "backup.lock_ttl": "24h",
 		"backup.wal_timeout": "10m", "ebs.wait_timeout": "6h", "ebs.window_timeout": "1m", "compression": "zstd:1", "s3.checksums": "when_supported",
 		"log.level": "info", "log.format": "text", "backup.provider": "files"}
 	for _, k := range Keys {

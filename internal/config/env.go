@@ -18,6 +18,7 @@ var OtherEnv = []string{
 	// walsnap itself
 	"WALSNAP_CONFIG",          // --config
 	"WALSNAP_RESOLVED_CONFIG", // settings handed to a detached child (prefetcher, backup holder)
+	"WALSNAP_SETTINGS_CALL",   // the command line and directory of the call that started a helper (callstamp.Inputs)
 
 	// set by the command provider for its snapshot and restore scripts,
 	// which may well run walsnap (WALSNAP_PGDATA is also the pgdata setting)

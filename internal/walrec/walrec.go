@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/walsnap/walsnap/internal/fsutil"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -44,6 +45,11 @@ const (
 	RecordSuffix = ".ok"
 	WantFile     = ".want"
 	ArchiverLock = "archiver.lock"
+	// ArchiverRetire (in the spool) and PrefetcherRetire (in the prefetch
+	// directory) hold the settings stamp of a helper that a call with
+	// other settings found at work: that helper leaves.
+	ArchiverRetire   = "archiver.retire"
+	PrefetcherRetire = ".retire"
 	// BusySuffix names the lock the archiver holds on pushed/<name>.busy
 	// while it uploads name.
 	BusySuffix     = ".busy"
@@ -272,6 +278,36 @@ func CRC(r io.Reader) (n int64, sum uint32, head []byte, err error) {
 		}
 		if rerr != nil {
 			return n, 0, nil, rerr
+		}
+	}
+}
+
+// pickupWait bounds how long a call waits for a running archiver to take
+// the file PostgreSQL asks to archive (it watches archive_status and takes
+// a new .ready file at once when it has a free upload slot).
+const pickupWait = 100 * time.Millisecond
+
+// AwaitPickup waits, when an archiver serves spool and the file name of
+// walDir is ready (archive_status/<name>.ready), until the archiver has
+// taken it (its busy lock or its record exists), for at most pickupWait.
+// It reports whether the archiver has it; the caller then waits for the
+// busy lock and uses the record, or does the work itself.
+func AwaitPickup(spool, walDir, name string) bool {
+	if !fsutil.IsLocked(filepath.Join(spool, ArchiverLock)) {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
+		return false
+	}
+	rec := PushedPath(spool, name)
+	for deadline := time.Now().Add(pickupWait); ; time.Sleep(500 * time.Microsecond) {
+		for _, p := range []string{rec, rec + BusySuffix} {
+			if _, err := os.Stat(p); err == nil {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
 		}
 	}
 }

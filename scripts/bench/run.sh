@@ -287,6 +287,13 @@ for rep in $(seq 1 "$repeat"); do
 		-wait-locks "$run/single-http/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$http_ep" -bucket walsnap -prefix "$r-single" -minio-pid "$http_pid" \
 		-id walsnap-push-single-http -label "walsnap push, one at a time" -endpoint-label http -notes "wall = sum of calls"
+	cfg=$(walsnap_config "$r-pg-single-http" "$http_ep" "$r-pg-single")
+	chown postgres:postgres "$cfg"
+	wb archive "${common[@]}" "${rowf[@]}" -mode single -pgdata "$run/pg-single-http" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-pg-push-single-http.log" \
+		-wait-locks "$run/pg-single-http/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$http_ep" -bucket walsnap -prefix "$r-pg-single" -minio-pid "$http_pid" \
+		-id walsnap-pg-push-single-http -label "walsnap-pg push, one at a time" -endpoint-label http -notes "wall = sum of calls; as postgres"
 	cfg=$(walsnap_config "$r-backlog-http" "$http_ep" "$r-backlog")
 	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-http" -walsnap \
 		-cmd "$walsnap --config $cfg wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-http.log" \

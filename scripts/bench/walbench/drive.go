@@ -211,6 +211,11 @@ func cmdArchive(args []string) error {
 	if err := c.mkdir(d.pgdata, walDir, status); err != nil {
 		return err
 	}
+	// A data directory, as walsnap tells one (it lets its archiver linger
+	// for the next file of a data directory's own calls).
+	if err := os.WriteFile(filepath.Join(d.pgdata, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
+		return err
+	}
 	stage := func(n string) error {
 		if err := link(filepath.Join(d.corpus, n), filepath.Join(walDir, n)); err != nil {
 			return err

@@ -1,0 +1,178 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/walsnap/walsnap/internal/spool"
+	"github.com/walsnap/walsnap/internal/walrec"
+)
+
+// helperLeft waits (up to 20 s) for a helper's run to return, and fails
+// the test if it does not.
+func helperLeft(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the %s did not leave", what)
+	}
+}
+
+// waitFile waits (up to 20 s) until path exists.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s never appeared", path)
+}
+
+// TestArchiverLeavesOnNewSettings: an archiver whose settings are no
+// longer those of PostgreSQL's calls leaves long before its idle time —
+// when the inputs of its settings stamp differently (the config file was
+// edited), and when a call with other settings (a new archive_command)
+// found one of its records — so the next call starts one with the new
+// settings, and walsnap-pg is not left without records it may use.
+func TestArchiverLeavesOnNewSettings(t *testing.T) {
+	t.Run("config changed", func(t *testing.T) {
+		e := newEnv(t)
+		for no := uint64(1); no <= 3; no++ {
+			e.write(1, no, true)
+		}
+		p := e.pusher()
+		p.ArchiverIdle = time.Hour
+		var stamp atomic.Value
+		stamp.Store("a")
+		p.Settings, p.Restamp = "a", func() string { return stamp.Load().(string) }
+		done := make(chan error, 1)
+		go func() { done <- p.RunArchiver(context.Background(), e.walDir) }()
+		waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.PushedDir, name(1, 3)))
+		stamp.Store("b")
+		helperLeft(t, done, "archiver")
+		if !strings.Contains(e.logs.String(), "archiver leaving: PostgreSQL's calls have other settings") {
+			t.Fatalf("no reason logged:\n%s", e.logs)
+		}
+	})
+	t.Run("a call with other settings", func(t *testing.T) {
+		e := newEnv(t)
+		paths := map[uint64]string{}
+		for no := uint64(1); no <= 3; no++ {
+			paths[no], _ = e.write(1, no, true)
+		}
+		archiver := e.pusher()
+		archiver.ArchiverIdle, archiver.Settings = time.Hour, "a"
+		done := make(chan error, 1)
+		go func() { done <- archiver.RunArchiver(context.Background(), e.walDir) }()
+		waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.PushedDir, name(1, 2)))
+		call := e.pusher()
+		call.CallSettings = "b"
+		if err := call.Push(context.Background(), paths[2]); err != nil {
+			t.Fatal(err)
+		}
+		// The record is still good evidence for walsnap: same repository.
+		if !strings.Contains(e.logs.String(), "archived (by the background archiver)") {
+			t.Fatalf("the record was not used:\n%s", e.logs)
+		}
+		helperLeft(t, done, "archiver")
+		// A call with the archiver's own settings retires nothing.
+		e2 := newEnv(t)
+		p2, _ := e2.write(1, 1, true)
+		e2.write(1, 2, true)
+		a2 := e2.pusher()
+		a2.ArchiverIdle, a2.Settings = 300*time.Millisecond, "a"
+		if err := a2.RunArchiver(context.Background(), e2.walDir); err != nil {
+			t.Fatal(err)
+		}
+		same := e2.pusher()
+		same.CallSettings = "a"
+		if err := same.Push(context.Background(), p2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(e2.walDir, spool.DirName, walrec.ArchiverRetire)); !os.IsNotExist(err) {
+			t.Fatalf("a call with the archiver's settings retired it: %v", err)
+		}
+	})
+}
+
+// TestPrefetcherLeavesOnNewSettings: the same for the standing
+// prefetcher, which would otherwise follow recovery with old settings.
+func TestPrefetcherLeavesOnNewSettings(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 6)
+	f := e.fetcher()
+	f.PrefetchIdle = time.Hour
+	var stamp atomic.Value
+	stamp.Store("a")
+	f.Settings, f.Restamp = "a", func() string { return stamp.Load().(string) }
+	done := make(chan error, 1)
+	go func() { done <- f.RunPrefetch(context.Background(), name(1, 1), e.walDir) }()
+	waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.PrefetchDir, name(1, 2)+walrec.RecordSuffix))
+	stamp.Store("b")
+	helperLeft(t, done, "prefetcher")
+	if !strings.Contains(e.logs.String(), "prefetcher leaving: PostgreSQL's calls have other settings") {
+		t.Fatalf("no reason logged:\n%s", e.logs)
+	}
+
+	// A wal-fetch with other settings that meets one of its records.
+	e.logs.Reset()
+	f2 := e.fetcher()
+	f2.PrefetchIdle, f2.Settings = time.Hour, "a"
+	done = make(chan error, 1)
+	go func() { done <- f2.RunPrefetch(context.Background(), name(1, 1), e.walDir) }()
+	waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.PrefetchDir, name(1, 3)+walrec.RecordSuffix))
+	call := e.fetcher()
+	call.CallSettings = "b"
+	if err := call.Fetch(context.Background(), name(1, 3), filepath.Join(e.walDir, "RECOVERYXLOG")); err != nil {
+		t.Fatal(err)
+	}
+	helperLeft(t, done, "prefetcher")
+}
+
+// TestArchiverTakesEachNewFile: on a quiet server (one .ready file at a
+// time) a lingering archiver uploads each new file the moment it is
+// ready, and PostgreSQL's call for it only confirms the archiver's
+// record: one upload per file, never the call's and the archiver's both.
+func TestArchiverTakesEachNewFile(t *testing.T) {
+	e := newEnv(t)
+	archiver := e.pusher()
+	archiver.ArchiverIdle = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- archiver.RunArchiver(ctx, e.walDir) }()
+	waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.ArchiverLock))
+	for no := uint64(1); no <= 4; no++ {
+		path, data := e.write(1, no, true)
+		e.logs.Reset()
+		if err := e.pusher().Push(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(e.logs.String(), "archived (by the background archiver)") {
+			t.Fatalf("file %d: the call did not use the archiver's upload:\n%s", no, e.logs)
+		}
+		if strings.Count(e.logs.String(), "msg=archived ") != 1 || strings.Contains(e.logs.String(), "already archived") {
+			t.Fatalf("file %d: not exactly one upload:\n%s", no, e.logs)
+		}
+		if got, err := e.fetchBytes(name(1, no)); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("file %d not in the repository: %v", no, err)
+		}
+		// PostgreSQL marks it done.
+		status := filepath.Join(e.walDir, "archive_status", name(1, no))
+		if err := os.Rename(status+".ready", status+".done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	helperLeft(t, done, "archiver")
+}

@@ -274,7 +274,7 @@ func TestArchiver(t *testing.T) {
 	ps.Ahead = 6
 	ps.ArchiverIdle = 100 * time.Millisecond
 	var started []string
-	ps.StartArchiver = func(walDir string) error { started = append(started, walDir); return nil }
+	ps.StartArchiver = func(walDir string, _ bool) error { started = append(started, walDir); return nil }
 	if err := ps.Push(context.Background(), paths[1]); err != nil {
 		t.Fatal(err)
 	}

@@ -40,8 +40,11 @@ const (
 	// archiverIdle is how long an archiver without a server (or without
 	// Pusher.ArchiverIdle) waits for new .ready files before it leaves.
 	archiverIdle = 15 * time.Second
-	// archiverPoll is how often it looks at archive_status.
-	archiverPoll = 50 * time.Millisecond
+	// archiverPoll is how often it looks at archive_status when the
+	// kernel does not tell it of new files (inotify), archiverPollWoken
+	// when it does.
+	archiverPoll      = 50 * time.Millisecond
+	archiverPollWoken = 500 * time.Millisecond
 	// busyWait bounds how long a call waits for the archiver to finish
 	// the file it asks for.
 	busyWait = 2 * time.Minute
@@ -91,6 +94,9 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	finished := make(chan done, max(1, p.Concurrency))
 	idleSince := time.Now()
 	tick := time.NewTicker(archiverPoll)
+	if wake != nil {
+		tick.Reset(archiverPollWoken)
+	}
 	defer tick.Stop()
 	archived, failed := 0, 0
 	checked := time.Now()

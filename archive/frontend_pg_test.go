@@ -165,8 +165,17 @@ func TestFrontEndNewSettings(t *testing.T) {
 	defer cancel()
 	call := pg.Command(ctx, fe, "--config", cfg, "wal-push", "pg_wal/"+backlog[0])
 	call.Dir, call.Env = pg.DataDir, strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
-	if out, err := call.CombinedOutput(); err != nil {
-		t.Fatalf("wal-push %s: %v\n%s", backlog[0], err, out)
+	// Output to a file, as PostgreSQL's log: the archiver the call starts
+	// keeps it open.
+	out, err := os.Create(filepath.Join(dir, "call.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	call.Stdout, call.Stderr = out, out
+	if err := call.Run(); err != nil {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("wal-push %s: %v\n%s", backlog[0], err, b)
 	}
 	pushed := filepath.Join(walDir, spool.DirName, walrec.PushedDir)
 	faultPoll(t, 2*time.Minute, "the archiver's records of the backlog", func() bool {

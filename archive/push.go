@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/walsnap/walsnap/internal/compress"
+	"github.com/walsnap/walsnap/internal/pg"
 	"github.com/walsnap/walsnap/internal/repo"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
@@ -37,9 +38,10 @@ type Pusher struct {
 	ArchiverIdle time.Duration
 	Log          *slog.Logger
 	// StartArchiver starts the background archiver for a WAL directory
-	// (see RunArchiver) without waiting for it; wal-push starts a detached
-	// walsnap process. Nil: no archiver.
-	StartArchiver func(walDir string) error
+	// (see RunArchiver) without waiting for it, lingering (ArchiverIdle)
+	// or not; wal-push starts a detached walsnap process. Nil: no
+	// archiver.
+	StartArchiver func(walDir string, linger bool) error
 	// Settings is the callstamp of the settings this archiver runs with,
 	// and LogHint how it logs; both go into its records, so that
 	// walsnap-pg can answer a call with the same settings from them.
@@ -121,17 +123,19 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 
 // maybeStartArchiver starts the background archiver unless one runs,
 // when files other than the one just archived wait (it drains them), or
-// when walDir is a data directory's pg_wal (PostgreSQL's own call: it
-// lingers, ArchiverIdle, to take the next file the moment it is ready).
-// A call by hand on a lone file starts none.
+// when PostgreSQL's archiver made the call: then the archiver lingers
+// (ArchiverIdle) to take the server's next file the moment it is ready.
+// A call by hand on a lone file starts none, and none made by hand
+// lingers (its caller may be waiting for the output it shares).
 func (p *Pusher) maybeStartArchiver(walDir, sdir, pushedDir, current string) {
 	if p.Ahead <= 0 || p.StartArchiver == nil || archiverRunning(sdir) {
 		return
 	}
-	if dataDirOf(walDir) == "" && len(readyFiles(walDir, current, 1, pushedDir)) == 0 {
+	forServer := pg.CalledByArchiver()
+	if !forServer && len(readyFiles(walDir, current, 1, pushedDir)) == 0 {
 		return
 	}
-	if err := p.StartArchiver(walDir); err != nil {
+	if err := p.StartArchiver(walDir, forServer); err != nil {
 		p.Log.Warn("cannot start the background archiver", "err", err)
 	}
 }

@@ -47,12 +47,16 @@ func walPushCommand() *cli.Command {
 			}
 			p := newPusher(cfg, r, "wal-push")
 			p.CallSettings = callStamp("wal-push")
-			p.StartArchiver = func(walDir string) error {
+			p.StartArchiver = func(walDir string, linger bool) error {
 				walDir, err := filepath.Abs(walDir)
 				if err != nil {
 					return err
 				}
-				_, err = detach.Start([]string{"wal-archiver", walDir}, childEnv(cfg), os.Stderr)
+				args := []string{"wal-archiver", walDir}
+				if linger {
+					args = append(args, lingerArg)
+				}
+				_, err = detach.Start(args, childEnv(cfg), os.Stderr)
 				return err
 			}
 			return p.Push(ctx, c.Args().First())
@@ -75,15 +79,19 @@ func newPusher(cfg config.Config, r *repo.Repo, command string) *archive.Pusher 
 	}
 }
 
+// lingerArg tells wal-archiver that PostgreSQL's archiver made the call
+// that started it: it lingers push.linger for the server's next file.
+const lingerArg = "linger"
+
 func walArchiverCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "wal-archiver",
 		Usage:     "internal: the background archiver of a WAL directory (started by wal-push)",
-		ArgsUsage: "WALDIR",
+		ArgsUsage: "WALDIR [" + lingerArg + "]",
 		Hidden:    true,
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usageError{msg: "wal-archiver takes WALDIR"}
+			if c.NArg() < 1 || c.NArg() > 2 || c.NArg() == 2 && c.Args().Get(1) != lingerArg {
+				return usageError{msg: "wal-archiver takes WALDIR [" + lingerArg + "]"}
 			}
 			cfg, err := resolvedConfig()
 			if err != nil {
@@ -95,6 +103,9 @@ func walArchiverCommand() *cli.Command {
 			}
 			p := newPusher(cfg, r, "wal-archiver")
 			p.Settings, p.Restamp = helperSettings()
+			if c.Args().Get(1) != lingerArg {
+				p.ArchiverIdle = 0 // started by a call made by hand
+			}
 			return p.RunArchiver(c.Context, c.Args().First())
 		},
 	}

@@ -66,3 +66,62 @@ func sameDir(a, b string) bool {
 	}
 	return ra == rb
 }
+
+// CalledByArchiver reports whether this process runs for a PostgreSQL
+// archiver, as its archive_command: one of its nearest ancestors (the
+// archiver runs the command through /bin/sh, which a wrapper script may
+// add to) shows the archiver's process title, "postgres: archiver ..." or
+// "postgres: <cluster_name>: archiver ...".
+func CalledByArchiver() bool {
+	pid := os.Getppid()
+	for range 4 {
+		if pid <= 1 {
+			return false
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		if err != nil {
+			return false
+		}
+		if isArchiverTitle(string(cmdline)) {
+			return true
+		}
+		if pid = parentOf(pid); pid <= 0 {
+			return false
+		}
+	}
+	return false
+}
+
+// isArchiverTitle reports whether a /proc cmdline is the process title of
+// a PostgreSQL archiver.
+func isArchiverTitle(cmdline string) bool {
+	title, ok := strings.CutPrefix(cmdline, "postgres: ")
+	if !ok {
+		return false
+	}
+	for _, w := range strings.Fields(strings.ReplaceAll(title, "\x00", " ")) {
+		if w == "archiver" {
+			return true
+		}
+	}
+	return false
+}
+
+// parentOf returns the parent process id of pid (from /proc), 0 if gone.
+func parentOf(pid int) int {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}

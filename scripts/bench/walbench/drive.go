@@ -93,9 +93,12 @@ func nextSegment(name string) string {
 // does not hold the call up.
 type caller struct {
 	tmpl, dir string
-	cred      *syscall.Credential
-	env       []string
-	log       *os.File
+	// title, when set, is the shell's argv[0]: PostgreSQL's archiver runs
+	// archive_command under its process title, which walsnap looks for.
+	title string
+	cred  *syscall.Credential
+	env   []string
+	log   *os.File
 }
 
 func newCaller(d *driveFlags) (*caller, error) {
@@ -147,6 +150,9 @@ func (c *caller) call(i int, name, path string) (wall, cpu time.Duration, err er
 	line := strings.NewReplacer("%p", path, "%f", name).Replace(c.tmpl)
 	fmt.Fprintf(c.log, "### call %d %s\n", i, name)
 	cmd := exec.Command("/bin/sh", "-c", line)
+	if c.title != "" {
+		cmd.Args[0] = c.title
+	}
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = c.dir, c.env, c.log, c.log
 	if c.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
@@ -201,6 +207,9 @@ func cmdArchive(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Called as PostgreSQL's archiver calls archive_command: the shell
+	// that runs the command shows the archiver's process title.
+	c.title = "postgres: archiver (walbench)"
 	defer c.log.Close()
 	names, err := pickSegments(d.corpus, d.segments)
 	if err != nil {
@@ -209,11 +218,6 @@ func cmdArchive(args []string) error {
 	walDir := filepath.Join(d.pgdata, "pg_wal")
 	status := filepath.Join(walDir, "archive_status")
 	if err := c.mkdir(d.pgdata, walDir, status); err != nil {
-		return err
-	}
-	// A data directory, as walsnap tells one (it lets its archiver linger
-	// for the next file of a data directory's own calls).
-	if err := os.WriteFile(filepath.Join(d.pgdata, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
 		return err
 	}
 	stage := func(n string) error {

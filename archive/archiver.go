@@ -77,7 +77,7 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	if !watchServer(ctx, cancel, dataDirOf(walDir)) {
 		idle = min(idle, archiverIdle)
 	}
-	wake := wakeOn(ctx, filepath.Join(walDir, "archive_status"))
+	wake := wakeOn(ctx, filepath.Join(walDir, "archive_status"), pushedDir)
 
 	type done struct {
 		name string
@@ -112,10 +112,20 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 				break
 			}
 		}
+		abandoned := ""
 		for name := range archivedHere {
 			if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
 				delete(archivedHere, name)
+				// A call uses the record before PostgreSQL marks the file
+				// done: one still there was never asked for.
+				if _, err := os.Stat(filepath.Join(pushedDir, name)); err == nil {
+					abandoned = name
+				}
 			}
+		}
+		if abandoned != "" {
+			p.Log.Info("archiver leaving: PostgreSQL archived a file without asking walsnap (archive_command changed?)", "file", abandoned)
+			break
 		}
 		if n := len(inflight); n < max(1, p.Concurrency) {
 			for _, name := range p.pending(walDir, pushedDir, len(inflight), func(n string) bool {
@@ -162,7 +172,11 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 // pending lists the .ready files the archiver should take next: in
 // PostgreSQL's order, without those skip names, those with a record or a
 // failure marker, and those another process is archiving, and only as many
-// as keep the unused records and the inflight uploads under Ahead.
+// as keep the unused records and the inflight uploads under Ahead. While
+// a backlog waits (more than one .ready file) it runs ahead of
+// PostgreSQL's calls; otherwise it takes only the file a call asked for
+// (walrec.CallSuffix), so that it archives nothing PostgreSQL no longer
+// asks walsnap to.
 func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name string) bool) []string {
 	unused := 0
 	if ents, err := os.ReadDir(pushedDir); err == nil {
@@ -176,9 +190,14 @@ func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name 
 	if room <= 0 {
 		return nil
 	}
+	// Without a backlog the archiver takes only what a call asks for.
+	backlog := readyCount(walDir) > 1
 	var out []string
 	for _, name := range readyFiles(walDir, "", 4*p.Ahead, pushedDir) {
 		if skip(name) || fsutil.IsLocked(filepath.Join(pushedDir, name+walrec.BusySuffix)) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pushedDir, name+walrec.CallSuffix)); err != nil && !backlog {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(pushedDir, name+failedSuffix)); err == nil {
@@ -192,37 +211,66 @@ func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name 
 	return out
 }
 
+// readyCount is the number of .ready files in walDir's archive_status.
+func readyCount(walDir string) int {
+	ents, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".ready") {
+			n++
+		}
+	}
+	return n
+}
+
+// claim takes name's busy lock in pushedDir, so that no other process
+// uploads the file meanwhile (errTaken: another holds it), and returns
+// what gives it up.
+func claim(own spool.Owner, pushedDir, name string) (release func(), err error) {
+	busy := filepath.Join(pushedDir, name+walrec.BusySuffix)
+	f, err := own.CreateExcl(busy)
+	if errors.Is(err, os.ErrExist) {
+		if fsutil.IsLocked(busy) {
+			return nil, errTaken
+		}
+		// Left by a process that died (SIGKILL) while uploading it.
+		os.Remove(busy)
+		f, err = own.CreateExcl(busy)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return nil, errTaken
+	}
+	if err != nil {
+		return nil, err
+	}
+	lock, err := fsutil.LockFileWait(f)
+	if err != nil {
+		f.Close()
+		os.Remove(busy)
+		return nil, err
+	}
+	return func() {
+		os.Remove(busy)
+		lock.Unlock()
+	}, nil
+}
+
 // errTaken means another process holds the file's busy lock.
 var errTaken = errors.New("another process is archiving it")
 
 // archiveOne archives one file for the archiver, holding its busy lock,
 // and leaves a record or the reason it failed.
 func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string, own spool.Owner) error {
-	busy := filepath.Join(pushedDir, name+walrec.BusySuffix)
-	f, err := own.CreateExcl(busy)
-	if errors.Is(err, os.ErrExist) {
-		if fsutil.IsLocked(busy) {
-			return errTaken
-		}
-		// Left by an archiver that died (SIGKILL) while uploading it.
-		os.Remove(busy)
-		f, err = own.CreateExcl(busy)
-	}
-	if errors.Is(err, os.ErrExist) {
-		return errTaken
-	}
+	release, err := claim(own, pushedDir, name)
 	if err != nil {
-		return err
-	}
-	lock, err := fsutil.LockFileWait(f)
-	if err != nil {
-		f.Close()
-		os.Remove(busy)
 		return err
 	}
 	defer func() {
-		os.Remove(busy)
-		lock.Unlock()
+		os.Remove(filepath.Join(pushedDir, name+walrec.CallSuffix))
+		release()
 	}()
 	ctx, cancel := context.WithTimeout(ctx, p.fileTimeout())
 	defer cancel()

@@ -176,3 +176,55 @@ func TestArchiverTakesEachNewFile(t *testing.T) {
 	cancel()
 	helperLeft(t, done, "archiver")
 }
+
+// TestArchiverFollowsCalls: without a backlog the archiver takes only the
+// file a call asks for, so that it archives nothing once PostgreSQL no
+// longer calls walsnap (archive_command changed); with a backlog it runs
+// ahead; and when PostgreSQL marks done a file the archiver archived but
+// no call asked for, it leaves.
+func TestArchiverFollowsCalls(t *testing.T) {
+	e := newEnv(t)
+	p := e.pusher()
+	pushedDir := filepath.Join(e.walDir, spool.DirName, walrec.PushedDir)
+	if err := os.MkdirAll(pushedDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	none := func(string) bool { return false }
+	e.write(1, 1, true)
+	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 0 {
+		t.Fatalf("one .ready file, no call: the archiver would take %v", got)
+	}
+	if err := os.WriteFile(filepath.Join(pushedDir, name(1, 1)+walrec.CallSuffix), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 1 || got[0] != name(1, 1) {
+		t.Fatalf("a called file: the archiver would take %v", got)
+	}
+	os.Remove(filepath.Join(pushedDir, name(1, 1)+walrec.CallSuffix))
+	e.write(1, 2, true)
+	e.write(1, 3, true)
+	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 3 {
+		t.Fatalf("a backlog of 3: the archiver would take %v", got)
+	}
+
+	// The backlog archived ahead, then marked done by PostgreSQL without
+	// a walsnap call (archive_command = 'true').
+	p.ArchiverIdle = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.RunArchiver(ctx, e.walDir) }()
+	for no := uint64(1); no <= 3; no++ {
+		waitFile(t, filepath.Join(pushedDir, name(1, no)))
+	}
+	for no := uint64(1); no <= 3; no++ {
+		status := filepath.Join(e.walDir, "archive_status", name(1, no))
+		if err := os.Rename(status+".ready", status+".done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	helperLeft(t, done, "archiver")
+	if !strings.Contains(e.logs.String(), "archiver leaving: PostgreSQL archived a file without asking walsnap") {
+		t.Fatalf("no reason logged:\n%s", e.logs)
+	}
+}

@@ -96,7 +96,7 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	if err == nil && !done {
 		// A running archiver takes a new file the moment it is ready:
 		// let it, rather than upload the same file twice.
-		walrec.AwaitPickup(sdir, walDir, name)
+		walrec.AwaitPickup(spool.OwnerOf(walDir), sdir, walDir, name)
 		if werr := p.waitArchiver(ctx, pushedDir, name); werr != nil {
 			p.Log.Warn("pushing the file here", "file", name, "err", werr)
 		}
@@ -108,6 +108,13 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	if done {
 		p.Log.Info("archived (by the background archiver)", "file", name, "ms", time.Since(start).Milliseconds())
 	} else {
+		// Keep the archiver off the file while the call uploads it (when
+		// the spool can be had: the upload does not depend on it).
+		if own := spool.OwnerOf(walDir); p.Ahead > 0 && own.MkdirAll(sdir, pushedDir) == nil {
+			if release, err := claim(own, pushedDir, name); err == nil {
+				defer release()
+			}
+		}
 		// The identity is read from the repository on every call (never
 		// from a local cache, which could outlive it), while the file is
 		// read and compressed.
@@ -418,7 +425,7 @@ func (p *Pusher) sweepSpool(walDir, sdir string) {
 		if olderThan(fi, 24*time.Hour) {
 			return true
 		}
-		_, err := os.Stat(filepath.Join(walDir, strings.TrimSuffix(name, failedSuffix)))
+		_, err := os.Stat(filepath.Join(walDir, strings.TrimSuffix(strings.TrimSuffix(name, failedSuffix), walrec.CallSuffix)))
 		return errorsIsNotExist(err)
 	})
 	if !tidySpool(walDir, sdir) {

@@ -131,18 +131,20 @@ func watchServer(ctx context.Context, cancel context.CancelFunc, dataDir string)
 }
 
 // wakeOn returns a channel that receives (without blocking the sender,
-// coalesced) whenever a file is created in or moved into dir, until ctx
-// ends: the archiver takes a new .ready file at once instead of at its
-// next poll. Nil (a channel that never receives: polling only) when the
+// coalesced) whenever a file is created in or moved into one of dirs,
+// until ctx ends: the archiver takes a called or new .ready file at once
+// instead of at its next poll. Nil (a channel that never receives: polling only) when the
 // kernel's inotify cannot be had.
-func wakeOn(ctx context.Context, dir string) <-chan struct{} {
+func wakeOn(ctx context.Context, dirs ...string) <-chan struct{} {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil
 	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil
+	for _, dir := range dirs {
+		if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+			unix.Close(fd)
+			return nil
+		}
 	}
 	// Non-blocking, so the runtime's poller waits on it and Close ends a
 	// pending Read.

@@ -103,7 +103,7 @@ func servePush(call callstamp.Call) (string, walrec.Log, bool) {
 	recPath := walrec.PushedPath(sdir, name)
 	// A running archiver takes the file the moment it is ready; then
 	// wait while it uploads it, as walsnap would.
-	walrec.AwaitPickup(sdir, walDir, name)
+	walrec.AwaitPickup(spool.Owner{}, sdir, walDir, name)
 	if waitUnlocked(recPath+walrec.BusySuffix) != nil {
 		return "", walrec.Log{}, false
 	}

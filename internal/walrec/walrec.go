@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/walsnap/walsnap/internal/fsutil"
+	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/wal"
 )
 
@@ -283,28 +284,53 @@ func CRC(r io.Reader) (n int64, sum uint32, head []byte, err error) {
 }
 
 // pickupWait bounds how long a call waits for a running archiver to take
-// the file PostgreSQL asks to archive (it watches archive_status and takes
-// a new .ready file at once when it has a free upload slot).
+// the file PostgreSQL asks to archive (it watches the spool and takes a
+// called file at once when it has a free upload slot).
 const pickupWait = 100 * time.Millisecond
 
-// AwaitPickup waits, when an archiver serves spool and the file name of
-// walDir is ready (archive_status/<name>.ready), until the archiver has
-// taken it (its busy lock or its record exists), for at most pickupWait.
-// It reports whether the archiver has it; the caller then waits for the
-// busy lock and uses the record, or does the work itself.
-func AwaitPickup(spool, walDir, name string) bool {
-	if !fsutil.IsLocked(filepath.Join(spool, ArchiverLock)) {
+// CallSuffix names the marker pushed/<name>.call, with which a call asks
+// the running archiver for its file: on a server whose archiver keeps up
+// (one .ready file at a time) the archiver takes a file only when a call
+// asks for it, so that it never archives what PostgreSQL no longer asks
+// walsnap to (archive_command changed).
+const CallSuffix = ".call"
+
+// AwaitPickup asks the archiver that serves spool, if one runs and the
+// file name of walDir is ready (archive_status/<name>.ready) and has no
+// record yet, for the file (a CallSuffix marker, created for own), and
+// waits until it has taken it (its busy lock or its record exists), for
+// at most pickupWait. It reports whether the archiver has it; the caller
+// then waits for the busy lock and uses the record, or does the work
+// itself.
+func AwaitPickup(own spool.Owner, sdir, walDir, name string) bool {
+	if !fsutil.IsLocked(filepath.Join(sdir, ArchiverLock)) {
 		return false
 	}
 	if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
 		return false
 	}
-	rec := PushedPath(spool, name)
-	for deadline := time.Now().Add(pickupWait); ; time.Sleep(500 * time.Microsecond) {
+	rec := PushedPath(sdir, name)
+	taken := func() bool {
 		for _, p := range []string{rec, rec + BusySuffix} {
 			if _, err := os.Stat(p); err == nil {
 				return true
 			}
+		}
+		return false
+	}
+	if taken() {
+		return true
+	}
+	f, err := own.CreateExcl(rec + CallSuffix)
+	switch {
+	case err == nil:
+		f.Close()
+	case !errors.Is(err, os.ErrExist):
+		return false
+	}
+	for deadline := time.Now().Add(pickupWait); ; time.Sleep(500 * time.Microsecond) {
+		if taken() {
+			return true
 		}
 		if time.Now().After(deadline) {
 			return false

@@ -436,7 +436,8 @@ func (a *faultArchive) killBackgroundArchivers() int {
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
-		if err == nil && len(args) == 3 && bytes.HasSuffix(args[0], []byte("walsnap")) && string(args[1]) == "wal-archiver" && bytes.Equal(args[2], walDir) {
+		// walsnap wal-archiver WALDIR [linger]
+		if err == nil && len(args) >= 3 && bytes.HasSuffix(args[0], []byte("walsnap")) && string(args[1]) == "wal-archiver" && bytes.Equal(args[2], walDir) {
 			if proc.Signal(syscall.SIGKILL) == nil {
 				killed++
 			}

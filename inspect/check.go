@@ -143,9 +143,9 @@ func (k *checker) settings(a pg.ArchiveSettings) {
 	case a.ArchiveMode != "on" && a.ArchiveMode != "always":
 		k.add("archive_command", Fail, "not in force while archive_mode is %s", a.ArchiveMode)
 	case a.ArchiveLibrary != "":
-		k.add("archive_command", Fail, "archive_library %q replaces archive_command: set archive_library = '' and archive_command = '/usr/local/bin/walsnap-pg wal-push %%p'", a.ArchiveLibrary)
+		k.add("archive_command", Fail, "archive_library %q replaces archive_command: set archive_library = '' and archive_command = '%s'", a.ArchiveLibrary, pg.ExampleArchiveCommand)
 	case !pg.IsWalsnapPush(a.ArchiveCommand):
-		k.add("archive_command", Fail, "%q does not run walsnap wal-push %%p: set archive_command = '/usr/local/bin/walsnap-pg wal-push %%p' and reload", a.ArchiveCommand)
+		k.add("archive_command", Fail, "%q does not run walsnap wal-push %%p: set archive_command = '%s' and reload", a.ArchiveCommand, pg.ExampleArchiveCommand)
 	case other != "":
 		k.add("archive_command", Fail, "%q archives into %s, not into %s", a.ArchiveCommand, other, k.o.RepoURL)
 	default:

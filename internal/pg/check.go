@@ -16,8 +16,8 @@ func (e *ArchivingError) Error() string {
 	return "PostgreSQL is not set up to archive WAL with walsnap: " + strings.Join(e.Problems, "; ")
 }
 
-// exampleCommand is the archive_command the fixes suggest.
-const exampleCommand = "/usr/local/bin/walsnap wal-push %p"
+// ExampleArchiveCommand is the archive_command the fixes suggest.
+const ExampleArchiveCommand = "/usr/local/bin/walsnap-pg wal-push %p"
 
 // confValue renders a value as a postgresql.conf string literal.
 func confValue(v string) string {
@@ -68,11 +68,11 @@ func (s *Session) CheckArchiving(ctx context.Context) (warnings []string, err er
 	}
 	if library != "" {
 		problems = append(problems, fmt.Sprintf("archive_library is %s, which replaces archive_command: set archive_library = '' and archive_command = %s, then reload PostgreSQL",
-			confValue(library), confValue(exampleCommand)))
+			confValue(library), confValue(ExampleArchiveCommand)))
 	}
 	if !isWalsnapPush(command) {
 		problems = append(problems, fmt.Sprintf("archive_command is %s: it must run walsnap wal-push with %%p, e.g. archive_command = %s, then reload PostgreSQL",
-			confValue(command), confValue(exampleCommand)))
+			confValue(command), confValue(ExampleArchiveCommand)))
 	}
 	if standby && mode == "on" {
 		warnings = append(warnings, "this standby has archive_mode = on, so it archives no WAL itself: its primary must archive WAL with walsnap wal-push into the same repository (or set archive_mode = always here)")

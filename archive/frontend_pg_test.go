@@ -116,6 +116,10 @@ func TestFrontEndArchive(t *testing.T) {
 	faultPoll(t, 2*time.Minute, "calls answered by walsnap-pg from the archiver's records", func() bool {
 		return len(frontEndServed(faultLog(a.pg))) >= 3
 	})
+	// PostgreSQL's own calls started it: it lingers for the next file.
+	if walDir := filepath.Join(a.pg.DataDir, "pg_wal"); len(procsWith("wal-archiver", walDir, "linger")) == 0 {
+		t.Fatalf("no lingering archiver for PostgreSQL's calls: %v", procsWith("wal-archiver", walDir))
+	}
 	fig := a.drainAndCheck()
 	t.Log(a.report(fig, 0))
 	if fig.lost != 0 {
@@ -176,6 +180,11 @@ func TestFrontEndNewSettings(t *testing.T) {
 	if err := call.Run(); err != nil {
 		b, _ := os.ReadFile(out.Name())
 		t.Fatalf("wal-push %s: %v\n%s", backlog[0], err, b)
+	}
+	// A call made by hand starts an archiver for the backlog that does
+	// not linger (its caller may wait on the output they share).
+	if all, lingering := procsWith("wal-archiver", walDir), procsWith("wal-archiver", walDir, "linger"); len(all) == 0 || len(lingering) != 0 {
+		t.Fatalf("after a call by hand: archivers %v, lingering %v; want one that does not linger", all, lingering)
 	}
 	pushed := filepath.Join(walDir, spool.DirName, walrec.PushedDir)
 	faultPoll(t, 2*time.Minute, "the archiver's records of the backlog", func() bool {

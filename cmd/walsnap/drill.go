@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -90,18 +89,9 @@ func runDrill(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rc, err := restoreCommandLine(c, cfg)
+	rc, r, log, err := restoreSource(c, cfg, "drill")
 	if err != nil {
 		return err
-	}
-	r, err := openExistingRepo(c.Context, cfg)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, "drill")
-	out := io.Writer(os.Stdout)
-	if c.Bool("json") {
-		out = os.Stderr
 	}
 	res, err := drill.Run(c.Context, drill.Options{
 		Repo:           r,
@@ -119,7 +109,7 @@ func runDrill(c *cli.Context) error {
 		CheckDatabase:  c.String("check-database"),
 		Keep:           c.Bool("keep"),
 		ReplayTimeout:  c.Duration("replay-timeout"),
-		Out:            out,
+		Out:            humanOut(c),
 		Log:            log,
 		Providers:      providerSettings(cfg, r, log, restore.EBS{InstanceID: cfg.EBS.InstanceID, DeviceTimeout: c.Duration("device-timeout")}),
 	})

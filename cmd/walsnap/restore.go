@@ -103,15 +103,10 @@ func runRestore(c *cli.Context) error {
 			return usageError{msg: err.Error(), err: err}
 		}
 	}
-	rc, err := restoreCommandLine(c, cfg)
+	rc, r, log, err := restoreSource(c, cfg, "restore")
 	if err != nil {
 		return err
 	}
-	r, err := openExistingRepo(c.Context, cfg)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, "restore")
 	res, err := restore.Run(c.Context, restore.Options{
 		Repo:           r,
 		BackupID:       c.String("backup"),
@@ -158,14 +153,10 @@ func runRestore(c *cli.Context) error {
 		fmt.Printf("start the server (as its owner) to recover: %s\n", next)
 		return nil
 	}
-	progress := io.Writer(os.Stdout)
-	if c.Bool("json") {
-		progress = os.Stderr
-	}
 	out, err := restore.Start(c.Context, restore.StartOptions{
 		PGData: res.Dest.PGData, Major: res.Backup.PGMajor(), PGBin: c.String("pg-bin"),
 		Owner: c.String("owner"), Port: c.Int("port"), SocketDir: c.String("socket-dir"),
-		Target: t, Standby: c.Bool("standby"), Archiving: archiving, Out: progress, Timeout: c.Duration("start-timeout"),
+		Target: t, Standby: c.Bool("standby"), Archiving: archiving, Out: humanOut(c), Timeout: c.Duration("start-timeout"),
 	})
 	if err != nil {
 		return err
@@ -180,6 +171,30 @@ func runRestore(c *cli.Context) error {
 		fmt.Println(out.Message)
 	}
 	return nil
+}
+
+// restoreSource is what restore and drill open first: the
+// restore_command of the recovered server, the repository (which must
+// exist) and the command's logger.
+func restoreSource(c *cli.Context, cfg config.Config, command string) (string, *repo.Repo, *slog.Logger, error) {
+	rc, err := restoreCommandLine(c, cfg)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	r, err := openExistingRepo(c.Context, cfg)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return rc, r, newLogger(cfg, command), nil
+}
+
+// humanOut is where restore and drill print their progress: stdout, or
+// stderr when --json keeps stdout for the result.
+func humanOut(c *cli.Context) io.Writer {
+	if c.Bool("json") {
+		return os.Stderr
+	}
+	return os.Stdout
 }
 
 // providerSettings are the restore providers' settings from cfg, for

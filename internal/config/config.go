@@ -194,7 +194,7 @@ var Keys = []Key{
 	{"push.concurrency", Int, "wal-push: segments the background archiver uploads at once"},
 	{"push.ahead", Int, "wal-push: how many .ready files the background archiver may archive ahead of PostgreSQL (0 disables it)"},
 	{"push.timeout", Duration, "wal-push: deadline for one call"},
-	{"push.linger", Duration, "wal-push: how long the background archiver stays while its server runs and no new WAL is ready; while it stays it uploads each new file the moment it is ready, and PostgreSQL's call only confirms its record"},
+	{"push.linger", Duration, "wal-push: how long a background archiver that PostgreSQL's own calls started stays while its server runs and no new WAL is ready; while it stays it uploads each file the moment a call asks, and the call only confirms its record"},
 	{"fetch.prefetch", Int, "wal-fetch: segments prefetched after each one served (0 disables prefetch)"},
 	{"fetch.concurrency", Int, "wal-fetch: prefetch downloads at once"},
 	{"fetch.timeout", Duration, "wal-fetch: deadline for one call"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/walsnap/walsnap/internal/wal"
@@ -17,16 +18,8 @@ func (s *Session) Databases(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list databases: %w", err)
-		}
-		names = append(names, n)
-	}
-	if err := rows.Err(); err != nil {
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
 	return names, nil

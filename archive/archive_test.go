@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,13 +38,13 @@ type env struct {
 	repoDir string
 	repo    *repo.Repo
 	st      *fs.Store // the repository's store, for tests that tamper with objects
-	logs    *bytes.Buffer
+	logs    *logBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, walDir: filepath.Join(dir, "pg_wal"), repoDir: filepath.Join(dir, "repo"), logs: &bytes.Buffer{}}
+	e := &env{t: t, walDir: filepath.Join(dir, "pg_wal"), repoDir: filepath.Join(dir, "repo"), logs: &logBuffer{}}
 	if err := os.MkdirAll(filepath.Join(e.walDir, "archive_status"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +57,41 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) log() *slog.Logger { return slog.New(slog.NewTextHandler(e.logs, nil)) }
+
+// logBuffer collects a test's logs; helpers running on their own
+// goroutines write it while the test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
+// await waits (up to 20 s) until the logs contain s.
+func (l *logBuffer) await(t *testing.T, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(l.String(), s); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never logged %q:\n%s", s, l)
+		}
+	}
+}
 
 func (e *env) pusher() *Pusher {
 	return &Pusher{Repo: e.repo, Codec: compress.Default, Concurrency: 4, Ahead: 16, Log: e.log()}

@@ -48,7 +48,18 @@ const (
 	// busyWait bounds how long a call waits for the archiver to finish
 	// the file it asks for.
 	busyWait = 2 * time.Minute
+	// callWait bounds how long the archiver holds a file it prepared
+	// before PostgreSQL's call asked for it (PostgreSQL's archiver retries
+	// a failed command after a minute at most).
+	callWait = 2 * time.Minute
 )
+
+// errUnasked means PostgreSQL marked a file done that the archiver
+// prepared and no call asked walsnap for: archive_command changed.
+var errUnasked = errors.New("PostgreSQL archived it without asking walsnap")
+
+// errNotAsked means no call asked for a prepared file within callWait.
+var errNotAsked = errors.New("no call asked for it")
 
 // RunArchiver is the background archiver for the WAL directory walDir. It
 // returns at once when another archiver serves that spool, and when it has
@@ -91,6 +102,9 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	// retryAt holds off files that could not be taken (another process's
 	// upload, a failed attempt) for a moment, so nothing spins.
 	retryAt := map[string]time.Time{}
+	// prepared are the files this archiver prepared before a call asked
+	// for them (a quiet server's next file): each at most once.
+	prepared := map[string]bool{}
 	finished := make(chan done, max(1, p.Concurrency))
 	idleSince := time.Now()
 	tick := time.NewTicker(archiverPoll)
@@ -101,6 +115,8 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 	archived, failed := 0, 0
 	checked := time.Now()
 	retire := filepath.Join(sdir, walrec.ArchiverRetire)
+	// abandoned is a file PostgreSQL archived without asking walsnap.
+	abandoned := ""
 	for {
 		if ctx.Err() != nil {
 			break
@@ -112,7 +128,6 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 				break
 			}
 		}
-		abandoned := ""
 		for name := range archivedHere {
 			if _, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready")); err != nil {
 				delete(archivedHere, name)
@@ -128,14 +143,17 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 			break
 		}
 		if n := len(inflight); n < max(1, p.Concurrency) {
-			for _, name := range p.pending(walDir, pushedDir, len(inflight), func(n string) bool {
+			for _, t := range p.pending(walDir, pushedDir, len(inflight), func(n string) bool {
 				return inflight[n] || archivedHere[n] || time.Now().Before(retryAt[n])
-			}) {
+			}, prepared) {
 				if len(inflight) >= max(1, p.Concurrency) {
 					break
 				}
-				inflight[name] = true
-				go func() { finished <- done{name, p.archiveOne(ctx, walDir, pushedDir, name, own)} }()
+				inflight[t.name] = true
+				if t.unasked {
+					prepared[t.name] = true
+				}
+				go func() { finished <- done{t.name, p.archiveOne(ctx, walDir, pushedDir, t.name, own, t.unasked)} }()
 			}
 		}
 		if len(inflight) > 0 {
@@ -147,6 +165,10 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 		case d := <-finished:
 			delete(inflight, d.name)
 			switch {
+			case errors.Is(d.err, errUnasked):
+				abandoned = d.name
+			case errors.Is(d.err, errNotAsked), ctx.Err() != nil:
+				// Taken again when a call asks for it; or leaving.
 			case errors.Is(d.err, errTaken):
 				retryAt[d.name] = time.Now().Add(time.Second)
 			case d.err != nil:
@@ -174,10 +196,12 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 // failure marker, and those another process is archiving, and only as many
 // as keep the unused records and the inflight uploads under Ahead. While
 // a backlog waits (more than one .ready file) it runs ahead of
-// PostgreSQL's calls; otherwise it takes only the file a call asked for
+// PostgreSQL's calls. Otherwise it uploads only the file a call asked for
 // (walrec.CallSuffix), so that it archives nothing PostgreSQL no longer
-// asks walsnap to.
-func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name string) bool) []string {
+// asks walsnap to; but it takes a quiet server's next file the moment it
+// is ready, unasked (once: not those in prepared), to read, hash and
+// compress it while PostgreSQL starts the call that will ask for it.
+func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name string) bool, prepared map[string]bool) []take {
 	unused := 0
 	if ents, err := os.ReadDir(pushedDir); err == nil {
 		for _, e := range ents {
@@ -190,25 +214,35 @@ func (p *Pusher) pending(walDir, pushedDir string, inflight int, skip func(name 
 	if room <= 0 {
 		return nil
 	}
-	// Without a backlog the archiver takes only what a call asks for.
 	backlog := readyCount(walDir) > 1
-	var out []string
+	var out []take
 	for _, name := range readyFiles(walDir, "", 4*p.Ahead, pushedDir) {
 		if skip(name) || fsutil.IsLocked(filepath.Join(pushedDir, name+walrec.BusySuffix)) {
 			continue
 		}
+		t := take{name: name}
 		if _, err := os.Stat(filepath.Join(pushedDir, name+walrec.CallSuffix)); err != nil && !backlog {
-			continue
+			if prepared[name] {
+				continue
+			}
+			t.unasked = true
 		}
 		if _, err := os.Stat(filepath.Join(pushedDir, name+failedSuffix)); err == nil {
 			continue // PostgreSQL's own call retries it and reports why
 		}
-		out = append(out, name)
+		out = append(out, t)
 		if len(out) == room {
 			break
 		}
 	}
 	return out
+}
+
+// take is a file the archiver takes; unasked when no call asked for it
+// yet and no backlog waits: it is uploaded only once a call asks.
+type take struct {
+	name    string
+	unasked bool
 }
 
 // readyCount is the number of .ready files in walDir's archive_status.
@@ -262,8 +296,9 @@ func claim(own spool.Owner, pushedDir, name string) (release func(), err error) 
 var errTaken = errors.New("another process is archiving it")
 
 // archiveOne archives one file for the archiver, holding its busy lock,
-// and leaves a record or the reason it failed.
-func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string, own spool.Owner) error {
+// and leaves a record or the reason it failed. An unasked file is
+// prepared at once but uploaded only when a call asks for it (awaitCall).
+func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string, own spool.Owner, unasked bool) error {
 	release, err := claim(own, pushedDir, name)
 	if err != nil {
 		return err
@@ -272,11 +307,29 @@ func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string,
 		os.Remove(filepath.Join(pushedDir, name+walrec.CallSuffix))
 		release()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, p.fileTimeout())
+	fctx, cancel := context.WithTimeout(ctx, p.fileTimeout())
 	defer cancel()
 	// The identity is read from the repository for every file, as a call
 	// does: an archiver outliving a repository's replacement is refused.
-	r := p.pushOne(ctx, filepath.Join(walDir, name), identityOf(ctx, p.Repo))
+	f := p.prepare(fctx, filepath.Join(walDir, name), identityOf(fctx, p.Repo))
+	r := f.res
+	if r.err == nil {
+		if unasked {
+			p.Log.Debug("prepared ahead of PostgreSQL's call; uploaded when it asks", "file", name, "ms", f.took.Milliseconds())
+			t := time.Now()
+			if err := awaitCall(ctx, walDir, pushedDir, name); err != nil {
+				return err
+			}
+			r.callWaitT = time.Since(t)
+			// The upload's own bound starts now.
+			cancel()
+			fctx, cancel = context.WithTimeout(ctx, p.fileTimeout())
+			defer cancel()
+		}
+		wait := r.callWaitT
+		r = p.upload(fctx, f)
+		r.callWaitT = wait
+	}
 	r.pushedFor = "archiver"
 	p.report(r)
 	if r.err != nil {
@@ -285,6 +338,47 @@ func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string,
 	}
 	// Not fsynced: a record lost in a crash only costs a re-push.
 	return own.WriteRecord(filepath.Join(pushedDir, name), mustJSON(p.recordOf(r)))
+}
+
+// awaitCall waits until a call asks for name (its walrec.CallSuffix
+// marker), for at most callWait (errNotAsked). When PostgreSQL marks the
+// file done without asking, it returns errUnasked.
+func awaitCall(ctx context.Context, walDir, pushedDir, name string) error {
+	call := filepath.Join(pushedDir, name+walrec.CallSuffix)
+	ready := filepath.Join(walDir, "archive_status", name+".ready")
+	asked := func() bool {
+		_, err := os.Stat(call)
+		return err == nil
+	}
+	start := time.Now()
+	for {
+		if asked() {
+			return nil
+		}
+		if _, err := os.Stat(ready); errors.Is(err, os.ErrNotExist) {
+			// A call leaves its marker before PostgreSQL can mark the
+			// file done.
+			if asked() {
+				return nil
+			}
+			return errUnasked
+		}
+		waited := time.Since(start)
+		if waited > callWait {
+			return errNotAsked
+		}
+		// PostgreSQL's call comes within milliseconds of the .ready file
+		// unless its archiver is waiting to retry a failure.
+		poll := 500 * time.Microsecond
+		if waited > 100*time.Millisecond {
+			poll = 20 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
 }
 
 // recordOf is the record of a file the archiver archived.

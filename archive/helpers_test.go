@@ -3,8 +3,11 @@ package archive
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -140,21 +143,34 @@ func TestPrefetcherLeavesOnNewSettings(t *testing.T) {
 	helperLeft(t, done, "prefetcher")
 }
 
-// TestArchiverTakesEachNewFile: on a quiet server (one .ready file at a
-// time) a lingering archiver uploads each new file the moment it is
-// ready, and PostgreSQL's call for it only confirms the archiver's
-// record: one upload per file, never the call's and the archiver's both.
-func TestArchiverTakesEachNewFile(t *testing.T) {
-	e := newEnv(t)
+// lingeringArchiver runs a background archiver for e (as PostgreSQL's
+// calls start one: lingering) that logs at debug level, and waits until it
+// serves the spool; cancel stops it and done reports its return.
+func (e *env) lingeringArchiver(t *testing.T) (cancel func(), done <-chan error) {
 	archiver := e.pusher()
+	archiver.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	archiver.ArchiverIdle = time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- archiver.RunArchiver(ctx, e.walDir) }()
+	t.Cleanup(cancel)
+	ran := make(chan error, 1)
+	go func() { ran <- archiver.RunArchiver(ctx, e.walDir) }()
 	waitFile(t, filepath.Join(e.walDir, spool.DirName, walrec.ArchiverLock))
+	return cancel, ran
+}
+
+// TestArchiverTakesEachNewFile: on a quiet server (one .ready file at a
+// time) a lingering archiver takes each new file the moment it is ready,
+// and PostgreSQL's call for it only confirms the archiver's upload: one
+// upload per file, never the call's and the archiver's both.
+func TestArchiverTakesEachNewFile(t *testing.T) {
+	e := newEnv(t)
+	cancel, done := e.lingeringArchiver(t)
 	for no := uint64(1); no <= 4; no++ {
-		path, data := e.write(1, no, true)
 		e.logs.Reset()
+		path, data := e.write(1, no, true)
+		// Taken without a call (a call that came first would wait up to
+		// walrec's pickup bound for it, which a loaded machine can miss).
+		e.logs.await(t, `uploaded when it asks" file=`+name(1, no))
 		if err := e.pusher().Push(context.Background(), path); err != nil {
 			t.Fatal(err)
 		}
@@ -177,11 +193,11 @@ func TestArchiverTakesEachNewFile(t *testing.T) {
 	helperLeft(t, done, "archiver")
 }
 
-// TestArchiverFollowsCalls: without a backlog the archiver takes only the
-// file a call asks for, so that it archives nothing once PostgreSQL no
-// longer calls walsnap (archive_command changed); with a backlog it runs
-// ahead; and when PostgreSQL marks done a file the archiver archived but
-// no call asked for, it leaves.
+// TestArchiverFollowsCalls: without a backlog the archiver uploads only
+// the file a call asks for, so that it archives nothing once PostgreSQL no
+// longer calls walsnap (archive_command changed) — it prepares a lone
+// file unasked, once; with a backlog it runs ahead; and when PostgreSQL
+// marks done a file the archiver took but no call asked for, it leaves.
 func TestArchiverFollowsCalls(t *testing.T) {
 	e := newEnv(t)
 	p := e.pusher()
@@ -191,21 +207,22 @@ func TestArchiverFollowsCalls(t *testing.T) {
 	}
 	none := func(string) bool { return false }
 	e.write(1, 1, true)
-	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 0 {
-		t.Fatalf("one .ready file, no call: the archiver would take %v", got)
+	want := func(what string, got []take, w ...take) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Fatalf("%s: the archiver would take %v, want %v", what, got, w)
+		}
 	}
+	want("one .ready file, no call", p.pending(e.walDir, pushedDir, 0, none, nil), take{name(1, 1), true})
+	want("one .ready file prepared before", p.pending(e.walDir, pushedDir, 0, none, map[string]bool{name(1, 1): true}))
 	if err := os.WriteFile(filepath.Join(pushedDir, name(1, 1)+walrec.CallSuffix), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 1 || got[0] != name(1, 1) {
-		t.Fatalf("a called file: the archiver would take %v", got)
-	}
+	want("a called file", p.pending(e.walDir, pushedDir, 0, none, map[string]bool{name(1, 1): true}), take{name(1, 1), false})
 	os.Remove(filepath.Join(pushedDir, name(1, 1)+walrec.CallSuffix))
 	e.write(1, 2, true)
 	e.write(1, 3, true)
-	if got := p.pending(e.walDir, pushedDir, 0, none); len(got) != 3 {
-		t.Fatalf("a backlog of 3: the archiver would take %v", got)
-	}
+	want("a backlog of 3", p.pending(e.walDir, pushedDir, 0, none, nil), take{name(1, 1), false}, take{name(1, 2), false}, take{name(1, 3), false})
 
 	// The backlog archived ahead, then marked done by PostgreSQL without
 	// a walsnap call (archive_command = 'true').
@@ -226,5 +243,52 @@ func TestArchiverFollowsCalls(t *testing.T) {
 	helperLeft(t, done, "archiver")
 	if !strings.Contains(e.logs.String(), "archiver leaving: PostgreSQL archived a file without asking walsnap") {
 		t.Fatalf("no reason logged:\n%s", e.logs)
+	}
+}
+
+// TestArchiverPreparesAhead: a lingering archiver reads and compresses a
+// quiet server's next file the moment it is ready, but uploads it only
+// when PostgreSQL's call asks for it; when PostgreSQL marks the file done
+// without asking walsnap (archive_command changed), it leaves having
+// uploaded nothing.
+func TestArchiverPreparesAhead(t *testing.T) {
+	e := newEnv(t)
+	_, done := e.lingeringArchiver(t)
+
+	path, data := e.write(1, 1, true)
+	e.logs.await(t, "prepared ahead of PostgreSQL's call")
+	if ok, err := e.repo.HasWAL(context.Background(), name(1, 1)); err != nil || ok {
+		t.Fatalf("uploaded before a call asked (has=%v, err=%v):\n%s", ok, err, e.logs)
+	}
+	if err := e.pusher().Push(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "archived (by the background archiver)") || strings.Count(logs, "msg=archived ") != 1 ||
+		!regexp.MustCompile(`msg=archived file=`+name(1, 1)+` .*call_wait_ms=`).MatchString(logs) {
+		t.Fatalf("the call did not use the prepared upload, exactly once:\n%s", logs)
+	}
+	if got, err := e.fetchBytes(name(1, 1)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file 1 not in the repository: %v", err)
+	}
+	status := filepath.Join(e.walDir, "archive_status", name(1, 1))
+	if err := os.Rename(status+".ready", status+".done"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next file is archived by another archive_command.
+	e.logs.Reset()
+	e.write(1, 2, true)
+	e.logs.await(t, "prepared ahead of PostgreSQL's call")
+	status = filepath.Join(e.walDir, "archive_status", name(1, 2))
+	if err := os.Rename(status+".ready", status+".done"); err != nil {
+		t.Fatal(err)
+	}
+	helperLeft(t, done, "archiver")
+	if !strings.Contains(e.logs.String(), "archiver leaving: PostgreSQL archived a file without asking walsnap") {
+		t.Fatalf("no reason logged:\n%s", e.logs)
+	}
+	if ok, err := e.repo.HasWAL(context.Background(), name(1, 2)); err != nil || ok {
+		t.Fatalf("a file no call asked for was uploaded (has=%v, err=%v):\n%s", ok, err, e.logs)
 	}
 }

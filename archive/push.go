@@ -74,6 +74,9 @@ type pushResult struct {
 	// stages: reading the file, hashing (SHA-256), compressing and the
 	// repository's PUT; hashing and compressing run at the same time.
 	readT, hashT, encT, putT time.Duration
+	// callWaitT is how long the archiver held the prepared file until a
+	// call asked for it (not part of elapsed).
+	callWaitT time.Duration
 }
 
 // Push archives the WAL file at path (as given by %p: relative to PGDATA
@@ -152,6 +155,9 @@ func (p *Pusher) report(r pushResult) {
 	if r.err == nil {
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		attrs = append(attrs, "read_ms", ms(r.readT), "sha256_ms", ms(r.hashT), "compress_ms", ms(r.encT), "put_ms", ms(r.putT))
+		if r.callWaitT > 0 {
+			attrs = append(attrs, "call_wait_ms", ms(r.callWaitT))
+		}
 	}
 	if r.pushedFor != "" {
 		attrs = append(attrs, "ahead_of", r.pushedFor)
@@ -172,37 +178,58 @@ func (p *Pusher) report(r pushResult) {
 // pushOne validates, compresses and uploads one file. ident returns the
 // repository identity, zero when the repository has none yet (then this
 // call creates it from the segment header).
-func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Identity, error)) (res pushResult) {
+func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Identity, error)) pushResult {
+	f := p.prepare(ctx, path, ident)
+	if f.res.err != nil {
+		return f.res
+	}
+	return p.upload(ctx, f)
+}
+
+// preparedFile is a file read, hashed, compressed and validated: what
+// remains is its upload.
+type preparedFile struct {
+	res pushResult
+	enc []byte
+	// took is the time prepare spent on it.
+	took time.Duration
+}
+
+// prepare reads, validates, hashes and compresses one file (res.err says
+// why it cannot be uploaded).
+func (p *Pusher) prepare(ctx context.Context, path string, ident func() (repo.Identity, error)) (f preparedFile) {
 	start := time.Now()
-	name := filepath.Base(path)
-	res.name = name
+	res := &f.res
+	res.name = filepath.Base(path)
 	defer func() {
-		res.elapsed = time.Since(start)
+		f.took = time.Since(start)
 		if res.err != nil {
-			res.err = fileError(name, res.err)
+			res.elapsed = f.took
+			res.err = fileError(res.name, res.err)
 		}
 	}()
 	t0 := time.Now()
 	data, stat, err := readFile(path)
 	if err != nil {
 		res.err = err
-		return res
+		return f
 	}
-	res.in, res.stat = len(data), stat
+	res.in = len(data)
 	res.readT = time.Since(t0)
 
-	// Hash and compress while the identity arrives; nothing is uploaded
-	// before the file is validated against it.
+	// Hash and compress while the identity arrives, and the stat of the
+	// bytes read is proven; nothing is uploaded before the file is
+	// validated against the identity.
 	var sum [32]byte
-	var enc []byte
 	var encErr error
 	var wg sync.WaitGroup
 	t1 := time.Now()
+	wg.Go(func() { res.stat = stat() })
 	wg.Go(func() { sum = sha256.Sum256(data); res.hashT = time.Since(t1) })
-	wg.Go(func() { enc, encErr = p.Codec.Encode(nil, data); res.encT = time.Since(t1) })
+	wg.Go(func() { f.enc, encErr = p.Codec.Encode(nil, data); res.encT = time.Since(t1) })
 	id, err := ident()
 	if err == nil {
-		err = p.validate(ctx, name, data, &id)
+		err = p.validate(ctx, res.name, data, &id)
 	}
 	if err == nil {
 		// A repository that expects encryption refuses a host without
@@ -210,20 +237,31 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 		id, err = p.Repo.CheckEncryption(ctx, id)
 	}
 	wg.Wait()
+	readBuffers.Put(&data)
 	res.id = id
-	if err != nil {
-		res.err = err
-		return res
+	if err == nil {
+		err = encErr
 	}
-	if encErr != nil {
-		res.err = encErr
-		return res
-	}
+	res.err = err
 	res.sha = hex.EncodeToString(sum[:])
-	res.out = len(enc)
-	t2 := time.Now()
-	res.key, err = p.Repo.PutWAL(ctx, name, p.Codec, enc, res.sha, len(data))
-	res.putT = time.Since(t2)
+	res.out = len(f.enc)
+	return f
+}
+
+// upload stores a prepared file in the repository, or confirms that the
+// repository holds its exact bytes already.
+func (p *Pusher) upload(ctx context.Context, f preparedFile) (res pushResult) {
+	res = f.res
+	start := time.Now()
+	defer func() {
+		res.elapsed = f.took + time.Since(start)
+		if res.err != nil {
+			res.err = fileError(res.name, res.err)
+		}
+	}()
+	var err error
+	res.key, err = p.Repo.PutWAL(ctx, res.name, p.Codec, f.enc, res.sha, res.in)
+	res.putT = time.Since(start)
 	if errors.Is(err, repo.ErrExists) {
 		res.existed = true
 		obj, herr := p.Repo.HeadWAL(ctx, res.key)
@@ -239,40 +277,80 @@ func (p *Pusher) pushOne(ctx context.Context, path string, ident func() (repo.Id
 	return res
 }
 
-// readFile reads a whole file and the stat of the version it read.
-func readFile(path string) ([]byte, walrec.Stat, error) {
+// readFile reads a whole file at once. The stat it returns identifies
+// the bytes read (zero when none does) and may wait: a file changed within
+// the current tick of the filesystem's clock could change again without a
+// new ctime, so then the stat waits for the tick to pass and reads the
+// file again to compare (run it beside the hashing and compression).
+func readFile(path string) ([]byte, func() walrec.Stat, error) {
+	unknown := func() walrec.Stat { return walrec.Stat{} }
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, walrec.Stat{}, err
+		return nil, nil, err
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, walrec.Stat{}, err
+		f.Close()
+		return nil, nil, err
 	}
-	// A file changed within the current tick of the filesystem's clock
-	// could change again without a new ctime: let the tick pass, so that
-	// the stat identifies the bytes read.
-	settled := walrec.Settle(walrec.StatOf(fi))
-	if settled {
-		if fi, err = f.Stat(); err != nil {
-			return nil, walrec.Stat{}, err
-		}
-	}
-	data := make([]byte, fi.Size())
+	before := walrec.StatOf(fi)
+	// Settled now, before the read: any change from here on gets a new
+	// ctime.
+	settled := walrec.Settled(before)
+	data := readBuffer(int(fi.Size()))
 	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, walrec.Stat{}, fmt.Errorf("read: %w", err)
+		f.Close()
+		return nil, nil, fmt.Errorf("read: %w", err)
 	}
 	// A file that changed while being read has a new ctime now.
 	after, err := f.Stat()
-	if err != nil {
-		return nil, walrec.Stat{}, err
+	switch {
+	case err != nil:
+		f.Close()
+		return nil, nil, err
+	case walrec.StatOf(after) != before:
+		f.Close()
+		return data, unknown, nil // unknown version: a record will be checked by hash
+	case settled:
+		f.Close()
+		return data, func() walrec.Stat { return before }, nil
 	}
-	st := walrec.StatOf(after)
-	if !settled || st != walrec.StatOf(fi) {
-		st = walrec.Stat{} // unknown version: a record will be checked by hash
+	return data, func() walrec.Stat {
+		defer f.Close()
+		if !walrec.Settle(before) || !sameBytes(f, data) {
+			return walrec.Stat{}
+		}
+		if fi, err := f.Stat(); err != nil || walrec.StatOf(fi) != before {
+			return walrec.Stat{}
+		}
+		return before
+	}, nil
+}
+
+// readBuffers keeps the buffers segments were read into for the next
+// ones: a fresh 16 MiB allocation costs page faults and zeroing each time.
+var readBuffers sync.Pool // *[]byte
+
+// readBuffer returns a buffer of n bytes, one from readBuffers if it fits.
+func readBuffer(n int) []byte {
+	if b, ok := readBuffers.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
 	}
-	return data, st, nil
+	return make([]byte, n)
+}
+
+// sameBytes reports whether f holds exactly data.
+func sameBytes(f *os.File, data []byte) bool {
+	buf := make([]byte, 1<<20)
+	for off := 0; off < len(data); off += len(buf) {
+		chunk := data[off:min(off+len(buf), len(data))]
+		if n, err := f.ReadAt(buf[:len(chunk)], int64(off)); n != len(chunk) || (err != nil && err != io.EOF) || !bytes.Equal(buf[:n], chunk) {
+			return false
+		}
+	}
+	// Nothing beyond.
+	n, _ := f.ReadAt(buf[:1], int64(len(data)))
+	return n == 0
 }
 
 // validate refuses what must not enter the repository: segments of the

@@ -56,7 +56,7 @@ func spoolNewCluster(t *testing.T, symlinked bool) *spoolCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.env = &env{t: t, walDir: filepath.Join(c.dataDir, "pg_wal"), repoDir: filepath.Join(base, "repo"), repo: repo.New(st), logs: &bytes.Buffer{}}
+	c.env = &env{t: t, walDir: filepath.Join(c.dataDir, "pg_wal"), repoDir: filepath.Join(base, "repo"), repo: repo.New(st), logs: &logBuffer{}}
 	return c
 }
 

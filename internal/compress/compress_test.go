@@ -5,6 +5,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestParse(t *testing.T) {
@@ -106,6 +108,24 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("%s/%s: round trip mismatch (%d vs %d bytes)", spec, name, len(out), len(in))
 			}
 		}
+	}
+}
+
+// TestEncodeFramesWithoutChecksum: Encode's zstd frames leave out the
+// frame checksum (the repository's SHA-256 covers the bytes), and still
+// decode.
+func TestEncodeFramesWithoutChecksum(t *testing.T) {
+	c, _ := Parse("zstd")
+	enc, err := c.Encode(nil, walLike(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h zstd.Header
+	if err := h.Decode(enc); err != nil {
+		t.Fatal(err)
+	}
+	if h.HasCheckSum {
+		t.Fatal("Encode wrote a zstd frame checksum")
 	}
 }
 

@@ -94,20 +94,42 @@ func (s Stat) fine() bool { return s.CtimeNs%int64(time.Second) != 0 }
 // whole seconds only: then a Stat proves nothing and the bytes must be
 // compared.
 func Settle(s Stat) bool {
-	if s == (Stat{}) || !s.fine() {
-		return false
-	}
 	for range 200 {
-		var now unix.Timespec
-		if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now) != nil {
-			return false
-		}
-		if now.Nano() > s.CtimeNs {
+		switch settled(s) {
+		case yes:
 			return true
+		case never:
+			return false
 		}
 		time.Sleep(time.Millisecond)
 	}
 	return false
+}
+
+// Settled reports, without waiting, whether the kernel's clock for file
+// timestamps has moved past the ctime of s (see Settle).
+func Settled(s Stat) bool { return settled(s) == yes }
+
+type settledness int
+
+const (
+	notYet settledness = iota
+	yes
+	never
+)
+
+func settled(s Stat) settledness {
+	if s == (Stat{}) || !s.fine() {
+		return never
+	}
+	var now unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now) != nil {
+		return never
+	}
+	if now.Nano() > s.CtimeNs {
+		return yes
+	}
+	return notYet
 }
 
 // Log says how the helper that wrote a record logs (its log.format and
@@ -290,9 +312,11 @@ const pickupWait = 100 * time.Millisecond
 
 // CallSuffix names the marker pushed/<name>.call, with which a call asks
 // the running archiver for its file: on a server whose archiver keeps up
-// (one .ready file at a time) the archiver takes a file only when a call
+// (one .ready file at a time) the archiver uploads a file only when a call
 // asks for it, so that it never archives what PostgreSQL no longer asks
-// walsnap to (archive_command changed).
+// walsnap to (archive_command changed). It may have read and compressed
+// the file already, holding its busy lock, and waits for the marker to
+// upload it.
 const CallSuffix = ".call"
 
 // AwaitPickup asks the archiver that serves spool, if one runs and the
@@ -310,17 +334,11 @@ func AwaitPickup(own spool.Owner, sdir, walDir, name string) bool {
 		return false
 	}
 	rec := PushedPath(sdir, name)
-	taken := func() bool {
-		for _, p := range []string{rec, rec + BusySuffix} {
-			if _, err := os.Stat(p); err == nil {
-				return true
-			}
-		}
-		return false
-	}
-	if taken() {
+	if _, err := os.Stat(rec); err == nil {
 		return true
 	}
+	// Asked for even when the archiver holds the file already: it may be
+	// waiting for a call to upload it.
 	f, err := own.CreateExcl(rec + CallSuffix)
 	switch {
 	case err == nil:
@@ -329,8 +347,10 @@ func AwaitPickup(own spool.Owner, sdir, walDir, name string) bool {
 		return false
 	}
 	for deadline := time.Now().Add(pickupWait); ; time.Sleep(500 * time.Microsecond) {
-		if taken() {
-			return true
+		for _, p := range []string{rec, rec + BusySuffix} {
+			if _, err := os.Stat(p); err == nil {
+				return true
+			}
 		}
 		if time.Now().After(deadline) {
 			return false

@@ -12,6 +12,8 @@
 #   KEEP=1        keep the work directory (corpus, cluster, MinIO data)
 #   QUIET_WAIT=90 seconds, in all, the bench may wait for other jobs on the
 #                 machine to calm down before a run (each row notes their CPU)
+#   ONLY=regex    only the runs whose row id matches (e.g. ONLY=push-single);
+#                 targets without their rows say so
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -253,6 +255,14 @@ common=(-corpus "$corpus" -segments "$segments" -out "$results")
 # wb CMD ARGS...: one measurement, started when other jobs leave the CPU
 # mostly free (or the QUIET_WAIT budget is spent).
 wb() {
+	if [ -n "${ONLY:-}" ]; then
+		local id="" prev=""
+		for a in "$@"; do
+			[ "$prev" = -id ] && id=$a
+			prev=$a
+		done
+		[[ $id =~ $ONLY ]] || return 0
+	fi
 	local t=$SECONDS
 	"$wb" quiet -max 30 -window 500ms -timeout "${quiet_budget}s"
 	quiet_budget=$((quiet_budget - (SECONDS - t)))

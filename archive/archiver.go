@@ -312,23 +312,21 @@ func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string,
 	// The identity is read from the repository for every file, as a call
 	// does: an archiver outliving a repository's replacement is refused.
 	f := p.prepare(fctx, filepath.Join(walDir, name), identityOf(fctx, p.Repo))
+	if f.res.err == nil && unasked {
+		p.Log.Debug("prepared ahead of PostgreSQL's call; uploaded when it asks", "file", name, "ms", f.took.Milliseconds())
+		t := time.Now()
+		if err := awaitCall(ctx, walDir, pushedDir, name); err != nil {
+			return err
+		}
+		f.res.callWaitT = time.Since(t)
+		// The upload's own bound starts now.
+		cancel()
+		fctx, cancel = context.WithTimeout(ctx, p.fileTimeout())
+		defer cancel()
+	}
 	r := f.res
 	if r.err == nil {
-		if unasked {
-			p.Log.Debug("prepared ahead of PostgreSQL's call; uploaded when it asks", "file", name, "ms", f.took.Milliseconds())
-			t := time.Now()
-			if err := awaitCall(ctx, walDir, pushedDir, name); err != nil {
-				return err
-			}
-			r.callWaitT = time.Since(t)
-			// The upload's own bound starts now.
-			cancel()
-			fctx, cancel = context.WithTimeout(ctx, p.fileTimeout())
-			defer cancel()
-		}
-		wait := r.callWaitT
 		r = p.upload(fctx, f)
-		r.callWaitT = wait
 	}
 	r.pushedFor = "archiver"
 	p.report(r)

@@ -424,6 +424,8 @@ func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) 
 			switch {
 			case errors.Is(err, ErrNotFound):
 				endSeen.Store(true)
+			case errors.Is(err, errSwept):
+				// Recovery has gone past it: nothing to report.
 			case err != nil && ctx.Err() == nil:
 				failed.Store(true)
 				f.Log.Warn("prefetch failed", "file", next, "err", err)
@@ -544,6 +546,9 @@ func settleDownload(path string, st walrec.Stat, sum uint32) (bool, error) {
 		return false, nil
 	}
 	fd, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, errSwept
+	}
 	if err != nil {
 		return false, err
 	}
@@ -557,10 +562,17 @@ func settleDownload(path string, st walrec.Stat, sum uint32) (bool, error) {
 		return false, err
 	}
 	if n != st.Size || got != sum || walrec.StatOf(fi) != st {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return false, errSwept
+		}
 		return false, errors.New("the downloaded file changed after it was verified")
 	}
 	return true, nil
 }
+
+// errSwept means a call's sweep removed a prefetched file before the
+// prefetcher committed it: recovery had gone past it (not a failure).
+var errSwept = errors.New("recovery has gone past it")
 
 // orphanAge is how old an unlocked in-progress file must be before it is
 // taken for the leftover of a dead writer: a writer creates the file, then

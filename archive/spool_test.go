@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -597,5 +598,32 @@ func TestHelpersLeaveWithTheServer(t *testing.T) {
 	}
 	if _, err := os.Stat(c.pdir()); err != nil {
 		t.Fatalf("the prefetch spool went with a stopped (not promoted) server: %v", err)
+	}
+}
+
+// TestSettleDownload: a downloaded file whose bytes or stat moved after
+// it was verified is refused as changed; one that a call's sweep removed
+// meanwhile (recovery went past it) is errSwept, which the prefetcher
+// does not report as a failure.
+func TestSettleDownload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), name(1, 1))
+	data := segment(1, 1, sysID)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, sum := walrec.StatOf(fi), crc32.Checksum(data, walrec.Castagnoli)
+	if ok, err := settleDownload(path, st, sum); !ok || err != nil {
+		t.Fatalf("an untouched download: settled %v, %v", ok, err)
+	}
+	if _, err := settleDownload(path, st, sum+1); err == nil || errors.Is(err, errSwept) {
+		t.Fatalf("other bytes than verified: %v", err)
+	}
+	os.Remove(path)
+	if _, err := settleDownload(path, st, sum); !errors.Is(err, errSwept) {
+		t.Fatalf("a swept download: %v, want errSwept", err)
 	}
 }

@@ -164,6 +164,11 @@ func (p *Pusher) RunArchiver(ctx context.Context, walDir string) error {
 		select {
 		case d := <-finished:
 			delete(inflight, d.name)
+			if !errors.Is(d.err, errNotAsked) {
+				// Only a file no call asked for stays prepared (not taken
+				// unasked again): the map holds no more than those.
+				delete(prepared, d.name)
+			}
 			switch {
 			case errors.Is(d.err, errUnasked):
 				abandoned = d.name
@@ -315,7 +320,16 @@ func (p *Pusher) archiveOne(ctx context.Context, walDir, pushedDir, name string,
 	if f.res.err == nil && unasked {
 		p.Log.Debug("prepared ahead of PostgreSQL's call; uploaded when it asks", "file", name, "ms", f.took.Milliseconds())
 		t := time.Now()
-		if err := awaitCall(ctx, walDir, pushedDir, name); err != nil {
+		err := awaitCall(ctx, walDir, pushedDir, name)
+		if errors.Is(err, errUnasked) {
+			// A walsnap call that uploaded the file itself (it asked
+			// before the archiver took it, then waited no longer) is not
+			// a changed archive_command.
+			if has, herr := p.Repo.HasWAL(ctx, name); herr != nil || has {
+				return errNotAsked
+			}
+		}
+		if err != nil {
 			return err
 		}
 		f.res.callWaitT = time.Since(t)

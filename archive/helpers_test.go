@@ -250,7 +250,7 @@ func TestArchiverFollowsCalls(t *testing.T) {
 // quiet server's next file the moment it is ready, but uploads it only
 // when PostgreSQL's call asks for it; when PostgreSQL marks the file done
 // without asking walsnap (archive_command changed), it leaves having
-// uploaded nothing.
+// uploaded nothing — but not when a walsnap call uploaded it itself.
 func TestArchiverPreparesAhead(t *testing.T) {
 	e := newEnv(t)
 	_, done := e.lingeringArchiver(t)
@@ -271,24 +271,38 @@ func TestArchiverPreparesAhead(t *testing.T) {
 	if got, err := e.fetchBytes(name(1, 1)); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("file 1 not in the repository: %v", err)
 	}
-	status := filepath.Join(e.walDir, "archive_status", name(1, 1))
-	if err := os.Rename(status+".ready", status+".done"); err != nil {
-		t.Fatal(err)
+	markDone := func(no uint64) {
+		t.Helper()
+		status := filepath.Join(e.walDir, "archive_status", name(1, no))
+		if err := os.Rename(status+".ready", status+".done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	markDone(1)
+
+	// File 2 is uploaded by a walsnap call of its own (one that stopped
+	// waiting for the archiver) and marked done: not a changed
+	// archive_command, the archiver stays and takes file 3.
+	e.logs.Reset()
+	path, _ = e.write(1, 2, true)
+	e.logs.await(t, `uploaded when it asks" file=`+name(1, 2))
+	if r := e.pusher().pushOne(context.Background(), path, identityOf(context.Background(), e.repo)); r.err != nil {
+		t.Fatal(r.err)
+	}
+	markDone(2)
+	e.write(1, 3, true)
+	e.logs.await(t, `uploaded when it asks" file=`+name(1, 3))
+	if strings.Contains(e.logs.String(), "archiver leaving") {
+		t.Fatalf("left over a file a walsnap call archived:\n%s", e.logs)
 	}
 
-	// The next file is archived by another archive_command.
-	e.logs.Reset()
-	e.write(1, 2, true)
-	e.logs.await(t, "prepared ahead of PostgreSQL's call")
-	status = filepath.Join(e.walDir, "archive_status", name(1, 2))
-	if err := os.Rename(status+".ready", status+".done"); err != nil {
-		t.Fatal(err)
-	}
+	// File 3 is archived by another archive_command.
+	markDone(3)
 	helperLeft(t, done, "archiver")
 	if !strings.Contains(e.logs.String(), "archiver leaving: PostgreSQL archived a file without asking walsnap") {
 		t.Fatalf("no reason logged:\n%s", e.logs)
 	}
-	if ok, err := e.repo.HasWAL(context.Background(), name(1, 2)); err != nil || ok {
+	if ok, err := e.repo.HasWAL(context.Background(), name(1, 3)); err != nil || ok {
 		t.Fatalf("a file no call asked for was uploaded (has=%v, err=%v):\n%s", ok, err, e.logs)
 	}
 }

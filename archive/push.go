@@ -112,11 +112,13 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 		p.Log.Info("archived (by the background archiver)", "file", name, "ms", time.Since(start).Milliseconds())
 	} else {
 		// Keep the archiver off the file while the call uploads it (when
-		// the spool can be had: the upload does not depend on it).
+		// the spool can be had: the upload does not depend on it), and no
+		// longer ask it for the file.
 		if own := spool.OwnerOf(walDir); p.Ahead > 0 && own.MkdirAll(sdir, pushedDir) == nil {
 			if release, err := claim(own, pushedDir, name); err == nil {
 				defer release()
 			}
+			defer os.Remove(filepath.Join(pushedDir, name+walrec.CallSuffix))
 		}
 		// The identity is read from the repository on every call (never
 		// from a local cache, which could outlive it), while the file is
@@ -283,14 +285,18 @@ func (p *Pusher) upload(ctx context.Context, f preparedFile) (res pushResult) {
 // new ctime, so then the stat waits for the tick to pass and reads the
 // file again to compare (run it beside the hashing and compression).
 func readFile(path string) ([]byte, func() walrec.Stat, error) {
-	unknown := func() walrec.Stat { return walrec.Stat{} }
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
+	verifyLater := false
+	defer func() {
+		if !verifyLater {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
 		return nil, nil, err
 	}
 	before := walrec.StatOf(fi)
@@ -299,22 +305,20 @@ func readFile(path string) ([]byte, func() walrec.Stat, error) {
 	settled := walrec.Settled(before)
 	data := readBuffer(int(fi.Size()))
 	if _, err := io.ReadFull(f, data); err != nil {
-		f.Close()
 		return nil, nil, fmt.Errorf("read: %w", err)
 	}
 	// A file that changed while being read has a new ctime now.
 	after, err := f.Stat()
 	switch {
 	case err != nil:
-		f.Close()
 		return nil, nil, err
 	case walrec.StatOf(after) != before:
-		f.Close()
-		return data, unknown, nil // unknown version: a record will be checked by hash
+		// Unknown version: a record will be checked by hash.
+		return data, func() walrec.Stat { return walrec.Stat{} }, nil
 	case settled:
-		f.Close()
 		return data, func() walrec.Stat { return before }, nil
 	}
+	verifyLater = true
 	return data, func() walrec.Stat {
 		defer f.Close()
 		if !walrec.Settle(before) || !sameBytes(f, data) {

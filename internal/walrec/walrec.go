@@ -94,12 +94,12 @@ func (s Stat) fine() bool { return s.CtimeNs%int64(time.Second) != 0 }
 // whole seconds only: then a Stat proves nothing and the bytes must be
 // compared.
 func Settle(s Stat) bool {
+	if s == (Stat{}) || !s.fine() {
+		return false
+	}
 	for range 200 {
-		switch settled(s) {
-		case yes:
+		if Settled(s) {
 			return true
-		case never:
-			return false
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -107,29 +107,14 @@ func Settle(s Stat) bool {
 }
 
 // Settled reports, without waiting, whether the kernel's clock for file
-// timestamps has moved past the ctime of s (see Settle).
-func Settled(s Stat) bool { return settled(s) == yes }
-
-type settledness int
-
-const (
-	notYet settledness = iota
-	yes
-	never
-)
-
-func settled(s Stat) settledness {
+// timestamps has moved past the ctime of s (false too where Settle gives
+// up at once).
+func Settled(s Stat) bool {
 	if s == (Stat{}) || !s.fine() {
-		return never
+		return false
 	}
 	var now unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now) != nil {
-		return never
-	}
-	if now.Nano() > s.CtimeNs {
-		return yes
-	}
-	return notYet
+	return unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now) == nil && now.Nano() > s.CtimeNs
 }
 
 // Log says how the helper that wrote a record logs (its log.format and

@@ -113,7 +113,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		err = tmp.Sync()
 	}
 	if err == nil {
-		err = fsutil.MoveDurable(tmp.Name(), dest)
+		err = fsutil.Move(tmp.Name(), dest)
 	}
 	lock.Unlock()
 	if err != nil {
@@ -224,7 +224,7 @@ func (f *Fetcher) takePrefetched(ctx context.Context, pdir, name, dest string) (
 		removePrefetched(path)
 		return rec, false
 	}
-	if err := fsutil.MoveDurable(path, dest); err != nil {
+	if err := fsutil.Move(path, dest); err != nil {
 		f.Log.Warn("cannot move prefetched file into place", "file", name, "err", err)
 		removePrefetched(path)
 		return rec, false
@@ -346,7 +346,9 @@ const (
 // or PostgreSQL has asked for nothing new for PrefetchIdle.
 func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name string) error {
 	want, moved := name, time.Now()
+	filled := "" // the position of the last fill
 	var lastFill time.Time
+	var view archiveView
 	full := false
 	checked := time.Now()
 	for ctx.Err() == nil {
@@ -358,12 +360,17 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 			}
 		}
 		if w, err := os.ReadFile(filepath.Join(pdir, walrec.WantFile)); err == nil && len(w) > 0 && string(w) != want {
-			want, moved, full = string(w), time.Now(), false
+			want, moved = string(w), time.Now()
 		}
-		if !full || time.Since(lastFill) > prefetchRetry {
+		// A fill for each new position; where a fill left the window
+		// short (the end of the archive, a failed download) another every
+		// prefetchRetry, not every poll: a standby at the end of the
+		// archive would ask the store for the next segment 50 times a
+		// second.
+		if want != filled || !full && time.Since(lastFill) > prefetchRetry {
 			var err error
-			full, err = f.fill(ctx, own, pdir, want)
-			lastFill = time.Now()
+			full, err = f.fill(ctx, own, pdir, want, &view)
+			filled, lastFill = want, time.Now()
 			if err != nil && ctx.Err() == nil {
 				f.Log.Warn("prefetch failed", "after", want, "err", err)
 			}
@@ -381,28 +388,59 @@ func (f *Fetcher) standBy(ctx context.Context, own spool.Owner, pdir, name strin
 	return nil
 }
 
+// archiveView is what the prefetcher knows of the repository: its
+// identity, and the timelines that branched off the one recovery reads.
+// It is read again when it is older than prefetchRetry or recovery reads
+// another timeline, not for every segment: a download is verified against
+// the identity it was read with, and branches a second late cost at most
+// the download of a segment recovery will not ask for (a file is served
+// only for its own name). Reading them for every segment was three of the
+// four requests per prefetched segment.
+type archiveView struct {
+	id       repo.Identity
+	tli      uint32
+	branches []branch
+	read     time.Time
+}
+
+// position parses want, the segment recovery asked for last, having read
+// the view again if it is stale for it.
+func (v *archiveView) position(ctx context.Context, f *Fetcher, want string) (wal.Segment, error) {
+	fresh := !v.read.IsZero() && time.Since(v.read) < prefetchRetry
+	if !fresh {
+		id, err := f.Repo.Identity(ctx)
+		if err != nil {
+			return wal.Segment{}, err
+		}
+		v.id = id
+	}
+	fn, err := wal.ParseFileName(want, v.id.SegmentSize)
+	if err != nil || fn.Kind != wal.KindSegment {
+		return wal.Segment{}, fmt.Errorf("prefetch after %s: not a segment name", want)
+	}
+	if !fresh || fn.Segment.TLI != v.tli {
+		v.tli, v.branches, v.read = fn.Segment.TLI, f.branches(ctx, fn.Segment.TLI, v.id.SegmentSize), time.Now()
+	}
+	return fn.Segment, nil
+}
+
 // fill downloads the window of segments after want that is not there yet,
 // and reports whether the window is full (false: the archive ended before
 // it, or a download failed).
-func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string) (bool, error) {
-	id, err := f.Repo.Identity(ctx)
+func (f *Fetcher) fill(ctx context.Context, own spool.Owner, pdir, want string, view *archiveView) (bool, error) {
+	seg, err := view.position(ctx, f, want)
 	if err != nil {
 		return false, err
 	}
-	fn, err := wal.ParseFileName(want, id.SegmentSize)
-	if err != nil || fn.Kind != wal.KindSegment {
-		return false, fmt.Errorf("prefetch after %s: not a segment name", want)
-	}
+	id, branches := view.id, view.branches
 	// PostgreSQL has what it asked for; walsnap-pg does not sweep.
-	sweepPassed(pdir, fn.Segment, id.SegmentSize)
+	sweepPassed(pdir, seg, id.SegmentSize)
 	window := min(f.Prefetch, max(1, int(maxPrefetchBytes/id.SegmentSize)))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, max(1, f.Concurrency))
 	var wg sync.WaitGroup
 	var endSeen, failed atomic.Bool
-	branches := f.branches(ctx, fn.Segment.TLI, id.SegmentSize)
-	seg := fn.Segment
 	for range window {
 		seg = after(seg, branches)
 		next := seg.Name(id.SegmentSize)

@@ -81,3 +81,69 @@ func TestPrefetchEndKeepsEarlierDownloads(t *testing.T) {
 		}
 	}
 }
+
+// countingStore counts the requests that name a key containing one of
+// the watched strings.
+type countingStore struct {
+	storage.Store
+	mu      sync.Mutex
+	watched []string
+	n       map[string]int
+}
+
+func (c *countingStore) count(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.watched {
+		if strings.Contains(key, w) {
+			c.n[w]++
+		}
+	}
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	c.count(key)
+	return c.Store.Get(ctx, key)
+}
+
+func (c *countingStore) List(ctx context.Context, prefix string) ([]storage.ObjectInfo, error) {
+	c.count(prefix)
+	return c.Store.List(ctx, prefix)
+}
+
+func (c *countingStore) requests(w string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[w]
+}
+
+// TestPrefetchEndPolledGently: a prefetcher whose window reaches past the
+// end of the archive (a standby waiting for WAL, the end of every
+// recovery) asks the store for the next segment once per prefetchRetry,
+// and reads the identity and the timeline history that often, not once
+// per poll.
+func TestPrefetchEndPolledGently(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 3)
+	c := &countingStore{Store: e.st, watched: []string{name(1, 4), repo.IdentityKey, "00000002.history"}, n: map[string]int{}}
+	f := e.fetcher()
+	f.Repo = repo.New(c)
+	const idle = 2500 * time.Millisecond
+	f.PrefetchIdle = idle
+	start := time.Now()
+	if err := f.RunPrefetch(context.Background(), name(1, 3), e.walDir); err != nil {
+		t.Fatal(err)
+	}
+	stayed := time.Since(start)
+	if stayed < idle {
+		t.Fatalf("the prefetcher left after %v, before its idle time %v", stayed, idle)
+	}
+	// Each look for the next segment is a Get and a List (other codecs).
+	fills := int(stayed/prefetchRetry) + 1
+	for _, w := range c.watched {
+		if n := c.requests(w); n == 0 || n > 2*fills {
+			t.Errorf("%d requests for %s in %v (at most %d expected: one look per %v; a look per %v poll would be ~%d)",
+				n, w, stayed.Round(time.Millisecond), 2*fills, prefetchRetry, prefetchPoll, 2*int(stayed/prefetchPoll))
+		}
+	}
+}

@@ -151,7 +151,7 @@ func serveFetch(call callstamp.Call) (string, walrec.Log, bool) {
 	if err != nil {
 		return "", walrec.Log{}, false // walsnap discards it and says why
 	}
-	if fsutil.MoveDurable(path, dest) != nil {
+	if fsutil.Move(path, dest) != nil {
 		return "", walrec.Log{}, false
 	}
 	os.Remove(path + walrec.RecordSuffix)

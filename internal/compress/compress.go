@@ -6,6 +6,7 @@ package compress
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -256,15 +257,60 @@ func streamEncode(dst, src []byte, newWriter func(io.Writer) (io.WriteCloser, er
 	return b.Bytes(), nil
 }
 
-// NewReader returns a reader that decompresses r.
+// zstdDecoders holds idle zstd decoders. A new one allocates several MiB
+// of buffers; a standing prefetcher or a restore reads thousands of WAL
+// files one after another.
+var zstdDecoders sync.Pool
+
+// zstdReader reads a zstd stream with a decoder that goes back to
+// zstdDecoders when the stream has ended cleanly and the reader is closed.
+// One that failed is closed instead: a decoder is not reused after an
+// error.
+type zstdReader struct {
+	d     *zstd.Decoder
+	ended bool
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	if z.d == nil {
+		return 0, errors.New("zstd: read after close")
+	}
+	n, err := z.d.Read(p)
+	z.ended = err == io.EOF
+	return n, err
+}
+
+func (z *zstdReader) Close() error {
+	if z.d == nil {
+		return nil
+	}
+	d := z.d
+	z.d = nil
+	if z.ended && d.Reset(nil) == nil {
+		zstdDecoders.Put(d)
+	} else {
+		d.Close()
+	}
+	return nil
+}
+
+// NewReader returns a reader that decompresses r. Close it when done:
+// that returns its resources for the next reader.
 func (c Codec) NewReader(r io.Reader) (io.ReadCloser, error) {
 	switch c.name {
 	case Zstd:
+		if d, ok := zstdDecoders.Get().(*zstd.Decoder); ok {
+			if err := d.Reset(r); err != nil {
+				d.Close()
+				return nil, fmt.Errorf("zstd decoder: %w", err)
+			}
+			return &zstdReader{d: d}, nil
+		}
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
 		if err != nil {
 			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}
-		return d.IOReadCloser(), nil
+		return &zstdReader{d: d}, nil
 	case S2:
 		return io.NopCloser(s2.NewReader(r)), nil
 	case Gzip:

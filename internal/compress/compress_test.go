@@ -3,7 +3,9 @@ package compress
 import (
 	"bytes"
 	"io"
+	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -205,5 +207,92 @@ func TestNewWriterReuse(t *testing.T) {
 				t.Fatalf("%s round %d: stream mismatch (%v)", spec, round, err)
 			}
 		}
+	}
+}
+
+// TestDecoderReuse: zstd decoders go back to a pool after a stream read to
+// its end, and a reused decoder decodes the next stream exactly, whatever
+// the stream before it did: ended cleanly, failed (a corrupt frame), or
+// was left half read. A reader refuses reads after Close.
+func TestDecoderReuse(t *testing.T) {
+	c := Codec{name: Zstd, level: 1}
+	rng := rand.New(rand.NewPCG(3, 4))
+	stream := func(n int) ([]byte, []byte) {
+		raw := make([]byte, n)
+		for i := range raw {
+			raw[i] = byte(rng.IntN(16))
+		}
+		enc, err := c.Encode(nil, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw, enc
+	}
+	decode := func(enc []byte) ([]byte, error) {
+		r, err := c.NewReader(bytes.NewReader(enc))
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		return io.ReadAll(r)
+	}
+	for round := range 6 {
+		raw, enc := stream(1<<20 + round*4099)
+		switch round % 3 {
+		case 1: // a corrupt stream first: its decoder must not come back broken
+			bad := bytes.Clone(enc)
+			bad[len(bad)/2] ^= 0xff
+			if got, err := decode(bad); err == nil && bytes.Equal(got, raw) {
+				t.Fatal("a corrupt stream decoded to the original")
+			}
+		case 2: // a stream read half, then closed
+			r, err := c.NewReader(bytes.NewReader(enc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(r, make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			if _, err := r.Read(make([]byte, 10)); err == nil {
+				t.Fatal("read after Close succeeded")
+			}
+		}
+		got, err := decode(enc)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if !bytes.Equal(got, raw) {
+			t.Fatalf("round %d: a reused decoder decoded other bytes", round)
+		}
+	}
+	// A clean end returns the decoder for the next reader: decoding a
+	// small stream then allocates a fraction of a new decoder's buffers.
+	// (The least of ten: sync.Pool may drop an item now and then.)
+	_, enc := stream(4096)
+	least := uint64(math.MaxUint64)
+	var ms runtime.MemStats
+	for range 10 {
+		runtime.ReadMemStats(&ms)
+		before := ms.TotalAlloc
+		if _, err := decode(enc); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&ms)
+		least = min(least, ms.TotalAlloc-before)
+	}
+	fresh, err := zstd.NewReader(bytes.NewReader(enc), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	if _, err := io.ReadAll(fresh); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms)
+	fresh.Close()
+	if least*4 > ms.TotalAlloc-before {
+		t.Fatalf("a decode allocates %d bytes, a new decoder's reading %d: decoders are not reused", least, ms.TotalAlloc-before)
 	}
 }

@@ -32,11 +32,11 @@ func TestWriteAtomic(t *testing.T) {
 	}
 }
 
-func TestMoveDurable(t *testing.T) {
+func TestMove(t *testing.T) {
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	os.WriteFile(src, []byte("x"), 0o600)
-	if err := MoveDurable(src, dst); err != nil {
+	if err := Move(src, dst); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(src); !os.IsNotExist(err) {
@@ -52,7 +52,7 @@ func TestMoveDurable(t *testing.T) {
 			defer os.RemoveAll(shm)
 			src2 := filepath.Join(shm, "c")
 			os.WriteFile(src2, []byte("y"), 0o600)
-			if err := MoveDurable(src2, dst); err != nil {
+			if err := Move(src2, dst); err != nil {
 				t.Fatal(err)
 			}
 			if b, _ := os.ReadFile(dst); string(b) != "y" {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -540,7 +539,7 @@ func (f *Fetcher) prefetchOne(ctx context.Context, own spool.Owner, pdir, name s
 	removePrefetched(path)
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(f.Timeout, 5*time.Minute))
 	defer cancel()
-	h := crc32.New(walrec.Castagnoli)
+	h := walrec.NewCRC()
 	known := func() (repo.Identity, error) { return id, nil }
 	obj, _, err := f.download(ctx, name, io.MultiWriter(fd, h), known)
 	if err == nil {

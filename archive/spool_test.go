@@ -615,7 +615,7 @@ func TestSettleDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, sum := walrec.StatOf(fi), crc32.Checksum(data, walrec.Castagnoli)
+	st, sum := walrec.StatOf(fi), crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 	if ok, err := settleDownload(path, st, sum); !ok || err != nil {
 		t.Fatalf("an untouched download: settled %v, %v", ok, err)
 	}

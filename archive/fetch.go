@@ -327,6 +327,13 @@ func (f *Fetcher) RunPrefetch(ctx context.Context, name, walDir string) error {
 	return err
 }
 
+// PrefetchNice is the nice value the standing prefetcher process runs at
+// (see detach.Yield): recovery's own work — the startup process replaying,
+// PostgreSQL's restore_command calls — runs first where they compete for
+// a core; the downloads it needs next are ahead of it by fetch.prefetch
+// segments and take the cycles replay leaves.
+const PrefetchNice = 10
+
 // Standing prefetcher timing.
 const (
 	// prefetchPoll is how often the prefetcher looks for a new position.

@@ -1,15 +1,18 @@
 package archive_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/walsnap/walsnap/archive"
 	"github.com/walsnap/walsnap/internal/compress"
 	"github.com/walsnap/walsnap/internal/spool"
 	"github.com/walsnap/walsnap/internal/testrig"
@@ -78,6 +81,16 @@ func TestFrontEndRecovery(t *testing.T) {
 			_, err := os.Stat(filepath.Join(pdir, n+walrec.RecordSuffix))
 			return err == nil
 		})
+		if n == gated[0] {
+			// The prefetcher yields the CPU to recovery's own work.
+			procs := procsWith("wal-prefetch", filepath.Join(rst.DataDir, "pg_wal"))
+			if len(procs) != 1 {
+				t.Fatalf("prefetcher processes: %v", procs)
+			}
+			if got := niceOf(t, procs[0]); got != archive.PrefetchNice {
+				t.Errorf("the prefetcher runs at nice %d, not %d", got, archive.PrefetchNice)
+			}
+		}
 		if n == tampered {
 			faultFlip(t, filepath.Join(pdir, n), faultSegSize/3)
 		}
@@ -239,4 +252,20 @@ func TestFrontEndNewSettings(t *testing.T) {
 	if len(objs) < len(backlog) {
 		t.Fatalf("repository A holds %d WAL objects, not the backlog of %d", len(objs), len(backlog))
 	}
+}
+
+// niceOf returns the nice value of process pid (field 19 of its stat).
+func niceOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name (field 2) may hold spaces: count after its ')'.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	n, err := strconv.Atoi(fields[16])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

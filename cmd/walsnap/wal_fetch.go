@@ -115,6 +115,9 @@ func walPrefetchCommand() *cli.Command {
 				return err
 			}
 			f.Settings, f.Restamp = helperSettings()
+			if err := detach.Yield(archive.PrefetchNice); err != nil {
+				f.Log.Warn("prefetcher runs at normal priority", "err", err)
+			}
 			return f.RunPrefetch(ctx, c.Args().Get(0), c.Args().Get(1))
 		},
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,4 +90,31 @@ func ready(report string, err error) {
 		fmt.Fprintf(f, "ok %s\n", strings.ReplaceAll(report, "\n", " "))
 	}
 	f.Close()
+}
+
+// Yield lowers the CPU priority of this process, every thread of it, to
+// the nice value nice. A thread the Go runtime starts later inherits it
+// from the thread that starts it. For a helper whose work is ahead of
+// need (the standing prefetcher): where it competes for a core with
+// PostgreSQL and the calls PostgreSQL makes, they run first, and the
+// helper still has every cycle they leave.
+func Yield(nice int) error {
+	// Twice: a thread started while the first pass ran may have copied
+	// its creator's old value.
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("set the priority of thread %d: %w", tid, err)
+			}
+		}
+	}
+	return nil
 }

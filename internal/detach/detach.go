@@ -93,8 +93,9 @@ func ready(report string, err error) {
 }
 
 // Yield lowers the CPU priority of this process, every thread of it, to
-// the nice value nice. A thread the Go runtime starts later inherits it
-// from the thread that starts it. For a helper whose work is ahead of
+// the nice value nice; a thread already nicer is left as it is (an
+// operator's lower priority stands). A thread the Go runtime starts later
+// inherits the value from the thread that starts it. For a helper whose work is ahead of
 // need (the standing prefetcher): where it competes for a core with
 // PostgreSQL and the calls PostgreSQL makes, they run first, and the
 // helper still has every cycle they leave.
@@ -109,6 +110,10 @@ func Yield(nice int) error {
 		for _, t := range tasks {
 			tid, err := strconv.Atoi(t.Name())
 			if err != nil {
+				continue
+			}
+			// The kernel reports 20 - nice.
+			if p, err := syscall.Getpriority(syscall.PRIO_PROCESS, tid); err == nil && 20-p >= nice {
 				continue
 			}
 			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {

@@ -28,10 +28,11 @@ func niceOf(t *testing.T, task string) int {
 }
 
 // TestYield: after Yield every thread of the process has the nice value,
-// those the runtime started before and those it starts after. It runs in
-// a child process (Yield cannot be undone without privilege).
+// those the runtime started before and those it starts after, unless it
+// was nicer already. It runs in child processes (Yield cannot be undone
+// without privilege).
 func TestYield(t *testing.T) {
-	if os.Getenv("DETACH_YIELD_CHILD") == "1" {
+	if want, err := strconv.Atoi(os.Getenv("DETACH_YIELD_WANT")); err == nil {
 		if err := Yield(7); err != nil {
 			t.Fatal(err)
 		}
@@ -52,18 +53,22 @@ func TestYield(t *testing.T) {
 			t.Fatalf("threads: %v %v", tasks, err)
 		}
 		for _, task := range tasks {
-			if n := niceOf(t, task); n != 7 {
-				t.Errorf("thread %s: nice %d, want 7", filepath.Base(task), n)
+			if n := niceOf(t, task); n != want {
+				t.Errorf("thread %s: nice %d, want %d", filepath.Base(task), n, want)
 			}
 		}
 		close(release)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestYield$", "-test.v")
-	cmd.Env = append(os.Environ(), "DETACH_YIELD_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestYield") {
-		t.Fatalf("child: %v\n%s", err, out)
+	// At nice 0 the process goes to 7; one an operator started at nice 15
+	// stays there (Yield never raises a priority, root's neither).
+	for _, tc := range []struct{ start, want int }{{0, 7}, {15, 15}} {
+		cmd := exec.Command("nice", "-n", strconv.Itoa(tc.start), os.Args[0], "-test.run=^TestYield$", "-test.v")
+		cmd.Env = append(os.Environ(), "DETACH_YIELD_WANT="+strconv.Itoa(tc.want))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestYield") {
+			t.Fatalf("child started at nice %d: %v\n%s", tc.start, err, out)
+		}
 	}
 	if n := niceOf(t, "/proc/thread-self"); n == 7 {
 		t.Fatal("the test process itself was reniced")

@@ -147,3 +147,41 @@ func TestPrefetchEndPolledGently(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchEndGrows: a segment archived after the prefetcher found the
+// end of the archive is prefetched at its next look, about a second later,
+// without PostgreSQL asking for anything new.
+func TestPrefetchEndGrows(t *testing.T) {
+	e := newEnv(t)
+	e.pushRange(1, 3)
+	c := &countingStore{Store: e.st, watched: []string{name(1, 4)}, n: map[string]int{}}
+	f := e.fetcher()
+	f.Repo = repo.New(c)
+	f.PrefetchIdle = 10 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.RunPrefetch(ctx, name(1, 3), e.walDir) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// The prefetcher has looked for segment 4 and found the end.
+	for deadline := time.Now().Add(20 * time.Second); c.requests(name(1, 4)) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the prefetcher never looked for the segment after the archive")
+		}
+	}
+	e.pushRange(4, 4)
+	pushed := time.Now()
+	rec := filepath.Join(e.walDir, spool.DirName, "prefetch", name(1, 4)+walrec.RecordSuffix)
+	for {
+		if _, err := os.Stat(rec); err == nil {
+			break
+		}
+		if time.Since(pushed) > 5*prefetchRetry {
+			t.Fatalf("segment 4, archived after the end was seen, not prefetched within %v", 5*prefetchRetry)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("prefetched %v after it was archived", time.Since(pushed).Round(time.Millisecond))
+}

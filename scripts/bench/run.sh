@@ -343,12 +343,6 @@ for rep in $(seq 1 "$repeat"); do
 		-wait-locks "$run/backlog-tls/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-backlog" -minio-pid "$tls_pid" \
 		-id walsnap-push-backlog-tls -label "walsnap push, backlog" -endpoint-label TLS -notes "s3.ca_file, zstd:1"
-	s2cfg=$(walsnap_config "$r-backlog-s2-tls" "$tls_ep" "$r-backlog-s2" "$ca")
-	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/backlog-s2-tls" -walsnap \
-		-cmd "$walsnap --config $s2cfg --compression s2 wal-push %p" -log "$out/logs/$r-walsnap-push-backlog-s2-tls.log" \
-		-wait-locks "$run/backlog-s2-tls/pg_wal/.walsnap/archiver.lock" \
-		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-backlog-s2" -minio-pid "$tls_pid" \
-		-id walsnap-push-backlog-s2-tls -label "walsnap push, backlog, s2" -endpoint-label TLS -notes "s3.ca_file, s2"
 	wb restore "${common[@]}" "${rowf[@]}" -pgdata "$run/fetch8-tls" -walsnap \
 		-cmd "$walsnap --config $cfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-fetch8-tls.log" \
 		-wait-locks "$run/fetch8-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \
@@ -364,6 +358,14 @@ for rep in $(seq 1 "$repeat"); do
 		-wait-locks "$run/pg-backlog-tls/pg_wal/.walsnap/archiver.lock" \
 		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-pg-backlog" -minio-pid "$tls_pid" \
 		-id walsnap-pg-push-backlog-tls -label "walsnap-pg push, backlog" -endpoint-label TLS -notes "s3.ca_file, zstd:1, as postgres"
+	# The same with the cheap codec (bytes stored against drain rate).
+	s2cfg=$(walsnap_config "$r-pg-backlog-s2-tls" "$tls_ep" "$r-pg-backlog-s2" "$ca")
+	chown postgres:postgres "$s2cfg"
+	wb archive "${common[@]}" "${rowf[@]}" -mode backlog -pgdata "$run/pg-backlog-s2-tls" -user postgres -walsnap \
+		-cmd "$walsnap_pg --config $s2cfg --compression s2 wal-push %p" -log "$out/logs/$r-walsnap-pg-push-backlog-s2-tls.log" \
+		-wait-locks "$run/pg-backlog-s2-tls/pg_wal/.walsnap/archiver.lock" \
+		-endpoint "$tls_ep" -ca "$ca" -bucket walsnap -prefix "$r-pg-backlog-s2" -minio-pid "$tls_pid" \
+		-id walsnap-pg-push-backlog-s2-tls -label "walsnap-pg push, backlog, s2" -endpoint-label TLS -notes "s3.ca_file, s2, as postgres"
 	wb restore "${common[@]}" "${rowf[@]}" -pgdata "$run/pg-fetch8-tls" -user postgres -walsnap \
 		-cmd "$walsnap_pg --config $pgcfg wal-fetch %f %p" -log "$out/logs/$r-walsnap-pg-fetch8-tls.log" \
 		-wait-locks "$run/pg-fetch8-tls/pg_wal/.walsnap/prefetch/.lock" -minio-pid "$tls_pid" \
